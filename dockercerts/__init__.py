@@ -1,0 +1,1 @@
+"""dockercerts: talk to container registries with Docker's certs.d TLS material."""

@@ -1,0 +1,153 @@
+"""Every exception dockercerts raises, in one place.
+
+Loader errors derive from :class:`CertsDirError`; each one carries the paths involved as
+attributes, so callers can act on them without parsing messages. Where Docker has its own
+wording (a ``.cert`` without its ``.key`` and the reverse), ``str()`` is exactly Docker's, so
+a message seen in a daemon log and one seen here can be searched for together.
+
+The transport's error, :class:`ClientCertificateRejected`, is an :class:`httpx.TransportError`
+so code that already handles httpx failures handles it too.
+
+No message, attribute or ``repr`` ever contains key material or a password.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import httpx
+
+__all__ = [
+    "Attempt",
+    "CertsDirError",
+    "CertsDirReadError",
+    "ClientCertificateRejected",
+    "InvalidHostError",
+    "KeyPairError",
+    "MissingCertificateError",
+    "MissingKeyError",
+]
+
+
+class CertsDirError(Exception):
+    """Base class: a certs.d host directory (or a name for one) that cannot be used.
+
+    ``paths`` lists every file or directory the error is about, most specific first.
+    """
+
+    paths: tuple[Path, ...] = ()
+
+
+class InvalidHostError(CertsDirError, ValueError):
+    """A string that is not a registry ``host[:port]``; raised before any file is touched.
+
+    ``host`` is the rejected input, ``reason`` says what is wrong with it.
+    """
+
+    def __init__(self, host: str, reason: str) -> None:
+        self.host = host
+        self.reason = reason
+        super().__init__(
+            f"{host!r} is not a registry host ({reason}); expected a name such as "
+            "'registry.example.com', 'reg:5000' or '[::1]:5000'"
+        )
+
+
+class CertsDirReadError(CertsDirError):
+    """The host directory, or a file Docker would read in it, cannot be read.
+
+    Permission denied, a path that is not a directory, a dangling symlink, or a directory
+    named like a certificate (``x.crt``). ``path`` is the path that failed; ``directory``
+    the host directory being loaded.
+    """
+
+    def __init__(self, path: Path, directory: Path, problem: str, fix: str) -> None:
+        self.path = path
+        self.directory = directory
+        self.problem = problem
+        self.fix = fix
+        self.paths = (path, directory) if path != directory else (path,)
+        super().__init__(f"cannot read {path}: {problem}. {fix}")
+
+
+class MissingKeyError(CertsDirError):
+    """A ``<name>.cert`` without ``<name>.key`` beside it. ``str()`` is Docker's message."""
+
+    def __init__(self, cert: Path, key: Path) -> None:
+        self.cert = cert
+        self.key = key
+        self.paths = (cert, key)
+        super().__init__(
+            f"missing key {key.name} for client certificate {cert.name}. "
+            "CA certificates must use the extension .crt"
+        )
+
+
+class MissingCertificateError(CertsDirError):
+    """A ``<name>.key`` without ``<name>.cert`` beside it. ``str()`` is Docker's message."""
+
+    def __init__(self, cert: Path, key: Path) -> None:
+        self.cert = cert
+        self.key = key
+        self.paths = (key, cert)
+        super().__init__(f"missing client certificate {cert.name} for key {key.name}")
+
+
+class KeyPairError(CertsDirError):
+    """A client pair that cannot be used: no PEM data, a mismatch, an encrypted key, ...
+
+    ``cert`` and ``key`` are the two files, ``problem`` what is wrong, ``fix`` what to do.
+    """
+
+    def __init__(self, cert: Path, key: Path, problem: str, fix: str) -> None:
+        self.cert = cert
+        self.key = key
+        self.problem = problem
+        self.fix = fix
+        self.paths = (cert, key)
+        super().__init__(f"client pair {cert} + {key.name}: {problem}. {fix}")
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """What happened to one candidate while the transport tried it.
+
+    ``candidate`` is the pair's name (``None`` for the candidate without a client
+    certificate), ``outcome`` a short human description (``"TLS alert unknown_ca"``,
+    ``"HTTP 400 No required SSL certificate was sent"``, ``"accepted"``).
+    """
+
+    candidate: Optional[str]
+    outcome: str
+
+    def describe(self) -> str:
+        name = "(no client certificate)" if self.candidate is None else self.candidate
+        return f"{name}: {self.outcome}"
+
+
+class ClientCertificateRejected(httpx.TransportError):
+    """Every client certificate of the host was rejected and the last one failed in TLS.
+
+    ``attempts`` lists each candidate tried, in order, and what happened to it; ``directory``
+    is the host directory they came from.
+    """
+
+    def __init__(
+        self,
+        directory: Path,
+        attempts: tuple[Attempt, ...],
+        *,
+        request: httpx.Request,
+        note: str = "",
+    ) -> None:
+        self.directory = directory
+        self.attempts = attempts
+        lines = "; ".join(a.describe() for a in attempts)
+        tail = f" ({note})" if note else ""
+        super().__init__(
+            f"{request.url.host}: the server rejected every client certificate from "
+            f"{directory}: {lines}{tail}",
+            request=request,
+        )
