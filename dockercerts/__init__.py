@@ -1,1 +1,53 @@
-"""dockercerts: talk to container registries with Docker's certs.d TLS material."""
+"""dockercerts: talk to container registries with Docker's ``certs.d`` TLS material.
+
+The data's path, one module per step:
+
+* :mod:`~dockercerts.locate`: where a registry's host directory is;
+* :mod:`~dockercerts.scan`: what is in it, by Docker's rules;
+* :mod:`~dockercerts.trust` and :mod:`~dockercerts.loader`: which ``ssl`` contexts it makes;
+* :mod:`~dockercerts.rejection` and :mod:`~dockercerts.transport`: how a request uses them;
+* :mod:`dockercerts.testing`: a CA, a certs.d tree and an mTLS server for tests.
+"""
+
+from .errors import (
+    Attempt,
+    CertsDirError,
+    CertsDirReadError,
+    ClientCertificateRejected,
+    InvalidHostError,
+    KeyPairError,
+    MissingCertificateError,
+    MissingKeyError,
+)
+from .loader import Candidate, HostCerts, default_trust, load, load_dir
+from .locate import certs_root, host_dir, registry_host
+from .scan import CertsWarning, ClientPair
+from .trust import DOCKER_CIPHERS, SystemTrust, docker_context, system_trust
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "DOCKER_CIPHERS",
+    "Attempt",
+    "Candidate",
+    "CertsDirError",
+    "CertsDirReadError",
+    "CertsWarning",
+    "ClientCertificateRejected",
+    "ClientPair",
+    "HostCerts",
+    "InvalidHostError",
+    "KeyPairError",
+    "MissingCertificateError",
+    "MissingKeyError",
+    "SystemTrust",
+    "__version__",
+    "certs_root",
+    "default_trust",
+    "docker_context",
+    "host_dir",
+    "load",
+    "load_dir",
+    "registry_host",
+    "system_trust",
+]

@@ -122,9 +122,8 @@ def check_host(host: str) -> str:
                 host, "contains a non-ASCII or control character; write the name in IDNA form"
             )
     name, port = _split_port(host)
-    if port is not None:
-        if not _PORT.match(port) or not 0 < int(port) < 65536:
-            raise InvalidHostError(host, f"bad port {port!r}")
+    if port is not None and (not _PORT.match(port) or not 0 < int(port) < 65536):
+        raise InvalidHostError(host, f"bad port {port!r}")
     if name.startswith("["):
         if not name.endswith("]"):
             raise InvalidHostError(host, "unclosed '[' around an IPv6 address")
@@ -200,9 +199,7 @@ def registry_host(ref_or_url: str) -> str:
     first, slash, _rest = text.partition("/")
     if not slash:
         return "docker.io"
-    is_registry = (
-        "." in first or ":" in first or first == "localhost" or first.lower() != first
-    )
+    is_registry = "." in first or ":" in first or first == "localhost" or first.lower() != first
     if not is_registry:
         return "docker.io"
     return check_host(_normalise_hub(first))

@@ -1,0 +1,552 @@
+"""What is in a host directory: Docker's loop over the files, with no ``ssl`` involved.
+
+:func:`scan` walks a host directory the way moby's ``loadTLSConfig`` does (see the spec,
+section 2) and returns a frozen :class:`Scan`: the CA files and the certificates they hold,
+the client pairs in try order, and diagnostics that Docker would not report but a user wants
+to hear about. Every pair is read and checked here, with ``cryptography``, so a broken pair
+fails at load time with a message naming both files, as it does in Docker.
+
+:func:`snapshot` is the cheap half: a fingerprint of the directory (names, inodes, sizes,
+times, following symlinks) that changes whenever anything Docker would read changes.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import errno
+import logging
+import os
+import re
+import stat
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable, Optional, Union
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
+
+from .errors import (
+    CertsDirReadError,
+    KeyPairError,
+    MissingCertificateError,
+    MissingKeyError,
+)
+
+__all__ = [
+    "CertsWarning",
+    "ClientPair",
+    "Password",
+    "Scan",
+    "Snapshot",
+    "extension",
+    "scan",
+    "snapshot",
+    "sorted_names",
+]
+
+log = logging.getLogger("dockercerts")
+
+#: A key password: the bytes (or text) themselves, or a callable given the key's path.
+Password = Union[bytes, str, Callable[[Path], Union[bytes, str]]]
+
+_PEM_BLOCK = re.compile(rb"-----BEGIN ([A-Z0-9 ]+)-----\r?\n(.*?)-----END \1-----", re.DOTALL)
+# Names Docker ignores but a human probably meant as certificates or keys.
+_NEAR_MISSES = {".pem", ".cer", ".der", ".ca", ".CRT", ".CERT", ".KEY", ".Crt", ".Cert", ".Key"}
+
+
+@dataclass(frozen=True)
+class ClientPair:
+    """One client certificate: ``<name>.cert`` with ``<name>.key`` in the same directory.
+
+    ``subject``, ``issuer``, ``not_before``/``not_after`` (UTC), ``key_type`` and
+    ``chain_length`` (certificates in the ``.cert``) describe the leaf for reports.
+    """
+
+    name: str
+    cert: Path
+    key: Path
+    subject: str = ""
+    issuer: str = ""
+    not_before: Optional[datetime] = None
+    not_after: Optional[datetime] = None
+    key_type: str = ""
+    chain_length: int = 1
+    fingerprint: str = ""
+
+
+@dataclass(frozen=True)
+class CertsWarning:
+    """Something Docker accepts silently but that is probably a mistake.
+
+    ``code`` is stable (``"crt-without-certificate"``, ``"ignored-name"``,
+    ``"client-cert-expired"``, ``"client-cert-not-yet-valid"``, ``"client-cert-is-ca"``,
+    ``"chain-incomplete"``, ``"key-readable-by-others"``); ``message`` says what is wrong
+    and ``fix`` what to do about it. Warnings never change what is loaded.
+    """
+
+    code: str
+    path: Path
+    message: str
+    fix: str
+
+    def __str__(self) -> str:
+        return f"{self.path.name}: {self.message} ({self.fix})"
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """A comparable fingerprint of a host directory at one moment (see :func:`snapshot`)."""
+
+    entries: tuple[tuple[object, ...], ...]
+
+
+@dataclass(frozen=True)
+class Scan:
+    """The outcome of reading one host directory, in Docker's order.
+
+    ``ca_der`` holds every usable certificate of the ``.crt`` files, DER encoded, in order;
+    ``ca_files`` lists the ``.crt`` files themselves (a ``.crt`` with nothing usable still
+    counts, as in Go). ``pairs`` are sorted by the bytes of their names: the try order.
+    """
+
+    directory: Path
+    exists: bool
+    ca_files: tuple[Path, ...]
+    ca_der: tuple[bytes, ...]
+    pairs: tuple[ClientPair, ...]
+    warnings: tuple[CertsWarning, ...]
+    snapshot: Snapshot
+
+
+def extension(name: str) -> str:
+    """Docker's extension: the suffix from the last dot, case kept (``.crt`` for ``.crt``).
+
+    Unlike :func:`os.path.splitext`, a leading dot counts, as in Go's ``filepath.Ext``.
+
+        >>> extension(".crt"), extension("ca.crt.bak"), extension("ca.CRT"), extension("x")
+        ('.crt', '.bak', '.CRT', '')
+    """
+    dot = name.rfind(".")
+    return "" if dot == -1 else name[dot:]
+
+
+def sorted_names(names: Iterable[str]) -> list[str]:
+    """Names in Go's order: by their bytes (so ``B.cert`` sorts before ``a.cert``)."""
+    return sorted(names, key=os.fsencode)
+
+
+def _list(directory: Path) -> Optional[list[str]]:
+    """The directory's names, or ``None`` when it does not exist (not an error in Docker)."""
+    try:
+        return os.listdir(directory)
+    except FileNotFoundError:
+        return None
+    except NotADirectoryError:
+        raise CertsDirReadError(
+            directory,
+            directory,
+            "not a directory",
+            "A host directory must be a folder named after the registry (host[:port])",
+        ) from None
+    except PermissionError:
+        raise CertsDirReadError(
+            directory,
+            directory,
+            "permission denied while listing it",
+            "Run as a user that can read it, or fix its permissions",
+        ) from None
+    except OSError as exc:
+        raise CertsDirReadError(
+            directory, directory, exc.strerror or str(exc), "Check the path"
+        ) from None
+
+
+def _read(path: Path, directory: Path) -> bytes:
+    """Read a file Docker would read, turning each way it can fail into a clear error."""
+    try:
+        with open(path, "rb") as handle:
+            return handle.read()
+    except IsADirectoryError:
+        raise CertsDirReadError(
+            path,
+            directory,
+            "is a directory",
+            f"Docker reads every name ending in {extension(path.name)} as a file: "
+            "rename or remove the folder",
+        ) from None
+    except FileNotFoundError:
+        target = _link_target(path)
+        problem = f"dangling symbolic link to {target}" if target is not None else "file vanished"
+        raise CertsDirReadError(
+            path,
+            directory,
+            problem,
+            "Restore the link's target or remove the link (copies of Kubernetes secret "
+            "mounts often keep the links and lose the ..data folder)",
+        ) from None
+    except PermissionError:
+        raise CertsDirReadError(
+            path,
+            directory,
+            "permission denied",
+            "Run as a user that can read it, or fix its permissions",
+        ) from None
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            problem = "symbolic link loop"
+        else:
+            problem = exc.strerror or type(exc).__name__
+        raise CertsDirReadError(path, directory, problem, "Fix or remove the file") from None
+
+
+def _link_target(path: Path) -> Optional[str]:
+    try:
+        return os.readlink(path)
+    except OSError:
+        return None
+
+
+def _pem_blocks(data: bytes) -> list[tuple[str, bytes, bool]]:
+    """``(type, der, has_headers)`` for every PEM block; undecodable bodies are skipped."""
+    blocks = []
+    for match in _PEM_BLOCK.finditer(data):
+        kind = match.group(1).decode("ascii")
+        body = match.group(2)
+        has_headers = b":" in body
+        if has_headers:
+            # RFC 1421 headers (Proc-Type, DEK-Info) end at the first blank line.
+            body = re.split(rb"\r?\n\r?\n", body, maxsplit=1)[-1]
+        try:
+            der = base64.b64decode(b"".join(body.split()), validate=True)
+        except (binascii.Error, ValueError):
+            continue
+        blocks.append((kind, der, has_headers))
+    return blocks
+
+
+def _ca_certificates(data: bytes) -> list[bytes]:
+    """The certificates Go's ``AppendCertsFromPEM`` would add: the rest is passed over."""
+    found = []
+    for kind, der, has_headers in _pem_blocks(data):
+        if kind != "CERTIFICATE" or has_headers:
+            continue
+        try:
+            x509.load_der_x509_certificate(der)
+        except ValueError:
+            continue
+        found.append(der)
+    return found
+
+
+def _resolve_password(password: Optional[Password], key: Path) -> Optional[bytes]:
+    if password is None:
+        return None
+    value = password(key) if callable(password) else password
+    return value.encode("utf-8") if isinstance(value, str) else value
+
+
+def _key_type(key: object) -> str:
+    if isinstance(key, rsa.RSAPrivateKey):
+        return f"RSA {key.key_size}"
+    if isinstance(key, ec.EllipticCurvePrivateKey):
+        return f"EC {key.curve.name}"
+    if isinstance(key, ed25519.Ed25519PrivateKey):
+        return "Ed25519"
+    if isinstance(key, ed448.Ed448PrivateKey):
+        return "Ed448"
+    return type(key).__name__
+
+
+def _check_pair(
+    name: str, cert: Path, key: Path, directory: Path, password: Optional[Password]
+) -> tuple[ClientPair, list[x509.Certificate]]:
+    """Read and check one pair as Go's ``tls.LoadX509KeyPair`` would; never echo key bytes."""
+    cert_data = _read(cert, directory)
+    key_data = _read(key, directory)
+
+    def fail(problem: str, fix: str) -> KeyPairError:
+        return KeyPairError(cert, key, problem, fix)
+
+    chain_der = [der for kind, der, _ in _pem_blocks(cert_data) if kind == "CERTIFICATE"]
+    if not chain_der:
+        if any(kind.endswith("PRIVATE KEY") for kind, _, _ in _pem_blocks(cert_data)):
+            raise fail(
+                f"{cert.name} holds a private key, not a certificate",
+                "The .cert and .key files look swapped",
+            )
+        raise fail(
+            f"no PEM certificate found in {cert.name}",
+            "A .cert must hold a PEM client certificate (-----BEGIN CERTIFICATE-----); "
+            "convert DER with 'openssl x509 -inform der'",
+        )
+    try:
+        chain = [x509.load_der_x509_certificate(der) for der in chain_der]
+    except ValueError:
+        raise fail(
+            f"a certificate in {cert.name} does not parse",
+            "Replace it with the certificate your registry's CA issued",
+        ) from None
+
+    key_blocks = [b for b in _pem_blocks(key_data) if b[0].endswith("PRIVATE KEY")]
+    if not key_blocks:
+        raise fail(
+            f"no PEM private key found in {key.name}",
+            "A .key must hold the PEM private key of the certificate",
+        )
+    kind, _der, has_headers = key_blocks[0]
+    encrypted = kind == "ENCRYPTED PRIVATE KEY" or (
+        has_headers and b"ENCRYPTED" in key_data.split(b"-----END", 1)[0]
+    )
+    secret = _resolve_password(password, key) if encrypted else None
+    if encrypted and secret is None:
+        raise fail(
+            f"{key.name} is encrypted, and Docker cannot use encrypted keys",
+            "Decrypt it ('openssl pkey -in KEY -out KEY') or pass password= to dockercerts",
+        )
+    try:
+        # Re-wrap the one block we chose so stray text around it cannot confuse the parser.
+        private = serialization.load_pem_private_key(_key_pem(key_data, kind), password=secret)
+    except (ValueError, TypeError):
+        if encrypted:
+            raise fail(f"cannot decrypt {key.name}", "Check the password") from None
+        raise fail(
+            f"the private key in {key.name} does not parse",
+            "Replace it with the key the certificate was issued for",
+        ) from None
+    except Exception:  # cryptography raises UnsupportedAlgorithm and friends
+        raise fail(
+            f"unsupported private key in {key.name}", "Use an RSA, EC or Ed25519 key"
+        ) from None
+
+    leaf = chain[0]
+    spki = serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    if leaf.public_key().public_bytes(*spki) != private.public_key().public_bytes(*spki):
+        raise fail(
+            f"the private key in {key.name} does not match the certificate in {cert.name}",
+            "Put the key the certificate was issued for beside it, under the same name",
+        )
+    pair = ClientPair(
+        name=name,
+        cert=cert,
+        key=key,
+        subject=leaf.subject.rfc4514_string(),
+        issuer=leaf.issuer.rfc4514_string(),
+        not_before=_utc(leaf, "not_valid_before"),
+        not_after=_utc(leaf, "not_valid_after"),
+        key_type=_key_type(private),
+        chain_length=len(chain),
+        fingerprint=leaf.fingerprint(hashes.SHA256()).hex(),
+    )
+    return pair, chain
+
+
+def _key_pem(data: bytes, kind: str) -> bytes:
+    begin = f"-----BEGIN {kind}-----".encode()
+    end = f"-----END {kind}-----".encode()
+    start = data.find(begin)
+    stop = data.find(end, start) + len(end)
+    return data[start:stop] + b"\n"
+
+
+def _utc(cert: x509.Certificate, attr: str) -> datetime:
+    # cryptography >= 42 has the *_utc variants; older ones return naive UTC datetimes.
+    aware = getattr(cert, attr + "_utc", None)
+    if isinstance(aware, datetime):
+        return aware
+    naive: datetime = getattr(cert, attr)
+    return naive.replace(tzinfo=timezone.utc)
+
+
+def _is_ca(cert: x509.Certificate) -> bool:
+    try:
+        return bool(cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca)
+    except x509.ExtensionNotFound:
+        return False
+
+
+def _pair_warnings(
+    pair: ClientPair, chain: list[x509.Certificate], anchors: set[bytes], now: datetime
+) -> list[CertsWarning]:
+    found = []
+    if pair.not_after is not None and pair.not_after < now:
+        found.append(
+            CertsWarning(
+                "client-cert-expired",
+                pair.cert,
+                f"the client certificate expired on {pair.not_after:%Y-%m-%d %H:%M} UTC",
+                "Renew it; servers reject expired client certificates",
+            )
+        )
+    if pair.not_before is not None and pair.not_before > now:
+        found.append(
+            CertsWarning(
+                "client-cert-not-yet-valid",
+                pair.cert,
+                f"the client certificate is valid only from {pair.not_before:%Y-%m-%d %H:%M} UTC",
+                "Check the clock of this machine and of the machine that issued it",
+            )
+        )
+    leaf = chain[0]
+    if _is_ca(leaf):
+        found.append(
+            CertsWarning(
+                "client-cert-is-ca",
+                pair.cert,
+                "the .cert holds a CA certificate, not a client certificate",
+                f"If it is a CA root, rename it to {pair.name}.crt",
+            )
+        )
+    elif len(chain) == 1 and leaf.issuer != leaf.subject:
+        issuer_der = leaf.issuer.public_bytes()
+        if issuer_der not in anchors:
+            found.append(
+                CertsWarning(
+                    "chain-incomplete",
+                    pair.cert,
+                    "the .cert holds only the leaf; its issuer "
+                    f"({leaf.issuer.rfc4514_string()}) is not in it",
+                    "If the issuer is an intermediate CA, put it after the leaf in the .cert",
+                )
+            )
+    return found
+
+
+def _permission_warning(key: Path) -> Optional[CertsWarning]:
+    try:
+        mode = os.stat(key).st_mode
+    except OSError:
+        return None
+    if os.name == "posix" and mode & (stat.S_IRWXG | stat.S_IRWXO):
+        return CertsWarning(
+            "key-readable-by-others",
+            key,
+            f"the private key is accessible by group or others (mode {stat.S_IMODE(mode):o})",
+            f"chmod 600 {key.name}",
+        )
+    return None
+
+
+def scan(
+    directory: Union[str, os.PathLike[str]],
+    *,
+    password: Optional[Password] = None,
+    now: Optional[datetime] = None,
+) -> Scan:
+    """Read a host directory exactly as Docker does; raise its first error, if any.
+
+    A missing directory is not an error: the result has ``exists=False`` and nothing else,
+    which means system trust and no client certificate. ``password`` unlocks encrypted keys,
+    which Docker cannot read (an explicit opt-in). ``now`` is for tests of expiry warnings.
+
+        >>> result = scan("/nonexistent/certs.d/reg:5000")
+        >>> result.exists, result.pairs
+        (False, ())
+    """
+    path = Path(directory)
+    before = snapshot(path)
+    names = _list(path)
+    if names is None:
+        return Scan(path, False, (), (), (), (), before)
+    present = set(names)
+    ca_files: list[Path] = []
+    ca_der: list[bytes] = []
+    pairs: list[tuple[ClientPair, list[x509.Certificate]]] = []
+    warnings: list[CertsWarning] = []
+    for name in sorted_names(names):
+        ext = extension(name)
+        file = path / name
+        if ext == ".crt":
+            data = _read(file, path)
+            found = _ca_certificates(data)
+            ca_files.append(file)
+            ca_der.extend(found)
+            if not found:
+                warnings.append(
+                    CertsWarning(
+                        "crt-without-certificate",
+                        file,
+                        "holds no PEM certificate Docker can use (it still counts as a CA file)",
+                        "Save the CA certificate in PEM form (-----BEGIN CERTIFICATE-----)",
+                    )
+                )
+        elif ext == ".cert":
+            stem = name[: -len(".cert")]
+            key = path / (stem + ".key")
+            if key.name not in present:
+                raise MissingKeyError(file, key)
+            pairs.append(_check_pair(stem, file, key, path, password))
+        elif ext == ".key":
+            cert = path / (name[: -len(".key")] + ".cert")
+            if cert.name not in present:
+                raise MissingCertificateError(cert, file)
+        elif ext in _NEAR_MISSES:
+            warnings.append(
+                CertsWarning(
+                    "ignored-name",
+                    file,
+                    f"Docker ignores this file: only .crt, .cert and .key count, "
+                    f"case-sensitively (this one ends in {ext})",
+                    _rename_hint(name, ext),
+                )
+            )
+    anchors = {x509.load_der_x509_certificate(der).subject.public_bytes() for der in ca_der}
+    when = now or datetime.now(timezone.utc)
+    for pair, chain in pairs:
+        warnings.extend(_pair_warnings(pair, chain, anchors, when))
+        perm = _permission_warning(pair.key)
+        if perm is not None:
+            warnings.append(perm)
+    result = Scan(
+        directory=path,
+        exists=True,
+        ca_files=tuple(ca_files),
+        ca_der=tuple(ca_der),
+        pairs=tuple(pair for pair, _ in pairs),
+        warnings=tuple(warnings),
+        snapshot=before,
+    )
+    for warning in result.warnings:
+        log.warning("%s: %s", path, warning)
+    return result
+
+
+def _rename_hint(name: str, ext: str) -> str:
+    stem = name[: -len(ext)]
+    lower = ext.lower()
+    if lower in (".crt", ".cert", ".key"):
+        return f"rename it to {stem}{lower} if Docker should read it"
+    return (
+        f"rename it to {stem}.crt if it is a CA certificate, or to {stem}.cert/{stem}.key "
+        "if it is part of a client pair"
+    )
+
+
+def snapshot(directory: Union[str, os.PathLike[str]]) -> Snapshot:
+    """A fingerprint of everything Docker would read in ``directory``; cheap to compute.
+
+    Two snapshots compare equal when no file was added, removed, replaced or rewritten,
+    following symlinks (so a Kubernetes ``..data`` swap is seen). It costs one listing and
+    one ``stat`` per name.
+    """
+    path = Path(directory)
+    try:
+        names = os.listdir(path)
+    except OSError as exc:
+        return Snapshot(((type(exc).__name__,),))
+    entries: list[tuple[object, ...]] = []
+    for name in sorted(names):
+        if extension(name) not in (".crt", ".cert", ".key"):
+            continue
+        try:
+            st = os.stat(path / name)
+        except OSError as exc:
+            entries.append((name, type(exc).__name__))
+            continue
+        entries.append(
+            (name, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_mode)
+        )
+    return Snapshot(tuple(entries))

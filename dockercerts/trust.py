@@ -1,0 +1,150 @@
+"""Which roots a candidate trusts, and Docker's TLS settings for every context.
+
+System roots come from OpenSSL's default verify paths, the ones Go reads too, so
+``SSL_CERT_FILE`` and ``SSL_CERT_DIR`` are honoured exactly as Docker honours them. When
+neither variable is set and the platform's hashed certificate folder holds at least as many
+certificates as its bundle file, only the folder is used: OpenSSL looks certificates up in a
+folder lazily at verification time, while a bundle file is parsed whole for every context
+(about 20 ms). Where the platform has no store at all, certifi's Mozilla bundle is used.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import ssl
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Literal, Optional
+
+import certifi
+
+__all__ = ["DOCKER_CIPHERS", "SystemTrust", "Trust", "docker_context", "system_trust"]
+
+Trust = Literal["merge", "replace"]
+
+#: Docker's TLS 1.2 suites (docker/go-connections tlsconfig): ECDHE with AES-GCM or
+#: ChaCha20-Poly1305. TLS 1.3 suites are not configurable, in Go or here.
+DOCKER_CIPHERS = ":".join(
+    [
+        "ECDHE-ECDSA-AES256-GCM-SHA384",
+        "ECDHE-RSA-AES256-GCM-SHA384",
+        "ECDHE-ECDSA-AES128-GCM-SHA256",
+        "ECDHE-RSA-AES128-GCM-SHA256",
+        "ECDHE-ECDSA-CHACHA20-POLY1305",
+        "ECDHE-RSA-CHACHA20-POLY1305",
+    ]
+)
+
+# Go's x509 treats every certificate in the pool as an anchor, intermediates and
+# self-signed leaves included; OpenSSL needs this flag to do the same. Python 3.9 lacks
+# the constant, not the flag.
+_PARTIAL_CHAIN = getattr(ssl, "VERIFY_X509_PARTIAL_CHAIN", 0x80000)
+_HASHED_NAME = re.compile(r"[0-9a-f]{8}\.[0-9]+\Z")
+
+
+@dataclass(frozen=True)
+class SystemTrust:
+    """Where the system roots come from: ``cafile`` and/or ``capath``, and why.
+
+    ``source`` is one of ``"environment"`` (``SSL_CERT_FILE``/``SSL_CERT_DIR`` set),
+    ``"capath"`` (the platform's hashed folder alone: lazy, cheap), ``"openssl"`` (the
+    platform's bundle file, with its folder when it has one) or ``"certifi"``.
+    """
+
+    cafile: Optional[str]
+    capath: Optional[str]
+    source: str
+
+    def load_into(self, context: ssl.SSLContext) -> None:
+        """Add these roots to ``context``."""
+        if self.cafile or self.capath:
+            context.load_verify_locations(cafile=self.cafile, capath=self.capath)
+
+
+_cache: dict[tuple[Optional[str], Optional[str]], SystemTrust] = {}
+_cache_lock = threading.Lock()
+
+
+def system_trust(environ: Optional[Mapping[str, str]] = None) -> SystemTrust:
+    """Decide where this process's system roots come from (computed once per environment).
+
+    >>> system_trust().source in ("environment", "capath", "openssl", "certifi")
+    True
+    """
+    env = os.environ if environ is None else environ
+    defaults = ssl.get_default_verify_paths()
+    file_var = env.get(defaults.openssl_cafile_env) or None
+    dir_var = env.get(defaults.openssl_capath_env) or None
+    key = (file_var, dir_var)
+    with _cache_lock:
+        cached = _cache.get(key)
+    if cached is not None:
+        return cached
+    found = _decide(file_var, dir_var, defaults)
+    with _cache_lock:
+        _cache[key] = found
+    return found
+
+
+def _decide(
+    file_var: Optional[str], dir_var: Optional[str], defaults: ssl.DefaultVerifyPaths
+) -> SystemTrust:
+    default_file = defaults.openssl_cafile if os.path.isfile(defaults.openssl_cafile) else None
+    default_dir = defaults.openssl_capath if os.path.isdir(defaults.openssl_capath) else None
+    if file_var or dir_var:
+        # What OpenSSL (and Go) do: each variable replaces its own default, not the other.
+        return SystemTrust(file_var or default_file, dir_var or default_dir, "environment")
+    in_file = _count_certificates(default_file) if default_file else 0
+    in_dir = _count_hashed(default_dir) if default_dir else 0
+    if in_dir and in_dir >= in_file:
+        return SystemTrust(None, default_dir, "capath")
+    if in_file or in_dir:
+        return SystemTrust(default_file if in_file else None, default_dir, "openssl")
+    return SystemTrust(certifi.where(), None, "certifi")
+
+
+def _count_certificates(path: str) -> int:
+    try:
+        with open(path, "rb") as handle:
+            return handle.read().count(b"-----BEGIN CERTIFICATE-----")
+    except OSError:
+        return 0
+
+
+def _count_hashed(path: str) -> int:
+    try:
+        return sum(1 for name in os.listdir(path) if _HASHED_NAME.match(name))
+    except OSError:
+        return 0
+
+
+def docker_context(
+    *,
+    system: bool,
+    anchors: Sequence[bytes] = (),
+    environ: Optional[Mapping[str, str]] = None,
+) -> ssl.SSLContext:
+    """A client context with Docker's settings, trusting the system roots and/or ``anchors``.
+
+    TLS 1.2 minimum with Docker's suites, no maximum; certificate and host name checks on.
+    ``anchors`` are DER certificates (from the host directory's ``.crt`` files).
+
+        >>> ctx = docker_context(system=True)
+        >>> ctx.minimum_version, ctx.check_hostname, ctx.verify_mode
+        (<TLSVersion.TLSv1_2: 771>, True, <VerifyMode.CERT_REQUIRED: 2>)
+    """
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.set_ciphers(DOCKER_CIPHERS)
+    context.verify_flags |= _PARTIAL_CHAIN
+    if system:
+        system_trust(environ).load_into(context)
+    if anchors:
+        context.load_verify_locations(cadata=b"".join(anchors))
+    keylog = (os.environ if environ is None else environ).get("SSLKEYLOGFILE")
+    if keylog:
+        # As httpx and browsers do: lets Wireshark decrypt a failing mTLS exchange.
+        context.keylog_filename = keylog
+    return context
