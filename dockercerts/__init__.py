@@ -21,13 +21,19 @@ from .errors import (
 )
 from .loader import Candidate, HostCerts, default_trust, load, load_dir
 from .locate import certs_root, host_dir, registry_host
+from .rejection import DOCKER, DOCKER_LEGACY, TLS_ONLY, RejectionPolicy
 from .scan import CertsWarning, ClientPair
+from .transport import AsyncTransport, Transport, docker_host_names
 from .trust import DOCKER_CIPHERS, SystemTrust, docker_context, system_trust
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "DOCKER",
     "DOCKER_CIPHERS",
+    "DOCKER_LEGACY",
+    "TLS_ONLY",
+    "AsyncTransport",
     "Attempt",
     "Candidate",
     "CertsDirError",
@@ -40,11 +46,14 @@ __all__ = [
     "KeyPairError",
     "MissingCertificateError",
     "MissingKeyError",
+    "RejectionPolicy",
     "SystemTrust",
+    "Transport",
     "__version__",
     "certs_root",
     "default_trust",
     "docker_context",
+    "docker_host_names",
     "host_dir",
     "load",
     "load_dir",

@@ -147,7 +147,6 @@ class ClientCertificateRejected(httpx.TransportError):
         lines = "; ".join(a.describe() for a in attempts)
         tail = f" ({note})" if note else ""
         super().__init__(
-            f"{request.url.host}: the server rejected every client certificate from "
-            f"{directory}: {lines}{tail}",
+            f"the server rejected every client certificate from {directory}: {lines}{tail}",
             request=request,
         )

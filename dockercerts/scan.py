@@ -82,10 +82,10 @@ class ClientPair:
 class CertsWarning:
     """Something Docker accepts silently but that is probably a mistake.
 
-    ``code`` is stable (``"crt-without-certificate"``, ``"ignored-name"``,
-    ``"client-cert-expired"``, ``"client-cert-not-yet-valid"``, ``"client-cert-is-ca"``,
-    ``"chain-incomplete"``, ``"key-readable-by-others"``); ``message`` says what is wrong
-    and ``fix`` what to do about it. Warnings never change what is loaded.
+        ``code`` is stable (``"crt-without-certificate"``, ``"ignored-name"``,
+        ``"client-cert-expired"``, ``"client-cert-not-yet-valid"``, ``"client-cert-is-ca"``,
+    ``"key-readable-by-others"``); ``message`` says what is wrong
+        and ``fix`` what to do about it. Warnings never change what is loaded.
     """
 
     code: str
@@ -369,7 +369,7 @@ def _is_ca(cert: x509.Certificate) -> bool:
 
 
 def _pair_warnings(
-    pair: ClientPair, chain: list[x509.Certificate], anchors: set[bytes], now: datetime
+    pair: ClientPair, chain: list[x509.Certificate], now: datetime
 ) -> list[CertsWarning]:
     found = []
     if pair.not_after is not None and pair.not_after < now:
@@ -400,18 +400,6 @@ def _pair_warnings(
                 f"If it is a CA root, rename it to {pair.name}.crt",
             )
         )
-    elif len(chain) == 1 and leaf.issuer != leaf.subject:
-        issuer_der = leaf.issuer.public_bytes()
-        if issuer_der not in anchors:
-            found.append(
-                CertsWarning(
-                    "chain-incomplete",
-                    pair.cert,
-                    "the .cert holds only the leaf; its issuer "
-                    f"({leaf.issuer.rfc4514_string()}) is not in it",
-                    "If the issuer is an intermediate CA, put it after the leaf in the .cert",
-                )
-            )
     return found
 
 
@@ -493,10 +481,9 @@ def scan(
                     _rename_hint(name, ext),
                 )
             )
-    anchors = {x509.load_der_x509_certificate(der).subject.public_bytes() for der in ca_der}
     when = now or datetime.now(timezone.utc)
     for pair, chain in pairs:
-        warnings.extend(_pair_warnings(pair, chain, anchors, when))
+        warnings.extend(_pair_warnings(pair, chain, when))
         perm = _permission_warning(pair.key)
         if perm is not None:
             warnings.append(perm)

@@ -1,0 +1,241 @@
+"""Did the server reject the client certificate? One place decides, for errors and responses.
+
+A rejected certificate shows up in three ways (the spec, section 5, has the observations):
+
+1. a TLS alert during the handshake (TLS 1.2) or on the first read after it (TLS 1.3);
+2. with TLS 1.3 and anyio, only as a connection that closed before any response byte,
+   on a connection opened for this request (its exception chain holds no ``ssl.SSLError``);
+3. an HTTP answer: nginx's 400 page, 401, 403, 495, 496, or a 5xx.
+
+:class:`RejectionPolicy` turns those observations into verdicts. The transport asks it and
+never inspects an exception itself. Timeouts, refused connections, DNS failures and
+server-certificate failures are never rejections: another client certificate cannot help.
+"""
+
+from __future__ import annotations
+
+import re
+import ssl
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
+from typing import Literal, Optional
+
+import httpx
+
+__all__ = [
+    "DEFAULT_ALERTS",
+    "DOCKER",
+    "DOCKER_LEGACY",
+    "IDEMPOTENT_METHODS",
+    "NGINX_TITLES",
+    "TLS_ONLY",
+    "RejectionPolicy",
+    "alert_name",
+]
+
+#: TLS alerts a server sends when it refuses the client's certificate (names as in RFC 8446).
+DEFAULT_ALERTS = frozenset(
+    {
+        "bad_certificate",
+        "unknown_ca",
+        "certificate_required",
+        "certificate_unknown",
+        "certificate_expired",
+        "certificate_revoked",
+        "unsupported_certificate",
+        "access_denied",
+        "handshake_failure",
+    }
+)
+
+#: nginx's titles for ``ssl_verify_client on`` failures (its 400 page, not compressed).
+NGINX_TITLES = (
+    b"<title>400 No required SSL certificate was sent</title>",
+    b"<title>400 The SSL certificate error</title>",
+)
+
+IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS", "TRACE"})
+
+# OpenSSL names alerts SSLV3_ALERT_BAD_CERTIFICATE, TLSV1_ALERT_UNKNOWN_CA,
+# TLSV13_ALERT_CERTIFICATE_REQUIRED ...; httpx keeps the text, so match the text.
+_ALERT = re.compile(r"\b(?:SSLV3|TLSV1|TLSV13)_ALERT_([A-Z_]+)\b")
+_CLOSED_TYPES: tuple[type[BaseException], ...] = (
+    httpx.ReadError,
+    httpx.WriteError,
+    httpx.RemoteProtocolError,
+    ssl.SSLEOFError,
+    ssl.SSLZeroReturnError,
+    ConnectionResetError,
+    BrokenPipeError,
+    ConnectionAbortedError,
+)
+# Where the timeouts hide once httpx has mapped them.
+_NEVER: tuple[type[BaseException], ...] = (httpx.TimeoutException, ssl.SSLCertVerificationError)
+
+ServerErrors = Literal["idempotent", "all", "none"]
+
+
+def _chain(exc: BaseException) -> Iterator[BaseException]:
+    """The exception and everything behind it (``__cause__`` and ``__context__``), once each."""
+    seen: set[int] = set()
+    todo = [exc]
+    while todo:
+        current = todo.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        yield current
+        for nxt in (current.__cause__, current.__context__):
+            if nxt is not None:
+                todo.append(nxt)
+
+
+def alert_name(exc: BaseException) -> Optional[str]:
+    """The TLS alert named anywhere in ``exc``'s chain, lower case (``"unknown_ca"``), or None.
+
+    >>> alert_name(httpx.ConnectError("[SSL: TLSV1_ALERT_UNKNOWN_CA] tlsv1 alert unknown ca"))
+    'unknown_ca'
+    """
+    for item in _chain(exc):
+        texts = [str(item)]
+        if isinstance(item, ssl.SSLError) and item.reason:
+            texts.append(item.reason)
+        for text in texts:
+            match = _ALERT.search(text)
+            if match:
+                return match.group(1).lower()
+    return None
+
+
+def _never_rejection(exc: BaseException) -> Optional[str]:
+    for item in _chain(exc):
+        if isinstance(item, _NEVER):
+            return type(item).__name__
+        if isinstance(item, ssl.SSLError) and item.reason == "CERTIFICATE_VERIFY_FAILED":
+            return "server certificate verification failed"
+    if "CERTIFICATE_VERIFY_FAILED" in str(exc):
+        return "server certificate verification failed"
+    return None
+
+
+def _silent_close(exc: BaseException) -> bool:
+    return any(isinstance(item, _CLOSED_TYPES) for item in _chain(exc)) or _is_anyio_close(exc)
+
+
+def _is_anyio_close(exc: BaseException) -> bool:
+    # anyio is httpx's async backend; compare by name so sync users need not import it.
+    return any(
+        type(item).__name__ in ("BrokenResourceError", "EndOfStream", "ClosedResourceError")
+        for item in _chain(exc)
+    )
+
+
+@dataclass(frozen=True)
+class RejectionPolicy:
+    """Which failures mean "the server refused this client certificate, try the next one".
+
+    * ``alerts``: TLS alert names that reject the certificate;
+    * ``silent_close``: a connection opened for this request that closed (or reset) before
+      any response byte counts as a rejection (TLS 1.3 with anyio shows nothing else);
+    * ``statuses``: HTTP statuses that reject it;
+    * ``nginx_400``: a 400 carrying one of nginx's two client-certificate titles rejects it;
+    * ``server_errors``: whether a 5xx rejects it, for ``"idempotent"`` methods, ``"all"``
+      or ``"none"``;
+    * ``challenge_is_token_auth``: a 401 with ``WWW-Authenticate`` on a request without
+      ``Authorization`` is the registry's token handshake, not a verdict on the certificate.
+
+    Presets: :data:`DOCKER` (the default), :data:`DOCKER_LEGACY` (Docker 1.2-1.3: transport
+    errors, 403 and any 5xx), :data:`TLS_ONLY`. Adjust one with :func:`dataclasses.replace`
+    or :meth:`with_statuses`::
+
+        >>> policy = DOCKER.with_statuses(401, 403, 418)
+        >>> sorted(policy.statuses)
+        [401, 403, 418]
+    """
+
+    alerts: frozenset[str] = DEFAULT_ALERTS
+    silent_close: bool = True
+    statuses: frozenset[int] = field(default_factory=lambda: frozenset({401, 403, 495, 496}))
+    nginx_400: bool = True
+    server_errors: ServerErrors = "idempotent"
+    challenge_is_token_auth: bool = True
+
+    @classmethod
+    def preset(cls, name: str) -> RejectionPolicy:
+        """A named preset: ``"docker"``, ``"docker-legacy"`` or ``"tls-only"``."""
+        try:
+            return _PRESETS[name]
+        except KeyError:
+            raise ValueError(
+                f"unknown rejection policy {name!r}; choose one of {', '.join(_PRESETS)}"
+            ) from None
+
+    def with_statuses(self, *statuses: int) -> RejectionPolicy:
+        """This policy with exactly ``statuses`` as the rejecting HTTP statuses."""
+        return replace(self, statuses=frozenset(statuses))
+
+    def error_verdict(self, exc: BaseException, *, fresh: bool, responded: bool) -> Optional[str]:
+        """Why ``exc`` rejects the certificate, or ``None`` when it does not.
+
+        ``fresh``: a TLS connection was opened for this attempt; ``responded``: response
+        bytes had arrived. Both matter only for the silent-close rule.
+
+            >>> DOCKER.error_verdict(httpx.ConnectTimeout("timed out"), fresh=False,
+            ...                      responded=False) is None
+            True
+        """
+        if _never_rejection(exc) is not None:
+            return None
+        alert = alert_name(exc)
+        if alert is not None:
+            return f"TLS alert {alert}" if alert in self.alerts else None
+        if self.silent_close and fresh and not responded and _silent_close(exc):
+            message = str(exc) or type(exc).__name__
+            return f"connection closed before any response ({message})"
+        return None
+
+    def needs_body(self, response: httpx.Response) -> bool:
+        """Whether :meth:`response_verdict` must see the body (nginx's 400 page)."""
+        return self.nginx_400 and response.status_code == 400
+
+    def response_verdict(
+        self, request: httpx.Request, response: httpx.Response, body: bytes = b""
+    ) -> Optional[str]:
+        """Why ``response`` rejects the certificate, or ``None`` when it does not."""
+        status = response.status_code
+        if status < 400:
+            return None
+        if status == 400:
+            if self.nginx_400:
+                for title in NGINX_TITLES:
+                    if title in body:
+                        return f"HTTP 400 {title[14:-8].decode()}"
+            return None
+        if status >= 500:
+            if self.server_errors == "all" or (
+                self.server_errors == "idempotent" and request.method in IDEMPOTENT_METHODS
+            ):
+                return f"HTTP {status}"
+            return None
+        if status not in self.statuses:
+            return None
+        if (
+            status == 401
+            and self.challenge_is_token_auth
+            and "www-authenticate" in response.headers
+            and "authorization" not in request.headers
+        ):
+            return None
+        return f"HTTP {status}"
+
+
+#: The default: the documented promise, recognising what real servers send.
+DOCKER = RejectionPolicy()
+#: Docker 1.2-1.3 exactly: a transport-level rejection, a 403 or any 5xx.
+DOCKER_LEGACY = RejectionPolicy(
+    statuses=frozenset({403}), nginx_400=False, server_errors="all", challenge_is_token_auth=False
+)
+#: Only TLS-level rejections; every HTTP answer is returned as is.
+TLS_ONLY = RejectionPolicy(statuses=frozenset(), nginx_400=False, server_errors="none")
+
+_PRESETS = {"docker": DOCKER, "docker-legacy": DOCKER_LEGACY, "tls-only": TLS_ONLY}
