@@ -9,6 +9,8 @@ The data's path, one module per step:
 * :mod:`dockercerts.testing`: a CA, a certs.d tree and an mTLS server for tests.
 """
 
+import logging
+
 from .errors import (
     Attempt,
     CertsDirError,
@@ -20,13 +22,16 @@ from .errors import (
     MissingKeyError,
 )
 from .loader import Candidate, HostCerts, default_trust, load, load_dir
-from .locate import certs_root, host_dir, registry_host
+from .locate import certs_root, check_host, host_dir, registry_host
 from .rejection import DOCKER, DOCKER_LEGACY, TLS_ONLY, RejectionPolicy
 from .scan import CertsWarning, ClientPair
 from .transport import AsyncTransport, Transport, docker_host_names
 from .trust import DOCKER_CIPHERS, SystemTrust, docker_context, system_trust
 
 __version__ = "0.1.0"
+
+# A library must not print through logging's last-resort handler: applications decide.
+logging.getLogger("dockercerts").addHandler(logging.NullHandler())
 
 __all__ = [
     "DOCKER",
@@ -51,6 +56,7 @@ __all__ = [
     "Transport",
     "__version__",
     "certs_root",
+    "check_host",
     "default_trust",
     "docker_context",
     "docker_host_names",

@@ -22,7 +22,15 @@ from urllib.parse import urlsplit
 
 from .errors import InvalidHostError
 
-__all__ = ["Platform", "certs_root", "current_platform", "host_dir", "registry_host"]
+__all__ = [
+    "Platform",
+    "certs_root",
+    "check_host",
+    "current_platform",
+    "host_dir",
+    "is_image_reference",
+    "registry_host",
+]
 
 Platform = Literal["linux", "windows", "darwin"]
 
@@ -31,6 +39,18 @@ _PLATFORMS = ("linux", "windows", "darwin")
 # names reached by URL). Dots separate labels; nothing else may appear.
 _LABEL = re.compile(r"[A-Za-z0-9_-]+\Z")
 _PORT = re.compile(r"[0-9]{1,5}\Z")
+
+# Docker's image-reference grammar (distribution/reference), so that a mistyped argument is
+# an error instead of silently meaning an image on Docker Hub.
+_ALNUM = r"[a-z0-9]+"
+_PATH = rf"{_ALNUM}(?:(?:[._]|__|[-]+){_ALNUM})*"
+_DNS_LABEL = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
+_DOMAIN = rf"(?:{_DNS_LABEL}(?:\.{_DNS_LABEL})*|\[[a-fA-F0-9:]+\])(?::[0-9]+)?"
+_TAG = r"[\w][\w.-]{0,127}"
+_DIGEST = r"[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,}"
+_REFERENCE = re.compile(
+    rf"(?:{_DOMAIN}/)?{_PATH}(?:/{_PATH})*(?::{_TAG})?(?:@{_DIGEST})?\Z", re.ASCII
+)
 _MAX_HOST_BYTES = 255
 
 
@@ -181,6 +201,7 @@ def registry_host(ref_or_url: str) -> str:
     contains ``.`` or ``:``, is ``localhost``, or has upper-case letters; otherwise the image
     is on Docker Hub, ``docker.io``. ``index.docker.io`` is ``docker.io``. For an
     ``https://`` (or ``http://``) URL it is the URL's ``host[:port]`` exactly as written.
+    Anything else raises :class:`InvalidHostError`.
 
         >>> registry_host("reg:5000/team/app:1.0")
         'reg:5000'
@@ -196,6 +217,10 @@ def registry_host(ref_or_url: str) -> str:
             raise InvalidHostError(ref_or_url, f"unsupported URL scheme {parts.scheme!r}")
         netloc = parts.netloc.rpartition("@")[2]
         return check_host(_normalise_hub(netloc))
+    if not is_image_reference(text):
+        raise InvalidHostError(
+            ref_or_url, "neither an https:// URL nor an image reference such as reg:5000/app:1.0"
+        )
     first, slash, _rest = text.partition("/")
     if not slash:
         return "docker.io"
@@ -203,6 +228,15 @@ def registry_host(ref_or_url: str) -> str:
     if not is_registry:
         return "docker.io"
     return check_host(_normalise_hub(first))
+
+
+def is_image_reference(text: str) -> bool:
+    """Whether ``text`` follows Docker's image-reference grammar (``reg:5000/team/app:1.0``).
+
+        >>> is_image_reference("reg:5000/team/app:1.0"), is_image_reference("bad host!")
+        (True, False)
+    """
+    return _REFERENCE.match(text) is not None
 
 
 def _normalise_hub(host: str) -> str:

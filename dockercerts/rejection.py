@@ -98,8 +98,10 @@ def alert_name(exc: BaseException) -> Optional[str]:
     """
     for item in _chain(exc):
         texts = [str(item)]
-        if isinstance(item, ssl.SSLError) and item.reason:
-            texts.append(item.reason)
+        # ``reason`` is set by ``_ssl`` only; an SSLError raised from Python code has none.
+        reason = getattr(item, "reason", None)
+        if isinstance(item, ssl.SSLError) and reason:
+            texts.append(reason)
         for text in texts:
             match = _ALERT.search(text)
             if match:
@@ -111,10 +113,11 @@ def _never_rejection(exc: BaseException) -> Optional[str]:
     for item in _chain(exc):
         if isinstance(item, _NEVER):
             return type(item).__name__
-        if isinstance(item, ssl.SSLError) and item.reason == "CERTIFICATE_VERIFY_FAILED":
+        # ``reason`` is set by ``_ssl`` only; httpx keeps only the text: look at both.
+        if getattr(item, "reason", None) == "CERTIFICATE_VERIFY_FAILED" or (
+            "CERTIFICATE_VERIFY_FAILED" in str(item)
+        ):
             return "server certificate verification failed"
-    if "CERTIFICATE_VERIFY_FAILED" in str(exc):
-        return "server certificate verification failed"
     return None
 
 
@@ -209,7 +212,8 @@ class RejectionPolicy:
             if self.nginx_400:
                 for title in NGINX_TITLES:
                     if title in body:
-                        return f"HTTP 400 {title[14:-8].decode()}"
+                        # The text between "<title>400 " and "</title>".
+                        return f"HTTP 400 {title[11:-8].decode()}"
             return None
         if status >= 500:
             if self.server_errors == "all" or (

@@ -134,7 +134,10 @@ class _HostState(Generic[Inner]):
                 and current.directory == directory
                 and snapshot(directory) == current.snapshot
             )
-            if not unchanged:
+            if unchanged:
+                # Back to the last good load (or never left it): a later break warns again.
+                self._warned = False
+            else:
                 try:
                     self._install(self._load(directory))
                 except CertsDirError as exc:
@@ -230,6 +233,8 @@ class _Hosts(Generic[Inner]):
     def __init__(
         self, options: _Options, make: Callable[[Candidate], Inner], max_hosts: int
     ) -> None:
+        if max_hosts < 1:
+            raise ValueError("max_hosts must be >= 1")
         self._options = options
         self._make: Callable[[Candidate], Inner] = make
         self._max = max_hosts
@@ -237,20 +242,29 @@ class _Hosts(Generic[Inner]):
         self._lock = threading.Lock()
         self.evicted: list[Inner] = []
 
-    def get(self, url: httpx.URL) -> _HostState[Inner]:
+    def get(self, url: httpx.URL) -> tuple[_HostState[Inner], tuple[tuple[Candidate, Inner], ...]]:
+        """The host's state, refreshed, and the attempts to make for one request.
+
+        The attempts are taken while the state is still registered: one evicted by another
+        thread or task meanwhile hands its transports over for closing and is looked up again.
+        """
         key = (url.raw_host, url.port)
-        with self._lock:
-            state = self._states.get(key)
-            if state is None:
-                state = _HostState(docker_host_names(url), self._options, self._make)
-                self._states[key] = state
-                while len(self._states) > self._max:
-                    _, old = self._states.popitem(last=False)
-                    self.evicted.extend(old.all_inner())
-            else:
-                self._states.move_to_end(key)
-        state.refresh()
-        return state
+        while True:
+            with self._lock:
+                state = self._states.get(key)
+                if state is None:
+                    state = _HostState(docker_host_names(url), self._options, self._make)
+                    self._states[key] = state
+                    while len(self._states) > self._max:
+                        _, old = self._states.popitem(last=False)
+                        self.evicted.extend(old.all_inner())
+                else:
+                    self._states.move_to_end(key)
+            state.refresh()
+            with self._lock:
+                if self._states.get(key) is state:
+                    return state, state.attempts
+                self.evicted.extend(state.all_inner())
 
     def take_closable(self, state: _HostState[Inner]) -> list[Inner]:
         closable = state.take_retired()
@@ -465,7 +479,7 @@ class Transport(httpx.BaseTransport):
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         if request.url.scheme != "https":
             return self._plain.handle_request(request)
-        state = self._hosts.get(request.url)
+        state, attempts = self._hosts.get(request.url)
         for inner in self._hosts.take_closable(state):
             inner.close()
         stream, extensions = request.stream, request.extensions
@@ -473,7 +487,6 @@ class Transport(httpx.BaseTransport):
         tries = _Tries(request, state, self._options.policy, body)
         if not body.replayable:
             request.stream = body
-        attempts = state.attempts
         try:
             for number, (candidate, inner) in enumerate(attempts, 1):
                 watch = _Watch(extensions.get("trace"))
@@ -542,7 +555,7 @@ class AsyncTransport(httpx.AsyncBaseTransport):
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         if request.url.scheme != "https":
             return await self._plain.handle_async_request(request)
-        state = self._hosts.get(request.url)
+        state, attempts = self._hosts.get(request.url)
         for inner in self._hosts.take_closable(state):
             await inner.aclose()
         stream, extensions = request.stream, request.extensions
@@ -550,7 +563,6 @@ class AsyncTransport(httpx.AsyncBaseTransport):
         tries = _Tries(request, state, self._options.policy, body)
         if not body.replayable:
             request.stream = body
-        attempts = state.attempts
         try:
             for number, (candidate, inner) in enumerate(attempts, 1):
                 watch = _Watch(extensions.get("trace"))

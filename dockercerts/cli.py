@@ -1,0 +1,1433 @@
+"""The ``dockercerts`` command: ``inspect``, ``probe`` and ``demo``.
+
+Docker's only feedback on a broken ``certs.d`` folder is one line in the daemon log. This
+command explains instead: which folder Docker reads for a registry, what is in it and in which
+order, what Docker would refuse and how to fix it (``inspect``); which client certificate a
+registry accepts (``probe``); and a self-contained run of the transport against a local mTLS
+registry (``demo``).
+
+Every report is built as a plain dict first and then either dumped as JSON (``--json``, the
+schema documented in ``docs/cli.md``) or rendered as text, so the two can never disagree.
+
+Exit status: 0 clean, 1 warnings (``inspect``), 2 Docker would fail / no certificate accepted /
+a usage error, 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import ipaddress
+import json
+import logging
+import os
+import re
+import shutil
+import signal
+import ssl
+import sys
+import tempfile
+import threading
+import time
+import traceback
+from collections.abc import Iterator, Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from types import FrameType
+from typing import Any, Callable, Optional, TextIO, Union
+from urllib.parse import urlsplit
+
+import httpx
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+
+from . import __version__
+from .errors import (
+    CertsDirError,
+    CertsDirReadError,
+    InvalidHostError,
+    KeyPairError,
+    MissingCertificateError,
+    MissingKeyError,
+)
+from .loader import HostCerts, default_trust, load_dir
+from .locate import (
+    certs_root,
+    check_host,
+    current_platform,
+    host_dir,
+    is_image_reference,
+    registry_host,
+)
+from .rejection import DOCKER, alert_name
+from .scan import ClientPair, extension, sorted_names
+from .transport import Transport, docker_host_names
+from .trust import Trust
+
+__all__ = ["SCHEMA", "main"]
+
+#: Version of the ``--json`` output; bumped only when a key changes meaning or disappears.
+SCHEMA = 1
+
+Report = dict[str, Any]
+
+_PLATFORMS = ("linux", "windows", "darwin")
+_ROLES = {".crt": "ca", ".cert": "client-cert", ".key": "client-key"}
+_ROLE_TEXT = {
+    "ca": "CA root",
+    "client-cert": "client cert",
+    "client-key": "client key",
+    "ignored": "ignored",
+}
+_PEM_CERT = re.compile(rb"-----BEGIN CERTIFICATE-----\r?\n.*?-----END CERTIFICATE-----", re.DOTALL)
+_SSL_LOCATION = re.compile(r" \(_ssl\.c:\d+\)")  # OpenSSL's source line: noise for users
+_TITLE = re.compile(rb"<title>(.*?)</title>", re.DOTALL | re.IGNORECASE)
+_MAX_BODY = 64 * 1024  # enough for nginx's 400 page and a /v2/ answer; never a blob
+
+log = logging.getLogger("dockercerts")
+
+
+class CLIError(Exception):
+    """A problem with what the user asked for: one line on stderr, with its fix, exit 2."""
+
+    def __init__(self, message: str, fix: str = "") -> None:
+        super().__init__(message)
+        self.message = message
+        self.fix = fix
+
+
+# --------------------------------------------------------------------------- presentation
+
+#: A table cell: plain text, or ``(style, text)`` to colour it.
+Cell = Union[str, tuple[str, str]]
+
+_CODES = {"bold": "1", "red": "31", "green": "32", "yellow": "33"}
+
+
+def use_colour(
+    stream: TextIO, mode: str = "auto", environ: Optional[dict[str, str]] = None
+) -> bool:
+    """Colour only on a terminal, never with a non-empty ``NO_COLOR`` or ``TERM=dumb``.
+
+    An explicit ``--color always`` or ``never`` wins over the environment.
+    """
+    if mode in ("always", "never"):
+        return mode == "always"
+    env = os.environ if environ is None else environ
+    if env.get("NO_COLOR") or env.get("TERM") == "dumb":
+        return False
+    isatty = getattr(stream, "isatty", None)
+    return bool(isatty and isatty())
+
+
+class Style:
+    """``style("red+bold", text)``: ANSI colours when enabled, the text unchanged otherwise."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+
+    def __call__(self, name: str, text: str) -> str:
+        if not self.enabled or not text:
+            return text
+        codes = ";".join(_CODES[part] for part in name.split("+"))
+        return f"\x1b[{codes}m{text}\x1b[0m"
+
+
+def table(rows: Sequence[Sequence[Cell]], style: Style, indent: str = "  ") -> list[str]:
+    """Rows as aligned columns; colour is added after padding so columns line up either way."""
+    plain = [[cell if isinstance(cell, str) else cell[1] for cell in row] for row in rows]
+    widths: dict[int, int] = {}
+    for texts in plain:
+        for index, text in enumerate(texts[:-1]):
+            widths[index] = max(widths.get(index, 0), len(text))
+    lines = []
+    for cells, texts in zip(rows, plain):
+        parts = []
+        for index, (cell, text) in enumerate(zip(cells, texts)):
+            padding = "" if index == len(cells) - 1 else " " * (widths[index] - len(text))
+            shown = text if isinstance(cell, str) else style(cell[0], text)
+            parts.append(shown + padding)
+        lines.append((indent + "  ".join(parts)).rstrip())
+    return lines
+
+
+def _plural(count: int, word: str) -> str:
+    return f"{count} {word}" if count == 1 else f"{count} {word}s"
+
+
+def _iso(value: Optional[datetime]) -> Optional[str]:
+    """ISO 8601 in UTC with a ``Z``, as documented for ``--json``."""
+    if value is None:
+        return None
+    return value.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _ordinal(n: int) -> str:
+    suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+    return f"{n}{suffix}"
+
+
+# --------------------------------------------------------------------------- arguments
+
+
+def classify(argument: str) -> tuple[str, str]:
+    """``(kind, host)`` for an ``inspect`` argument: ``"url"``, ``"host"`` or ``"image"``.
+
+    A bare ``name:port`` is a *host* here (as in ``docker login reg:5000``), although Docker
+    would read ``reg:5000`` alone as the image ``reg`` with tag ``5000`` on Docker Hub.
+
+        >>> classify("reg:5000"), classify("reg:5000/team/app:1.0"), classify("ubuntu:22.04")
+        (('host', 'reg:5000'), ('image', 'reg:5000'), ('image', 'docker.io'))
+    """
+    text = argument.strip()
+    if not text:
+        raise CLIError("the argument is empty", "give a registry host, URL or image reference")
+    if "://" in text:
+        return "url", registry_host(text)
+    if "/" not in text:
+        with contextlib.suppress(InvalidHostError):
+            return "host", check_host(text)
+    if not is_image_reference(text):
+        raise CLIError(
+            f"{argument!r} is not a registry host, URL or image reference",
+            "write a host (reg.example.com:5000), a URL (https://reg.example.com:5000/v2/) "
+            "or an image reference (reg.example.com:5000/team/app:1.0)",
+        )
+    return "image", registry_host(text)
+
+
+def _split_host(host: str) -> tuple[str, Optional[str]]:
+    if host.startswith("["):
+        end = host.find("]")
+        if end != -1 and host[end + 1 : end + 2] == ":":
+            return host[: end + 1], host[end + 2 :]
+        return host, None
+    if host.count(":") == 1:
+        name, port = host.split(":")
+        return name, port
+    return host, None
+
+
+_LOOPBACK_NAMES = ("localhost", "127.0.0.1", "[::1]")
+
+
+def _is_ip(name: str) -> bool:
+    try:
+        ipaddress.ip_address(name.strip("[]"))
+    except ValueError:
+        return False
+    return True
+
+
+def _maybe_same_machine(a: str, b: str) -> bool:
+    """Two names that may well reach one registry: an IP and a name, or two loopback names.
+
+    Two DNS names are not flagged: whether they resolve alike cannot be known offline.
+    """
+    if _is_ip(a) != _is_ip(b):
+        return True
+    return a.lower() in _LOOPBACK_NAMES and b.lower() in _LOOPBACK_NAMES
+
+
+def _resolve_root(root: Optional[str], platform: str) -> Path:
+    # Absolute, so a report copied from a terminal still says where the folder was.
+    return Path(root).absolute() if root is not None else certs_root(platform=platform)
+
+
+def _trust(value: Optional[str], platform: str) -> Trust:
+    if value == "merge":
+        return "merge"
+    if value == "replace":
+        return "replace"
+    return default_trust(platform)
+
+
+# --------------------------------------------------------------------------- certificates
+
+
+def _certificates(data: bytes) -> list[x509.Certificate]:
+    """Every PEM certificate that parses; the rest is passed over, as Go does for ``.crt``."""
+    found = []
+    for match in _PEM_CERT.finditer(data):
+        try:
+            found.append(x509.load_pem_x509_certificate(match.group(0)))
+        except ValueError:
+            continue
+    return found
+
+
+def _utc(cert: x509.Certificate, attr: str) -> datetime:
+    # cryptography >= 42 has aware ``*_utc`` properties; older ones return naive UTC.
+    aware = getattr(cert, attr + "_utc", None)
+    if isinstance(aware, datetime):
+        return aware
+    naive: datetime = getattr(cert, attr)
+    return naive.replace(tzinfo=timezone.utc)
+
+
+def _is_ca(cert: x509.Certificate) -> bool:
+    try:
+        return bool(cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca)
+    except x509.ExtensionNotFound:
+        return False
+
+
+def _first_certificate(path: Path) -> Optional[x509.Certificate]:
+    try:
+        found = _certificates(path.read_bytes())
+    except OSError:
+        return None
+    return found[0] if found else None
+
+
+def _key_matches(cert: x509.Certificate, key_path: Path) -> Optional[bool]:
+    """Whether the (unencrypted) key at ``key_path`` belongs to ``cert``; None if unknown."""
+    try:
+        key = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
+    except Exception:  # unreadable, encrypted, unsupported: we simply cannot tell
+        return None
+    spki = serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    return bool(key.public_key().public_bytes(*spki) == cert.public_key().public_bytes(*spki))
+
+
+def _validity(not_before: Optional[datetime], not_after: Optional[datetime], now: datetime) -> str:
+    if not_after is not None and not_after < now:
+        return "expired"
+    if not_before is not None and not_before > now:
+        return "not-yet-valid"
+    return "valid"
+
+
+# --------------------------------------------------------------------------- inspect
+
+
+def _files(directory: Path) -> list[Report]:
+    """Every entry in Docker's order with the role Docker gives it (listing errors: none)."""
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return []  # load_dir reports why, in Docker's terms
+    entries = []
+    for name in sorted_names(names):
+        path = directory / name
+        link: Optional[str] = None
+        if path.is_symlink():
+            with contextlib.suppress(OSError):
+                link = os.readlink(path)
+        if path.is_dir():
+            kind = "directory"
+        elif path.exists():
+            kind = "file"
+        else:
+            kind = "dangling-symlink" if link is not None else "missing"
+        entries.append(
+            {
+                "name": name,
+                "path": str(path),
+                "role": _ROLES.get(extension(name), "ignored"),
+                "kind": kind,
+                "link": link,
+            }
+        )
+    return entries
+
+
+def _ca_certificates(files: list[Report], now: datetime) -> list[Report]:
+    found = []
+    for entry in files:
+        if entry["role"] != "ca" or entry["kind"] != "file":
+            continue
+        try:
+            data = Path(entry["path"]).read_bytes()
+        except OSError:
+            continue
+        for cert in _certificates(data):
+            not_before, not_after = _utc(cert, "not_valid_before"), _utc(cert, "not_valid_after")
+            found.append(
+                {
+                    "file": entry["name"],
+                    "subject": cert.subject.rfc4514_string(),
+                    "issuer": cert.issuer.rfc4514_string(),
+                    "not_before": _iso(not_before),
+                    "not_after": _iso(not_after),
+                    "validity": _validity(not_before, not_after, now),
+                    "is_ca": _is_ca(cert),
+                    "self_signed": cert.subject == cert.issuer,
+                    "fingerprint": cert.fingerprint(hashes.SHA256()).hex(),
+                }
+            )
+    return found
+
+
+def _pair(pair: ClientPair, now: datetime) -> Report:
+    return {
+        "name": pair.name,
+        "cert": str(pair.cert),
+        "key": str(pair.key),
+        "subject": pair.subject,
+        "issuer": pair.issuer,
+        "key_type": pair.key_type,
+        "not_before": _iso(pair.not_before),
+        "not_after": _iso(pair.not_after),
+        "validity": _validity(pair.not_before, pair.not_after, now),
+        "chain_length": pair.chain_length,
+        "fingerprint": pair.fingerprint,
+    }
+
+
+def _near_misses(root: Path, folder: str, host: str, platform: str, exists: bool) -> list[Report]:
+    """Folders under ``root`` that look like the one Docker reads but are not it.
+
+    Only what is on disk: whether a name and an IP address are the same registry cannot be
+    known offline, so an IP-versus-name folder is mentioned only when it exists and the
+    folder Docker reads does not (otherwise two registries on one port would be flagged).
+    """
+    try:
+        entries = [e for e in os.listdir(root) if (root / e).is_dir()]
+    except OSError:
+        return []
+    name, port = _split_host(host)
+    found = []
+    for entry in sorted_names(entries):
+        if entry == folder:
+            continue
+        reason, fix = _near_miss(entry, folder, host, name, port, platform, exists)
+        if reason:
+            found.append({"name": entry, "path": str(root / entry), "reason": reason, "fix": fix})
+    return found
+
+
+def _near_miss(
+    entry: str,
+    folder: str,
+    host: str,
+    name: str,
+    port: Optional[str],
+    platform: str,
+    exists: bool,
+) -> tuple[str, str]:
+    rename = f"rename {entry} -> {folder}"
+    if entry.lower() == folder.lower():
+        return (
+            "differs only in case; Docker names the folder exactly as the reference is written",
+            f"{rename}, or write the reference as {entry}",
+        )
+    if port is not None and entry in (f"{name}_{port}_", f"{name.strip('[]')}_{port}_"):
+        return (
+            "containerd's spelling (host_port_); Docker's classic loader does not read it",
+            f"copy it to {folder}",
+        )
+    if platform == "windows":
+        if entry == host:
+            return ("a Linux-style name; on Windows Docker removes every ':'", rename)
+        if port is not None and entry == name:
+            return ("the same host without the port", f"{rename} if references say {host}")
+        return "", ""
+    if port is not None and entry == host.replace(":", ""):
+        return (
+            "a Windows-style name (':' removed); on Linux and macOS Docker keeps the ':'",
+            rename,
+        )
+    entry_name, entry_port = _split_host(entry)
+    if entry_name == name and entry_port != port:
+        if port is not None and entry_port is None:
+            return (
+                f"the same host without the port; references written {host}/... use {folder}",
+                f"{rename} if your references include :{port}",
+            )
+        if port is None:
+            return (
+                f"the same host with :{entry_port}; Docker uses it only for references "
+                f"written {entry}/...",
+                f"{rename} if your references have no port",
+            )
+        return (
+            f"the same host on another port ({entry_port})",
+            "use the port your image references are written with",
+        )
+    if not exists and entry_port == port and _maybe_same_machine(entry_name, name):
+        return (
+            f"same port, {entry_name} instead of {name}; Docker never resolves one name to "
+            "the other, it uses the name as written in the reference",
+            f"{rename} if your references say {host}/...",
+        )
+    return "", ""
+
+
+def _docker_error(exc: CertsDirError) -> Report:
+    """Docker's message for ``exc`` and a fix that looks at the files involved."""
+    message, fix = str(exc), ""
+    if isinstance(exc, MissingKeyError):
+        fix = _fix_missing_key(exc)
+    elif isinstance(exc, MissingCertificateError):
+        fix = _fix_missing_certificate(exc)
+    elif isinstance(exc, KeyPairError):
+        message = f"client pair {exc.cert.name} + {exc.key.name}: {exc.problem}"
+        fix = exc.fix
+    elif isinstance(exc, CertsDirReadError):
+        message = f"cannot read {exc.path}: {exc.problem}"
+        fix = exc.fix
+    return {
+        "type": type(exc).__name__,
+        "message": message,
+        "fix": fix,
+        "paths": [str(p) for p in exc.paths],
+    }
+
+
+def _fix_missing_key(exc: MissingKeyError) -> str:
+    stem = exc.cert.name[: -len(".cert")]
+    cert = _first_certificate(exc.cert)
+    if cert is not None and _is_ca(cert):
+        return (
+            f"{exc.cert.name} holds a CA certificate ({cert.subject.rfc4514_string()}): "
+            f"rename {exc.cert.name} -> {stem}.crt"
+        )
+    if cert is None:
+        return f"rename {exc.cert.name} -> {stem}.crt if it is a CA root, else remove it"
+    return (
+        f"{exc.cert.name} is a client certificate ({cert.subject.rfc4514_string()}): "
+        f"put its private key beside it as {exc.key.name}"
+    )
+
+
+def _fix_missing_certificate(exc: MissingCertificateError) -> str:
+    stem = exc.key.name[: -len(".key")]
+    sibling = exc.key.parent / f"{stem}.crt"
+    cert = _first_certificate(sibling)
+    if cert is None:
+        return f"add the client certificate as {exc.cert.name}, or remove {exc.key.name}"
+    layout = "a Kubernetes TLS secret layout (tls.crt + tls.key); " if stem == "tls" else ""
+    if _is_ca(cert):
+        return (
+            f"{layout}{sibling.name} holds a CA certificate, so it stays; add the client "
+            f"certificate as {exc.cert.name}, or remove {exc.key.name}"
+        )
+    matches = _key_matches(cert, exc.key)
+    if matches is False:
+        return (
+            f"{layout}{sibling.name} is not the certificate of {exc.key.name}; add the "
+            f"right one as {exc.cert.name}, or remove {exc.key.name}"
+        )
+    return (
+        f"{layout}Docker reads .crt as a CA root: if {sibling.name} is the client "
+        f"certificate{' (its key matches)' if matches else ''}, rename {sibling.name} -> "
+        f"{exc.cert.name}"
+    )
+
+
+def _warning(code: str, path: Union[str, Path], message: str, fix: str) -> Report:
+    return {"code": code, "path": str(path), "message": message, "fix": fix}
+
+
+def _extra_warnings(
+    certs: Optional[HostCerts], cas: list[Report], exists: bool, host: str, directory: Path
+) -> list[Report]:
+    """What the CLI adds to the loader's warnings: it can compare files with each other."""
+    found = []
+    if not exists and host != "docker.io":
+        found.append(
+            _warning(
+                "host-directory-missing",
+                directory,
+                "no host directory: Docker trusts the system roots and sends no client certificate",
+                "create it (the registry's CA as ca.crt, client pairs as <name>.cert + "
+                "<name>.key), or check its name against the near misses",
+            )
+        )
+    for ca in cas:
+        if ca["validity"] == "expired":
+            found.append(
+                _warning(
+                    "ca-cert-expired",
+                    directory / ca["file"],
+                    f"the CA certificate {ca['subject']} expired on {_day_iso(ca['not_after'])}",
+                    "replace it with the registry's current CA certificate",
+                )
+            )
+    intermediates = {ca["subject"] for ca in cas if ca["is_ca"] and not ca["self_signed"]}
+    for pair in certs.pairs if certs is not None else ():
+        if pair.chain_length == 1 and pair.issuer in intermediates:
+            found.append(
+                _warning(
+                    "leaf-without-intermediate",
+                    pair.cert,
+                    f"the .cert holds only the leaf, issued by the intermediate {pair.issuer}",
+                    f"append that intermediate to {pair.cert.name} (leaf first): servers that "
+                    "advertise only the root get no certificate from Go (moby#21148)",
+                )
+            )
+    return found
+
+
+def _day_iso(value: Optional[str]) -> str:
+    return "?" if value is None else value[:10]
+
+
+def inspect_report(
+    argument: str,
+    *,
+    root: Optional[str] = None,
+    platform: Optional[str] = None,
+    trust: Optional[str] = None,
+    now: Optional[datetime] = None,
+) -> Report:
+    """Everything ``inspect`` knows about ``argument``, as the ``--json`` dict."""
+    plat = platform or current_platform()
+    kind, host = classify(argument)
+    base = _resolve_root(root, plat)
+    directory = host_dir(host, root=base, platform=plat)
+    rule = _trust(trust, plat)
+    when = now or datetime.now(timezone.utc)
+    notes = _notes(argument, kind, host, plat, base, directory, root is None)
+
+    files = _files(directory)
+    cas = _ca_certificates(files, when)
+    certs: Optional[HostCerts] = None
+    error: Optional[Report] = None
+    try:
+        certs = load_dir(directory, platform=plat, trust=rule)
+    except CertsDirError as exc:
+        error = _docker_error(exc)
+    exists = directory.is_dir()
+    warnings = [
+        _warning(w.code, w.path, w.message, w.fix) for w in (certs.warnings if certs else ())
+    ]
+    warnings += _extra_warnings(certs, cas, exists, host, directory)
+    exit_code = 2 if error else 1 if warnings else 0
+    return {
+        "schema": SCHEMA,
+        "command": "inspect",
+        "argument": argument,
+        "argument_kind": kind,
+        "host": host,
+        "platform": plat,
+        "trust": rule,
+        "uses_system_roots": certs.uses_system_roots if certs else None,
+        "root": str(base),
+        "root_exists": base.is_dir(),
+        "directory": str(directory),
+        "directory_exists": exists,
+        "notes": notes,
+        "near_misses": _near_misses(base, directory.name, host, plat, exists),
+        "files": files,
+        "ca_certificates": cas,
+        "pairs": [_pair(p, when) for p in certs.pairs] if certs else [],
+        "error": error,
+        "warnings": warnings,
+        "status": ("error", "warnings", "ok")[[2, 1, 0].index(exit_code)],
+        "exit_code": exit_code,
+    }
+
+
+def _notes(
+    argument: str,
+    kind: str,
+    host: str,
+    platform: str,
+    root: Path,
+    directory: Path,
+    default_root: bool,
+) -> list[str]:
+    notes = []
+    text = argument.strip()
+    # Only for dot-less names (reg:5000, localhost:5000): with a dot nobody means an image.
+    if kind == "host" and ":" in text and "." not in text and is_image_reference(text):
+        name, _, tag = text.partition(":")
+        notes.append(
+            f"read as a registry host, as 'docker login {text}' does (as an image reference "
+            f"it would be the image {name}, tag {tag}, on Docker Hub)"
+        )
+    if host == "docker.io":
+        notes.append(
+            "Docker Hub: Docker reads no certs.d folder for Docker Hub pulls and pushes; a "
+            "mirror uses the folder of the mirror's host[:port]"
+        )
+    if kind == "url":
+        url = httpx.URL(text)
+        names = docker_host_names(url)
+        dirs = [host_dir(n, root=root, platform=platform) for n in names]
+        chosen = next((d for d in dirs if d.is_dir()), dirs[0])
+        if chosen != directory:
+            notes.append(f"dockercerts.Transport, given this URL, reads {chosen}")
+    if default_root and platform != current_platform():
+        notes.append(f"the {platform} root does not exist here: pass --root to read a copy")
+    return notes
+
+
+def render_inspect(report: Report, style: Style) -> list[str]:
+    lines = [
+        style("bold", f"dockercerts inspect {report['argument']}")
+        + f"  ({_KIND_TEXT[report['argument_kind']]} -> {report['host']})"
+    ]
+    root_state = "" if report["root_exists"] else style("yellow", "  (does not exist)")
+    if report["directory_exists"]:
+        dir_state = ""
+    else:
+        dir_state = style("yellow", "  (missing: system roots, no client certificate)")
+    trust = (
+        "system roots + the .crt files (merge)"
+        if report["trust"] == "merge"
+        else "only the .crt files; the system roots when there is none (replace)"
+    )
+    lines += table(
+        [
+            ["root", report["root"] + root_state],
+            ["directory", report["directory"] + dir_state],
+            ["platform", f"{report['platform']}; trust: {trust}"],
+        ],
+        style,
+    )
+    for note in report["notes"]:
+        lines.append(f"  note: {note}")
+
+    if report["near_misses"]:
+        lines += ["", style("bold", "Near misses under the root")]
+        for miss in report["near_misses"]:
+            lines.append(f"  {style('yellow', miss['name'])}: {miss['reason']}")
+            lines.append(f"    fix: {miss['fix']}")
+
+    if report["files"]:
+        lines += ["", style("bold", "Files, in Docker's order")]
+        rows: list[list[Cell]] = []
+        for entry in report["files"]:
+            role = _ROLE_TEXT[entry["role"]]
+            extra = []
+            if entry["kind"] != "file":
+                extra.append(entry["kind"])
+            if entry["link"] is not None:
+                extra.append(f"-> {entry['link']}")
+            rows.append(
+                [
+                    entry["name"],
+                    ("dim", role) if entry["role"] == "ignored" else role,
+                    " ".join(extra),
+                ]
+            )
+        lines += table(rows, style)
+
+    if report["ca_certificates"]:
+        lines += ["", style("bold", "CA certificates (.crt)")]
+        rows = []
+        for ca in report["ca_certificates"]:
+            expiry: Cell = f"expires {_day_iso(ca['not_after'])}"
+            if ca["validity"] == "expired":
+                expiry = ("red", f"EXPIRED {_day_iso(ca['not_after'])}")
+            kind = "root" if ca["self_signed"] else "intermediate" if ca["is_ca"] else "not a CA"
+            rows.append([ca["file"], ca["subject"], kind, expiry])
+        lines += table(rows, style)
+
+    if report["pairs"]:
+        lines += ["", style("bold", "Client certificates, in the order they are tried")]
+        rows = [["#", "pair", "subject", "issuer", "key", "validity", "chain"]]
+        for number, pair in enumerate(report["pairs"], 1):
+            validity: Cell = f"until {_day_iso(pair['not_after'])}"
+            if pair["validity"] == "expired":
+                validity = ("red", f"EXPIRED {_day_iso(pair['not_after'])}")
+            elif pair["validity"] == "not-yet-valid":
+                validity = ("yellow", f"from {_day_iso(pair['not_before'])}")
+            n = pair["chain_length"]
+            chain = "leaf only" if n == 1 else f"leaf + {_plural(n - 1, 'intermediate')}"
+            rows.append(
+                [
+                    str(number),
+                    pair["name"],
+                    pair["subject"],
+                    pair["issuer"],
+                    pair["key_type"],
+                    validity,
+                    chain,
+                ]
+            )
+        lines += table(rows, style)
+    elif report["directory_exists"] and not report["error"]:
+        lines += ["", "  No client certificate: connections send none."]
+
+    if report["error"]:
+        error = report["error"]
+        lines += ["", style("red+bold", "Docker would refuse this directory")]
+        lines.append(f"  {error['message']}")
+        if error["fix"]:
+            lines.append(f"  fix: {error['fix']}")
+
+    if report["warnings"]:
+        lines += ["", style("bold", "Warnings")]
+        for warning in report["warnings"]:
+            lines.append(
+                f"  {style('yellow', '!')} {Path(warning['path']).name}: "
+                f"{warning['message']}  [{warning['code']}]"
+            )
+            lines.append(f"    fix: {warning['fix']}")
+
+    summary = {
+        0: style("green", "OK: Docker would load this directory as it is"),
+        1: style("yellow", f"{_plural(len(report['warnings']), 'warning')}"),
+        2: style("red", "Docker would fail"),
+    }[report["exit_code"]]
+    lines += ["", f"Result: {summary} (exit {report['exit_code']})"]
+    return lines
+
+
+_KIND_TEXT = {"host": "registry host", "url": "URL", "image": "image reference"}
+
+
+# --------------------------------------------------------------------------- probe
+
+
+def _probe_url(argument: str) -> httpx.URL:
+    text = argument.strip()
+    if "://" not in text:
+        try:
+            check_host(text)
+        except InvalidHostError:
+            raise CLIError(
+                f"{argument!r} is neither an https:// URL nor a registry host",
+                "write https://reg.example.com:5000/v2/ or reg.example.com:5000",
+            ) from None
+        text = f"https://{text}"
+    if urlsplit(text).scheme != "https":
+        raise CLIError(
+            f"{argument!r}: probe needs an https:// URL (client certificates travel over TLS)",
+            f"write https://{text.split('://', 1)[1]}",
+        )
+    registry_host(text)  # the same host check as everywhere else
+    try:
+        url = httpx.URL(text)
+    except httpx.InvalidURL as exc:
+        raise CLIError(f"{argument!r} is not a valid URL: {exc}", "check the URL") from None
+    if url.path in ("", "/"):
+        url = url.copy_with(path="/v2/")
+    return url
+
+
+def _transport_directory(url: httpx.URL, root: Path, platform: str) -> Path:
+    # The rule of dockercerts.Transport (_HostState._directory): the first of Docker's
+    # candidate names that is a folder, else the first name.
+    dirs = [host_dir(n, root=root, platform=platform) for n in docker_host_names(url)]
+    return next((d for d in dirs if d.is_dir()), dirs[0])
+
+
+class _Watch:
+    """Trace callback for one attempt: did the handshake finish, did response bytes come?"""
+
+    def __init__(self) -> None:
+        self.fresh = False
+        self.responded = False
+        self.tls_version: Optional[str] = None
+
+    def __call__(self, name: str, info: dict[str, Any]) -> None:
+        if name == "connection.start_tls.complete":
+            self.fresh = True
+            stream = info.get("return_value")
+            with contextlib.suppress(Exception):
+                # Sync streams hand out the low-level _ssl._SSLSocket, async ones an
+                # ssl.SSLObject: both have version(), neither shares a public base class.
+                version = stream.get_extra_info("ssl_object").version()  # type: ignore[union-attr]
+                if isinstance(version, str):
+                    self.tls_version = version
+        elif name.endswith(".receive_response_headers.complete"):
+            self.responded = True
+
+
+# What a rejection usually means, for the reader of a probe; keyed by alert or verdict.
+_REJECTION_HINTS = {
+    "unknown_ca": "the registry does not trust the CA that issued this certificate",
+    "certificate_expired": "the registry says this certificate has expired",
+    "certificate_required": "the registry wants a client certificate and got none",
+    "HTTP 400 No required SSL certificate was sent": (
+        "nginx wants a client certificate and got none"
+    ),
+    "HTTP 400 The SSL certificate error": (
+        "nginx could not verify this certificate (another CA, expired, or a missing intermediate)"
+    ),
+}
+
+
+def _error_hint(exc: BaseException, url: httpx.URL, timeout: float) -> str:
+    text = " ".join(str(e) for e in _chain(exc))
+    if "CERTIFICATE_VERIFY_FAILED" in text:
+        return (
+            "the registry's server certificate is not trusted: put its CA in the host "
+            "directory as ca.crt"
+        )
+    if isinstance(exc, httpx.TimeoutException):
+        return f"no answer within {timeout:g} s"
+    if isinstance(exc, httpx.ConnectError) and (
+        "refused" in text.lower() or "Errno 111" in text or "Errno 61" in text
+    ):
+        return f"nothing listens on {url.host}:{url.port or 443}"
+    return "not a client-certificate rejection: another certificate cannot help"
+
+
+def _chain(exc: BaseException) -> Iterator[BaseException]:
+    seen: set[int] = set()
+    current: Optional[BaseException] = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        yield current
+        current = current.__cause__ or current.__context__
+
+
+def _attempt(
+    index: int,
+    name: Optional[str],
+    subject: Optional[str],
+    make: Callable[[], ssl.SSLContext],
+    url: httpx.URL,
+    timeout: float,
+) -> Report:
+    """One GET with one candidate, judged by the default policy exactly as the transport does."""
+    result: Report = {
+        "index": index,
+        "candidate": name,
+        "subject": subject,
+        "outcome": "error",
+        "detail": "",
+        "status": None,
+        "title": None,
+        "alert": None,
+        "tls_version": None,
+        "elapsed_ms": 0.0,
+        "hint": None,
+    }
+    watch = _Watch()
+    try:
+        # Built before the clock starts: loading the system roots is not the server's time.
+        context = make()
+    except CertsDirError as exc:
+        result["detail"] = f"cannot use this pair: {exc}"
+        return result
+    start = time.perf_counter()
+    try:
+        # trust_env=False: dockercerts.Transport gets no environment proxies either (httpx
+        # ignores them when a transport is given), and a probe must reach only this host.
+        with httpx.Client(
+            verify=context, timeout=timeout, trust_env=False, follow_redirects=False
+        ) as client:
+            request = client.build_request("GET", url, extensions={"trace": watch})
+            response = client.send(request, stream=True)
+            try:
+                body = _read_some(response)
+            finally:
+                response.close()
+    except (httpx.HTTPError, ssl.SSLError, OSError) as exc:
+        verdict = DOCKER.error_verdict(exc, fresh=watch.fresh, responded=watch.responded)
+        result["alert"] = alert_name(exc)
+        if verdict is not None:
+            result["outcome"] = "rejected"
+            result["detail"] = verdict
+            result["hint"] = _REJECTION_HINTS.get(result["alert"] or "")
+        else:
+            message = _SSL_LOCATION.sub("", str(exc)) or type(exc).__name__
+            result["detail"] = message
+            result["hint"] = _error_hint(exc, url, timeout)
+    else:
+        result["status"] = response.status_code
+        title = _TITLE.search(body)
+        if title is not None:
+            result["title"] = title.group(1).decode("latin-1").strip()
+        verdict = DOCKER.response_verdict(request, response, body)
+        if verdict is not None:
+            result["outcome"] = "rejected"
+            result["detail"] = verdict if verdict.startswith("HTTP 400 ") else _http(response)
+            result["hint"] = _REJECTION_HINTS.get(verdict)
+        else:
+            result["outcome"] = "accepted"
+            result["detail"] = _http(response)
+            if response.status_code == 401 and "www-authenticate" in response.headers:
+                result["detail"] += " (token auth challenge: says nothing about the certificate)"
+    result["elapsed_ms"] = round((time.perf_counter() - start) * 1000, 1)
+    result["tls_version"] = watch.tls_version
+    return result
+
+
+def _http(response: httpx.Response) -> str:
+    return f"HTTP {response.status_code} {response.reason_phrase}".rstrip()
+
+
+def _read_some(response: httpx.Response) -> bytes:
+    chunks, size = [], 0
+    for chunk in response.iter_raw():
+        chunks.append(chunk)
+        size += len(chunk)
+        if size >= _MAX_BODY:
+            break
+    return b"".join(chunks)[:_MAX_BODY]
+
+
+def _settle(attempts: list[Report]) -> tuple[Optional[int], str]:
+    """What the transport does with these outcomes: the index it keeps, and a sentence."""
+    for attempt in attempts:
+        if attempt["outcome"] == "accepted":
+            label = attempt["candidate"] or "no client certificate"
+            return attempt["index"], (
+                f"settles on {label} ({_ordinal(attempt['index'])} of {len(attempts)})"
+            )
+        if attempt["outcome"] == "error":
+            return None, (
+                f"raises the error of candidate {attempt['index']}: it is not a "
+                "client-certificate rejection, so no other certificate is tried"
+            )
+    if not attempts:
+        return None, "does not connect: Docker would refuse the directory"
+    if attempts[-1]["status"] is not None:
+        return None, f"returns the last answer ({attempts[-1]['detail']}): every candidate rejected"
+    return None, "raises ClientCertificateRejected: every candidate was rejected"
+
+
+def probe_report(
+    argument: str,
+    *,
+    root: Optional[str] = None,
+    platform: Optional[str] = None,
+    trust: Optional[str] = None,
+    timeout: float = 5.0,
+) -> Report:
+    """Connect with every candidate in order and judge each answer; the ``--json`` dict."""
+    plat = platform or current_platform()
+    url = _probe_url(argument)
+    base = _resolve_root(root, plat)
+    directory = _transport_directory(url, base, plat)
+    rule = _trust(trust, plat)
+    attempts: list[Report] = []
+    error: Optional[Report] = None
+    certs: Optional[HostCerts] = None
+    try:
+        certs = load_dir(directory, platform=plat, trust=rule)
+    except CertsDirError as exc:
+        error = _docker_error(exc)
+    if certs is not None:
+        for index, candidate in enumerate(certs.candidates(), 1):
+            pair = candidate.pair
+
+            def make(candidate: Any = candidate) -> ssl.SSLContext:
+                context: ssl.SSLContext = candidate.context
+                return context
+
+            attempts.append(
+                _attempt(
+                    index,
+                    candidate.name,
+                    pair.subject if pair is not None else None,
+                    make,
+                    url,
+                    timeout,
+                )
+            )
+    winner, transport = _settle(attempts)
+    return {
+        "schema": SCHEMA,
+        "command": "probe",
+        "url": str(url),
+        "platform": plat,
+        "trust": rule,
+        "root": str(base),
+        "directory": str(directory),
+        "directory_exists": directory.is_dir(),
+        "ca_files": [str(p) for p in certs.ca_files] if certs else [],
+        "error": error,
+        "attempts": attempts,
+        "winner": winner,
+        "transport": transport,
+        "exit_code": 0 if winner is not None else 2,
+    }
+
+
+def render_probe(report: Report, style: Style) -> list[str]:
+    lines = [style("bold", f"dockercerts probe {report['url']}")]
+    if report["directory_exists"]:
+        state = (
+            f"({_plural(len(report['attempts']), 'candidate')}, "
+            f"{_plural(len(report['ca_files']), 'CA file')})"
+        )
+        if report["attempts"] and report["attempts"][0]["candidate"] is None:
+            state = f"(no client pair, {_plural(len(report['ca_files']), 'CA file')})"
+    else:
+        state = "(missing: system roots, no client certificate)"
+    lines += table([["directory", f"{report['directory']}  {state}"]], style)
+    if report["error"]:
+        error = report["error"]
+        lines += ["", style("red+bold", "Docker would refuse this directory")]
+        lines.append(f"  {error['message']}")
+        if error["fix"]:
+            lines.append(f"  fix: {error['fix']}")
+    if report["attempts"]:
+        lines.append("")
+        rows: list[list[Cell]] = [["#", "candidate", "subject", "result", "detail", "TLS", "time"]]
+        colours = {"accepted": "green", "rejected": "red", "error": "yellow"}
+        for attempt in report["attempts"]:
+            detail = attempt["detail"]
+            if attempt["title"] and attempt["title"] not in detail:
+                detail += f" ({attempt['title']})"
+            rows.append(
+                [
+                    str(attempt["index"]),
+                    attempt["candidate"] or "(none)",
+                    attempt["subject"] or "-",
+                    (colours[attempt["outcome"]], attempt["outcome"]),
+                    detail,
+                    attempt["tls_version"] or "-",
+                    f"{attempt['elapsed_ms']:.0f} ms",
+                ]
+            )
+        lines += table(rows, style)
+        for attempt in report["attempts"]:
+            if attempt["hint"]:
+                lines.append(f"  {attempt['index']}: {attempt['hint']}")
+    verdict = style("green" if report["winner"] is not None else "red", report["transport"])
+    lines += ["", f"The transport {verdict}. (exit {report['exit_code']})"]
+    return lines
+
+
+# --------------------------------------------------------------------------- demo
+
+
+class _Capture(logging.Handler):
+    """Collects the transport's own log lines, to show its decisions as it makes them."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+@contextlib.contextmanager
+def _terminate_as_interrupt() -> Iterator[None]:
+    """SIGTERM behaves like Ctrl-C while the demo runs, so its cleanup runs for both."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: Optional[FrameType]) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def run_demo(out: TextIO, style: Style, *, keep: bool = False) -> int:
+    """The README's first command: everything local, cleaned up even on Ctrl-C."""
+    from .testing import CA, CertsD, MTLSServer
+
+    def say(*lines: str) -> None:
+        for line in lines:
+            print(line, file=out)
+        out.flush()
+
+    server: Optional[MTLSServer] = None
+    # The handler first, then the folder: a SIGTERM in between would leak it.
+    with _terminate_as_interrupt():
+        tmp = Path(tempfile.mkdtemp(prefix="dockercerts-demo-"))
+        try:
+            say(
+                style("bold", "dockercerts demo"),
+                "A local mTLS registry, a certs.d folder whose first client certificate is wrong,",
+                "and dockercerts.Transport stepping to the right one. Nothing leaves this machine.",
+                "",
+            )
+            good_ca = CA(name="demo registry client CA")
+            old_ca = CA(name="old laptop CA")
+            wrong = old_ca.issue_client("old-laptop")
+            right = good_ca.issue_client("ci-runner")
+            # Assigned before start(): stop() is safe on a server that never started.
+            server = MTLSServer(client_ca=good_ca, reject="tls")
+            server.start()
+            root = tmp / "certs.d"
+            host = (
+                CertsD(root)
+                .host(server.host)
+                .ca(server.server_ca)
+                .pair("a-old-laptop", wrong)
+                .pair("b-ci-runner", right)
+            )
+            say(style("bold", "1. The setup"))
+            say(
+                *table(
+                    [
+                        [
+                            "registry",
+                            f"{server.url}  (rejects untrusted client certificates "
+                            "in the TLS handshake, like docker-registry)",
+                        ],
+                        ["accepts", f"client certificates issued by {good_ca.subject}"],
+                        ["certs.d", str(host.path)],
+                        [
+                            "",
+                            f"a-old-laptop.cert  {wrong.subject}, issued by {old_ca.subject}"
+                            "  (wrong, sorts first)",
+                        ],
+                        [
+                            "",
+                            f"b-ci-runner.cert   {right.subject}, issued by {good_ca.subject}"
+                            "  (right)",
+                        ],
+                        ["", "ca.crt             the registry's server CA"],
+                    ],
+                    style,
+                ),
+                "",
+            )
+
+            say(style("bold", f"2. dockercerts inspect {server.url} --root {root}"))
+            report = inspect_report(server.url, root=str(root))
+            say(*("  " + line if line else "" for line in render_inspect(report, style)), "")
+
+            say(style("bold", f"3. Three requests through dockercerts.Transport(root={root})"))
+            ok = _demo_requests(server, root, say, style)
+            say("")
+
+            url = server.url + "/v2/_catalog"
+            say(style("bold", f"4. dockercerts probe {url} --root {root}"))
+            probe = probe_report(url, root=str(root))
+            say(*("  " + line if line else "" for line in render_probe(probe, style)), "")
+            ok = ok and probe["winner"] == 2
+        finally:
+            if server is not None:
+                server.stop()
+            if not keep:
+                shutil.rmtree(tmp, ignore_errors=True)
+    where = f"kept {tmp} (remove it when done)" if keep else f"removed {tmp}"
+    say(f"Cleaned up: registry stopped, {where}.")
+    if not ok:
+        say(style("red", "The demo did not go as expected; please report it with the output."))
+        return 1
+    return 0
+
+
+def _demo_requests(server: Any, root: Path, say: Callable[..., None], style: Style) -> bool:
+    capture = _Capture()
+    previous_level = log.level
+    log.addHandler(capture)
+    if log.getEffectiveLevel() > logging.INFO:
+        log.setLevel(logging.INFO)
+    url = server.url + "/v2/_catalog"
+    rows: list[list[Cell]] = [["#", "request", "answer", "new TLS connections", "transport"]]
+    counts = []
+    statuses = []
+    try:
+        transport = Transport(root=root)
+        with httpx.Client(transport=transport, timeout=5.0) as client:
+            for number in (1, 2, 3):
+                before = server.connections
+                del capture.messages[:]
+                response = client.get(url)
+                new = server.connections - before
+                counts.append(new)
+                statuses.append(response.status_code)
+                prefix = f"{server.host}: "
+                said = [m[len(prefix) :] if m.startswith(prefix) else m for m in capture.messages]
+                if not said:
+                    kept = transport.winner(url)
+                    said = [f"kept {kept} from an earlier request, connection reused"]
+                answer = f"{response.status_code} {response.text.strip()}"
+                rows.append([str(number), "GET /v2/_catalog", answer, str(new), said[0]])
+                rows += [["", "", "", "", line] for line in said[1:]]
+    finally:
+        log.removeHandler(capture)
+        log.setLevel(previous_level)
+    say(*table(rows, style))
+    story = ", then ".join(str(n) for n in counts)
+    say(f"  Server side, new TLS connections per request: {story}.")
+    expected = counts == [2, 0, 0] and statuses == [200, 200, 200]
+    if expected:
+        say(
+            "  "
+            + style(
+                "green", "The wrong certificate was rejected once, the right one accepted and kept:"
+            )
+            + " later requests need no handshake at all."
+        )
+    return expected
+
+
+# --------------------------------------------------------------------------- main
+
+
+def _versions() -> str:
+    import cryptography
+
+    return (
+        f"dockercerts {__version__} (Python {sys.version.split()[0]}, httpx {httpx.__version__}, "
+        f"cryptography {cryptography.__version__}, {ssl.OPENSSL_VERSION})"
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser; ``--debug`` and ``--color`` work before or after the command."""
+    common = argparse.ArgumentParser(add_help=False)
+    # SUPPRESS: a sub-command's default must not overwrite what was given before it.
+    common.add_argument(
+        "--debug",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="show tracebacks and dockercerts' debug log on stderr",
+    )
+    common.add_argument(
+        "--color",
+        choices=("auto", "always", "never"),
+        default=argparse.SUPPRESS,
+        help="colour output: auto (a terminal, NO_COLOR unset), always or never",
+    )
+    parser = argparse.ArgumentParser(
+        prog="dockercerts",
+        description="Explain and test Docker's certs.d client certificates for registries.",
+        epilog="Exit status: 0 clean, 1 warnings, 2 Docker would fail or an error. "
+        "Docs: docs/cli.md",
+        parents=[common],
+    )
+    parser.add_argument("--version", action="version", version=_versions())
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    def where(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument(
+            "--root", metavar="DIR", help="the certs.d folder (default: Docker's, per platform)"
+        )
+        sub.add_argument(
+            "--platform",
+            choices=_PLATFORMS,
+            help="whose rules: folder names, default root and trust (default: this machine)",
+        )
+        sub.add_argument(
+            "--trust",
+            choices=("merge", "replace"),
+            help="system roots plus the .crt files (merge, Linux) or only them (replace, "
+            "Windows); default: the platform's rule",
+        )
+        sub.add_argument("--json", action="store_true", help="print the report as JSON")
+
+    inspect = commands.add_parser(
+        "inspect",
+        parents=[common],
+        help="explain the host directory Docker reads for a registry",
+        description="Show the host directory Docker reads for HOST, URL or IMAGE-REF, what "
+        "is in it, what Docker would refuse, and how to fix it. A bare name:port is a "
+        "registry host here (as in 'docker login reg:5000').",
+    )
+    inspect.add_argument("target", metavar="HOST|URL|IMAGE-REF")
+    where(inspect)
+
+    probe = commands.add_parser(
+        "probe",
+        parents=[common],
+        help="connect with every client certificate in turn and say which one is accepted",
+        description="GET the URL once per candidate (client pair) of its host directory, in "
+        "Docker's order, and show how the registry answered each and which one "
+        "dockercerts.Transport would keep. A URL without a path gets /v2/.",
+    )
+    probe.add_argument("url", metavar="URL")
+    where(probe)
+    probe.add_argument(
+        "--timeout", type=float, default=5.0, metavar="S", help="seconds per attempt (5)"
+    )
+
+    demo = commands.add_parser(
+        "demo",
+        parents=[common],
+        help="run a local mTLS registry and watch the transport pick the right certificate",
+        description="Start a local mTLS registry, write a temporary certs.d folder whose "
+        "first client certificate is wrong, and show inspect, the transport and probe at "
+        "work. No network, no setup; everything is removed afterwards.",
+    )
+    demo.add_argument(
+        "--keep", action="store_true", help="keep the temporary certs.d folder to explore it"
+    )
+    return parser
+
+
+def _one_line(message: str, fix: str = "") -> str:
+    text = " ".join(message.split())
+    return f"dockercerts: error: {text}" + (f" (fix: {' '.join(fix.split())})" if fix else "")
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Run the command line; returns the exit status (the console script exits with it)."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, --version, usage errors: argparse has printed
+        return exc.code if isinstance(exc.code, int) else 0 if exc.code is None else 2
+    debug = bool(getattr(args, "debug", False))
+    out, err = sys.stdout, sys.stderr
+    style = Style(use_colour(out, getattr(args, "color", "auto")))
+    # The library logs its warnings; without a handler Python's last-resort handler would
+    # print them on stderr next to the report that already explains them.
+    handler: logging.Handler = logging.NullHandler()
+    previous_level = log.level
+    if debug:
+        handler = logging.StreamHandler(err)
+        handler.setFormatter(logging.Formatter("debug: %(name)s: %(message)s"))
+        log.setLevel(logging.DEBUG)
+    log.addHandler(handler)
+    try:
+        return _run(args, parser, out, style)
+    except (CLIError, InvalidHostError, CertsDirError) as exc:
+        if debug:
+            traceback.print_exc(file=err)
+        if isinstance(exc, CLIError):
+            print(_one_line(exc.message, exc.fix), file=err)
+        else:
+            print(_one_line(str(exc)), file=err)
+        return 2
+    except KeyboardInterrupt:
+        if debug:
+            traceback.print_exc(file=err)
+        print("dockercerts: interrupted", file=err)
+        return 130
+    except BrokenPipeError:
+        # The reader went away (| head): stop quietly; point stdout at devnull so the
+        # interpreter's final flush does not fail again.
+        with contextlib.suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+    except Exception as exc:
+        if debug:
+            traceback.print_exc(file=err)
+        print(
+            _one_line(
+                f"unexpected {type(exc).__name__}: {exc}",
+                "run again with --debug and report the traceback",
+            ),
+            file=err,
+        )
+        return 2
+    finally:
+        log.removeHandler(handler)
+        log.setLevel(previous_level)
+
+
+def _run(
+    args: argparse.Namespace, parser: argparse.ArgumentParser, out: TextIO, style: Style
+) -> int:
+    if args.command is None:
+        parser.print_help(sys.stderr)
+        return 2
+    if args.command == "demo":
+        return run_demo(out, style, keep=args.keep)
+    report: Report
+    if args.command == "inspect":
+        report = inspect_report(
+            args.target, root=args.root, platform=args.platform, trust=args.trust
+        )
+        lines = render_inspect(report, style) if not args.json else []
+    else:
+        if not args.timeout > 0:
+            raise CLIError("--timeout must be a positive number of seconds", "e.g. --timeout 5")
+        report = probe_report(
+            args.url,
+            root=args.root,
+            platform=args.platform,
+            trust=args.trust,
+            timeout=args.timeout,
+        )
+        lines = render_probe(report, style) if not args.json else []
+    if args.json:
+        print(json.dumps(report, indent=2), file=out)
+    else:
+        print("\n".join(lines), file=out)
+    code: int = report["exit_code"]
+    return code
