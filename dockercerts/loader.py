@@ -76,8 +76,13 @@ class _ContextMaker:
                     "Check that the files did not change since they were loaded",
                 ) from None
             except OSError as exc:
+                # ssl does not say which of the two files failed: look.
+                failed = next((p for p in (pair.key, pair.cert) if not p.is_file()), pair.cert)
                 raise CertsDirReadError(
-                    pair.cert, pair.cert.parent, exc.strerror or str(exc), "Check the files"
+                    failed,
+                    pair.cert.parent,
+                    exc.strerror or type(exc).__name__,
+                    "The file changed or vanished since the directory was loaded; load it again",
                 ) from None
         return context
 
@@ -127,8 +132,9 @@ class HostCerts:
     snapshot: Snapshot = field(repr=False, compare=False)
     ca_certificates: tuple[bytes, ...] = field(repr=False, compare=False, default=())
     _password: Optional[Password] = field(repr=False, compare=False, default=None)
+    # Not an init field, so dataclasses.replace() gives the copy a cache of its own.
     _candidates: list[tuple[Candidate, ...]] = field(
-        repr=False, compare=False, default_factory=list
+        init=False, repr=False, compare=False, default_factory=list
     )
 
     @property

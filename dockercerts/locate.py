@@ -147,6 +147,9 @@ def check_host(host: str) -> str:
     if name.startswith("["):
         if not name.endswith("]"):
             raise InvalidHostError(host, "unclosed '[' around an IPv6 address")
+        if "%" in name:
+            # Zone ids name a local interface; Docker's reference grammar has no room for them.
+            raise InvalidHostError(host, "an IPv6 zone id ('%...') is not allowed")
         try:
             ipaddress.IPv6Address(name[1:-1])
         except ValueError:
@@ -212,10 +215,14 @@ def registry_host(ref_or_url: str) -> str:
     """
     text = ref_or_url.strip()
     if "://" in text:
-        parts = urlsplit(text)
+        try:
+            parts = urlsplit(text)
+            netloc = parts.netloc
+        except ValueError as exc:  # a malformed IPv6 literal, NFKC look-alikes, ...
+            raise InvalidHostError(ref_or_url, f"not a valid URL ({exc})") from None
         if parts.scheme not in ("https", "http"):
             raise InvalidHostError(ref_or_url, f"unsupported URL scheme {parts.scheme!r}")
-        netloc = parts.netloc.rpartition("@")[2]
+        netloc = netloc.rpartition("@")[2]
         return check_host(_normalise_hub(netloc))
     if not is_image_reference(text):
         raise InvalidHostError(
@@ -233,8 +240,8 @@ def registry_host(ref_or_url: str) -> str:
 def is_image_reference(text: str) -> bool:
     """Whether ``text`` follows Docker's image-reference grammar (``reg:5000/team/app:1.0``).
 
-        >>> is_image_reference("reg:5000/team/app:1.0"), is_image_reference("bad host!")
-        (True, False)
+    >>> is_image_reference("reg:5000/team/app:1.0"), is_image_reference("bad host!")
+    (True, False)
     """
     return _REFERENCE.match(text) is not None
 

@@ -53,7 +53,8 @@ log = logging.getLogger("dockercerts")
 #: A key password: the bytes (or text) themselves, or a callable given the key's path.
 Password = Union[bytes, str, Callable[[Path], Union[bytes, str]]]
 
-_PEM_BLOCK = re.compile(rb"-----BEGIN ([A-Z0-9 ]+)-----\r?\n(.*?)-----END \1-----", re.DOTALL)
+# Go's pem.Decode trims spaces and tabs at the end of the BEGIN line; so does OpenSSL.
+_PEM_BLOCK = re.compile(rb"-----BEGIN ([A-Z0-9 ]+)-----[ \t]*\r?\n(.*?)-----END \1-----", re.DOTALL)
 # Names Docker ignores but a human probably meant as certificates or keys.
 _NEAR_MISSES = {".pem", ".cer", ".der", ".ca", ".CRT", ".CERT", ".KEY", ".Crt", ".Cert", ".Key"}
 

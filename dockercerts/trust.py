@@ -10,6 +10,7 @@ folder lazily at verification time, while a bundle file is parsed whole for ever
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import ssl
@@ -21,6 +22,8 @@ from typing import Literal, Optional
 import certifi
 
 __all__ = ["DOCKER_CIPHERS", "SystemTrust", "Trust", "docker_context", "system_trust"]
+
+log = logging.getLogger("dockercerts")
 
 Trust = Literal["merge", "replace"]
 
@@ -58,9 +61,18 @@ class SystemTrust:
     source: str
 
     def load_into(self, context: ssl.SSLContext) -> None:
-        """Add these roots to ``context``."""
-        if self.cafile or self.capath:
-            context.load_verify_locations(cafile=self.cafile, capath=self.capath)
+        """Add these roots to ``context``.
+
+        A location that cannot be loaded (a missing or empty ``SSL_CERT_FILE``) is skipped,
+        as OpenSSL's default paths and Go skip it: the other roots still count.
+        """
+        for where in ({"cafile": self.cafile}, {"capath": self.capath}):
+            if not any(where.values()):
+                continue
+            try:
+                context.load_verify_locations(**where)
+            except (OSError, ssl.SSLError):
+                log.debug("system roots: skipping unusable %s", where)
 
 
 _cache: dict[tuple[Optional[str], Optional[str]], SystemTrust] = {}

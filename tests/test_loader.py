@@ -224,12 +224,6 @@ def test_garbage_key_after_load_is_a_key_pair_error(certs_d: CertsD, right: Leaf
         _ = hc.candidates()[0].context
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: loader.py:228-231 maps every OSError of load_cert_chain to "
-    "CertsDirReadError(pair.cert, ...): when the .key vanished after load, the error names "
-    "the .cert ('cannot read b.cert: No such file or directory') and its paths omit b.key",
-)
 def test_deleted_key_after_load_names_the_key(certs_d: CertsD, right: Leaf) -> None:
     hd = certs_d.host("reg").pair("b", right)
     hc = load_dir(hd.path)
@@ -450,13 +444,6 @@ def test_package_exports_the_contract() -> None:
         assert issubclass(err, CertsDirError)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: loader.py:280-282 HostCerts._candidates is an init field, so "
-    "dataclasses.replace(hc, trust='replace') shares the original's candidate cache: the copy "
-    "reports trust='replace' / uses_system_roots=False but its contexts still trust the system "
-    "roots",
-)
 def test_replaced_host_certs_do_not_reuse_stale_candidates(
     certs_d: CertsD, server_ca: CA, mtls_ca_factory, tmp_path: Path, monkeypatch
 ) -> None:

@@ -19,7 +19,6 @@ import traceback
 from collections.abc import Iterable
 from datetime import timedelta
 from pathlib import Path
-from typing import Optional
 
 import pytest
 from cryptography.hazmat.primitives import serialization
@@ -39,6 +38,8 @@ from dockercerts.testing import CA, CertsD
 
 HOST = "localhost:5443"
 PASSWORD = "s3cr3t-Pa55word!"
+WRONG_1 = "wr0ng-Pa55-one"
+WRONG_2 = "wr0ng-Pa55-two"
 IS_ROOT = getattr(os, "geteuid", lambda: -1)() == 0
 ROOT_REASON = "running as root: file permissions do not restrict root, so EACCES cannot happen"
 
@@ -257,7 +258,7 @@ def test_extension_is_case_sensitive_and_from_the_last_dot(hd, mtls_ca: CA, alic
             assert w.fix
 
 
-def test_ignored_names_with_errors_still_load_the_rest(hd, mtls_ca: CA, alice) -> None:
+def test_ignored_names_do_not_stop_the_rest_loading(hd, mtls_ca: CA, alice) -> None:
     hd.ca(mtls_ca).pair("client", alice).file("x.CERT", alice.cert_pem)
     hc = load_dir(hd.path)
     assert [p.name for p in hc.ca_files] == ["ca.crt"]
@@ -737,14 +738,6 @@ def test_text_around_pem_blocks_is_ignored(hd, mtls_ca: CA, alice) -> None:
     assert isinstance(hc.candidates()[0].context, ssl.SSLContext)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: scan.py:56 _PEM_BLOCK requires '-----BEGIN X-----' to be followed directly by "
-    "a newline; Go's pem.Decode (getLine trims trailing spaces/tabs) and OpenSSL accept "
-    "trailing whitespace on that line, so Docker loads these files while dockercerts drops the "
-    ".crt's CA (crt-without-certificate) and fails the pair with KeyPairError 'no PEM "
-    "certificate found'",
-)
 def test_trailing_whitespace_after_begin_line_is_accepted_like_go(hd, mtls_ca: CA, alice) -> None:
     def spaced(pem: bytes) -> bytes:
         return re.sub(rb"(-----BEGIN [A-Z ]+-----)\n", rb"\1 \t\n", pem)
@@ -875,12 +868,13 @@ def _texts(obj: object) -> Iterable[str]:
             yield repr(value)
 
 
-def _assert_clean(objs: Iterable[object], key_pems: Iterable[bytes], password: Optional[str]):
+def _assert_clean(objs: Iterable[object], key_pems: Iterable[bytes], passwords: Iterable[str]):
     fragments = [f for pem in key_pems for f in _fragments(pem)]
+    secrets = list(passwords)
     for obj in objs:
         for text in _texts(obj):
             assert "PRIVATE KEY" not in text, text
-            if password:
+            for password in secrets:
                 assert password not in text, text
             leaked = [f for f in fragments if f in text]
             assert not leaked, (leaked, text)
@@ -910,10 +904,12 @@ def test_no_message_or_repr_contains_key_material_or_password(
     errors.append(_provoke(case("enc").cert_only("p", alice).file("p.key", enc).path))
     errors.append(_provoke(case("trad").cert_only("p", alice).file("p.key", trad).path))
     errors.append(
-        _provoke(case("wrongpw").cert_only("p", alice).file("p.key", enc).path, password=b"nope")
+        _provoke(
+            case("wrongpw").cert_only("p", alice).file("p.key", enc).path, password=WRONG_1.encode()
+        )
     )
     errors.append(
-        _provoke(case("wrongpw2").cert_only("p", alice).file("p.key", trad).path, password="nah")
+        _provoke(case("wrongpw2").cert_only("p", alice).file("p.key", trad).path, password=WRONG_2)
     )
     errors.append(
         _provoke(case("swapped").file("p.cert", alice.key_pem()).file("p.key", alice.cert_pem).path)
@@ -937,10 +933,15 @@ def test_no_message_or_repr_contains_key_material_or_password(
             _ = [c.context for c in candidates]
             errors.extend([hc, *candidates, *hc.pairs, *hc.warnings])
     assert len(errors) > 10
-    _assert_clean(errors, keys, PASSWORD)
-    _assert_clean([r.getMessage() for r in caplog.records], keys, PASSWORD)
+    passwords = [PASSWORD, WRONG_1, WRONG_2]
+    _assert_clean(errors, keys, passwords)
+    _assert_clean([r.getMessage() for r in caplog.records], keys, passwords)
     # Sanity: the checker itself finds a leak when there is one.
     with pytest.raises(AssertionError):
-        _assert_clean([enc.decode()], keys, PASSWORD)
+        _assert_clean([enc.decode()], keys, passwords)
     with pytest.raises(AssertionError):
-        _assert_clean([re.sub(r"-----.*-----", "", alice.key_pem().decode())], keys, None)
+        _assert_clean([re.sub(r"-----.*-----", "", alice.key_pem().decode())], keys, [])
+    with pytest.raises(AssertionError):
+        _assert_clean(
+            [KeyPairError(Path("a"), Path("b"), f"bad {WRONG_1.encode()!r}", "")], [], passwords
+        )

@@ -431,12 +431,6 @@ def test_certifi_fallback_really_loads_certifi(monkeypatch: pytest.MonkeyPatch, 
     assert docker_context(system=False, environ={}).cert_store_stats()["x509_ca"] == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: trust.py:63 SystemTrust.load_into passes a missing/empty SSL_CERT_FILE to "
-    "load_verify_locations, which raises FileNotFoundError / ssl.SSLError (untyped, from every "
-    "Candidate.context); OpenSSL's default paths and Go both ignore such a file",
-)
 @pytest.mark.parametrize("problem", ["missing", "empty"])
 def test_unusable_ssl_cert_file_is_ignored_like_openssl_and_go(
     tmp_path: Path, problem: str, sys_ca: CA, monkeypatch: pytest.MonkeyPatch, certs_d: CertsD

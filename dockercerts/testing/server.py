@@ -57,6 +57,7 @@ import contextlib
 import ctypes
 import datetime as _dt
 import email.utils
+import errno
 import hashlib
 import http
 import itertools
@@ -347,10 +348,11 @@ class MTLSServer:
         ``handshake_cas`` the server asks for no certificate at all (plain TLS).
     ``reject``
         ``"tls"``, ``"http"`` or ``"status"``: see the module docstring.
-    ``status`` / ``accept``
-        For ``reject="status"``: the status refused requests get, and a predicate on the
-        :class:`ClientCertInfo` (``None`` when no certificate was sent). The default accepts
-        exactly the trusted certificates.
+    ``status`` / ``accept`` / ``status_headers``
+        For ``reject="status"``: the status refused requests get, a predicate on the
+        :class:`ClientCertInfo` (``None`` when no certificate was sent; the default accepts
+        exactly the trusted certificates), and extra headers for the refusal, e.g.
+        ``[("WWW-Authenticate", 'Bearer realm="..."')]`` with ``status=401``.
     ``handshake_cas``
         Extra CAs the handshake accepts in ``"http"``/``"status"`` modes so their certificates
         reach the HTTP-level check (and get refused there).
@@ -386,6 +388,7 @@ class MTLSServer:
         reject: RejectMode = "tls",
         status: int = 403,
         accept: Optional[Callable[[Optional[ClientCertInfo]], bool]] = None,
+        status_headers: Sequence[tuple[str, str]] = (),
         handshake_cas: Sequence[CA] = (),
         tls_version: TLSVersion = None,
         send_ca_names: Union[bool, Sequence[CA]] = True,
@@ -411,6 +414,7 @@ class MTLSServer:
         self.reject: RejectMode = reject
         self.status = status
         self._accept = accept
+        self.status_headers = list(status_headers)
         self.handshake_cas: list[CA] = list(handshake_cas)
         self.tls_version: TLSVersion = tls_version
         self.repositories = list(repositories)
@@ -586,8 +590,9 @@ class MTLSServer:
     def stop(self) -> None:
         """Close the listeners and all connections, and join every thread. Idempotent."""
         with self._lock:
-            if self._state != "running":
+            if self._state == "new":
                 self._state = "stopped"
+            if self._state != "running":
                 return
             self._state = "stopping"
         assert self._wake_w is not None
@@ -647,15 +652,20 @@ class MTLSServer:
                 v4.setblocking(False)
                 return [v4]
             port = v4.getsockname()[1]
-            v6 = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+            try:
+                v6 = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+            except OSError:
+                v4.close()
+                raise
             v6.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
             try:
                 v6.bind(("::1", port))
-            except OSError:
-                # The port is free on IPv4 only; pick another one.
+            except OSError as exc:
                 v4.close()
                 v6.close()
-                continue
+                if exc.errno == errno.EADDRINUSE:
+                    continue  # the port is free on IPv4 only: try another one
+                raise
             for sock in (v4, v6):
                 sock.listen(128)
                 sock.setblocking(False)
@@ -954,7 +964,13 @@ class MTLSServer:
                 reason = _reason(self.status)
                 return (
                     self.status,
-                    self._html(self.status, reason, close=wants_close, head=head),
+                    self._html(
+                        self.status,
+                        reason,
+                        close=wants_close,
+                        head=head,
+                        extra=self.status_headers,
+                    ),
                     wants_close,
                 )
         path = request.target.split("?", 1)[0]
@@ -1013,9 +1029,17 @@ class MTLSServer:
         ]
         return self._raw(status, _reason(status), body, headers=headers, close=close, head=head)
 
-    def _html(self, status: int, reason: str, *, close: bool, head: bool = False) -> bytes:
+    def _html(
+        self,
+        status: int,
+        reason: str,
+        *,
+        close: bool,
+        head: bool = False,
+        extra: Sequence[tuple[str, str]] = (),
+    ) -> bytes:
         page = nginx_error_page(status, reason)
-        return self._raw(status, reason, page, nginx=True, close=close, head=head)
+        return self._raw(status, reason, page, headers=extra, nginx=True, close=close, head=head)
 
     @staticmethod
     def _raw(
