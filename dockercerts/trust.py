@@ -105,6 +105,12 @@ def _decide(
 ) -> SystemTrust:
     default_file = defaults.openssl_cafile if os.path.isfile(defaults.openssl_cafile) else None
     default_dir = defaults.openssl_capath if os.path.isdir(defaults.openssl_capath) else None
+    # Variables that only restate the platform's own store (common in containers and CI)
+    # change nothing, so they must not cost the parse of the whole bundle either.
+    if file_var and default_file and _same_file(file_var, default_file):
+        file_var = None
+    if dir_var and default_dir and _same_file(dir_var, default_dir):
+        dir_var = None
     if file_var or dir_var:
         # What OpenSSL (and Go) do: each variable replaces its own default, not the other.
         return SystemTrust(file_var or default_file, dir_var or default_dir, "environment")
@@ -115,6 +121,13 @@ def _decide(
     if in_file or in_dir:
         return SystemTrust(default_file if in_file else None, default_dir, "openssl")
     return SystemTrust(certifi.where(), None, "certifi")
+
+
+def _same_file(a: str, b: str) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
 
 
 def _count_certificates(path: str) -> int:

@@ -419,6 +419,25 @@ def test_decide_environment_replaces_each_default_separately(tmp_path: Path) -> 
     )
 
 
+def test_decide_variables_restating_the_platform_store_stay_lazy(tmp_path: Path) -> None:
+    # CI images often set SSL_CERT_FILE/SSL_CERT_DIR to the platform's own store: that must
+    # not cost a full parse of the bundle per context, and must not change the trust.
+    cafile, capath = _store(tmp_path, 2, 3)
+    (tmp_path / "link.pem").symlink_to(cafile)
+    (tmp_path / "link-dir").symlink_to(capath)
+    defaults = _paths(cafile, capath)
+    lazy = trust_mod.SystemTrust(None, str(capath), "capath")
+    assert trust_mod._decide(str(tmp_path / "link.pem"), None, defaults) == lazy
+    assert trust_mod._decide(None, str(tmp_path / "link-dir"), defaults) == lazy
+    assert trust_mod._decide(str(cafile), str(capath), defaults) == lazy
+    # A variable that names anything else is honoured as it is.
+    other = tmp_path / "other.pem"
+    other.write_bytes(CA(name="other").cert_pem)
+    assert trust_mod._decide(str(other), str(capath), defaults) == trust_mod.SystemTrust(
+        str(other), str(capath), "environment"
+    )
+
+
 def test_certifi_fallback_really_loads_certifi(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
     empty = ssl.DefaultVerifyPaths(
         None, None, "SSL_CERT_FILE", str(tmp_path / "x.pem"), "SSL_CERT_DIR", str(tmp_path / "x")
