@@ -8,6 +8,7 @@ asked for it and keeps it, so a host whose first certificate works never pays fo
 
 from __future__ import annotations
 
+import logging
 import os
 import ssl
 import threading
@@ -23,6 +24,8 @@ from .trust import Trust, docker_context
 __all__ = ["Candidate", "HostCerts", "default_trust", "load", "load_dir"]
 
 StrPath = Union[str, "os.PathLike[str]"]
+
+log = logging.getLogger("dockercerts")
 
 
 def default_trust(platform: Optional[str] = None) -> Trust:
@@ -174,6 +177,20 @@ def load_dir(
         >>> [p.name for p in certs.pairs]  # doctest: +SKIP
         ['a-team', 'b-backup']
     """
+    certs = _read_dir(path, platform=platform, trust=trust, password=password)
+    for warning in certs.warnings:
+        log.warning("%s: %s", certs.directory, warning)
+    return certs
+
+
+def _read_dir(
+    path: StrPath,
+    *,
+    platform: Optional[str] = None,
+    trust: Optional[Trust] = None,
+    password: Optional[Password] = None,
+) -> HostCerts:
+    """:func:`load_dir` without logging the warnings (the transport logs new ones only)."""
     if trust is None:
         trust = default_trust(platform)
     elif trust not in ("merge", "replace"):

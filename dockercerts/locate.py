@@ -150,6 +150,9 @@ def check_host(host: str) -> str:
         if "%" in name:
             # Zone ids name a local interface; Docker's reference grammar has no room for them.
             raise InvalidHostError(host, "an IPv6 zone id ('%...') is not allowed")
+        if "." in name:
+            # Nor for IPv4-mapped forms ([::ffff:10.0.0.1]): only hex digits and colons.
+            raise InvalidHostError(host, "an IPv6 address must be written in hex only")
         try:
             ipaddress.IPv6Address(name[1:-1])
         except ValueError:

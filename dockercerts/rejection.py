@@ -177,11 +177,21 @@ class RejectionPolicy:
         """This policy with exactly ``statuses`` as the rejecting HTTP statuses."""
         return replace(self, statuses=frozenset(statuses))
 
-    def error_verdict(self, exc: BaseException, *, fresh: bool, responded: bool) -> Optional[str]:
+    def error_verdict(
+        self,
+        exc: BaseException,
+        *,
+        fresh: bool,
+        responded: bool,
+        tls_version: Optional[str] = None,
+    ) -> Optional[str]:
         """Why ``exc`` rejects the certificate, or ``None`` when it does not.
 
         ``fresh``: a TLS connection was opened for this attempt; ``responded``: response
-        bytes had arrived. Both matter only for the silent-close rule.
+        bytes had arrived; ``tls_version``: what that connection negotiated
+        (``"TLSv1.3"``), if known. They matter only for the silent-close rule, which applies
+        to TLS 1.3 alone: in TLS 1.2 the server judges the certificate inside the handshake,
+        so a completed handshake means the certificate was accepted.
 
             >>> DOCKER.error_verdict(httpx.ConnectTimeout("timed out"), fresh=False,
             ...                      responded=False) is None
@@ -192,7 +202,13 @@ class RejectionPolicy:
         alert = alert_name(exc)
         if alert is not None:
             return f"TLS alert {alert}" if alert in self.alerts else None
-        if self.silent_close and fresh and not responded and _silent_close(exc):
+        if (
+            self.silent_close
+            and fresh
+            and not responded
+            and tls_version != "TLSv1.2"
+            and _silent_close(exc)
+        ):
             message = str(exc) or type(exc).__name__
             return f"connection closed before any response ({message})"
         return None

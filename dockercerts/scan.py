@@ -15,7 +15,6 @@ from __future__ import annotations
 import base64
 import binascii
 import errno
-import logging
 import os
 import re
 import stat
@@ -48,7 +47,6 @@ __all__ = [
     "sorted_names",
 ]
 
-log = logging.getLogger("dockercerts")
 
 #: A key password: the bytes (or text) themselves, or a callable given the key's path.
 Password = Union[bytes, str, Callable[[Path], Union[bytes, str]]]
@@ -488,7 +486,7 @@ def scan(
         perm = _permission_warning(pair.key)
         if perm is not None:
             warnings.append(perm)
-    result = Scan(
+    return Scan(
         directory=path,
         exists=True,
         ca_files=tuple(ca_files),
@@ -497,9 +495,6 @@ def scan(
         warnings=tuple(warnings),
         snapshot=before,
     )
-    for warning in result.warnings:
-        log.warning("%s: %s", path, warning)
-    return result
 
 
 def _rename_hint(name: str, ext: str) -> str:

@@ -10,36 +10,37 @@ For each request:
    it, loaded once and re-checked at most every ``refresh`` seconds);
 2. the state orders its candidates: the one that last worked first, then the rest in
    Docker's order;
-3. each attempt goes through that candidate's own inner ``httpx`` transport (its own pool,
-   so the winner's keep-alive connections are reused), traced so that a connection opened
-   for the attempt is told apart from a reused one;
+3. each attempt goes through that candidate's own inner ``httpx`` transport (a
+   :class:`_Slot`: built on first use, its own pool, so the winner's keep-alive connections
+   are reused), traced so that a connection opened for the attempt is told apart from a
+   reused one;
 4. :class:`~dockercerts.rejection.RejectionPolicy` judges each failure or answer; the first
    one not rejected is returned and remembered.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Generic, Optional, TypeVar, Union
 
 import httpx
 
 from .errors import Attempt, CertsDirError, ClientCertificateRejected
-from .loader import Candidate, HostCerts, StrPath, load_dir
+from .loader import Candidate, HostCerts, StrPath, _read_dir
 from .locate import _platform, certs_root, host_dir
 from .rejection import DOCKER, RejectionPolicy
 from .scan import Password, snapshot
 from .trust import Trust
 
-__all__ = ["AsyncTransport", "Transport", "docker_host_names"]
+__all__ = ["AsyncTransport", "Transport", "docker_host_names", "host_dir_for_url"]
 
 log = logging.getLogger("dockercerts")
 
@@ -69,12 +70,30 @@ def docker_host_names(url: httpx.URL) -> tuple[str, ...]:
     return (f"{host}:{port}",)
 
 
+def host_dir_for_url(
+    url: Union[str, httpx.URL],
+    *,
+    root: Optional[StrPath] = None,
+    platform: Optional[str] = None,
+) -> Path:
+    """The host directory the transport reads for ``url``: the first of
+    :func:`docker_host_names` that exists under ``root``, else the first one.
+
+        >>> host_dir_for_url("https://reg:5000/v2/", root="/etc/docker/certs.d").name
+        'reg:5000'
+    """
+    plat = _platform(platform)
+    base = certs_root(platform=plat) if root is None else Path(root)
+    dirs = [host_dir(name, root=base, platform=plat) for name in docker_host_names(httpx.URL(url))]
+    return next((d for d in dirs if os.path.isdir(d)), dirs[0])
+
+
 @dataclass(frozen=True)
 class _Options:
     root: Path
     platform: str
     trust: Optional[Trust]
-    password: Optional[Password]
+    password: Optional[Password] = field(repr=False)
     policy: RejectionPolicy
     refresh: float
 
@@ -89,8 +108,55 @@ def _identity(certs: HostCerts, candidate: Candidate) -> tuple[object, ...]:
     return (certs.trust, certs.uses_system_roots, anchors, pair.name, pair.fingerprint, files)
 
 
+class _Slot(Generic[Inner]):
+    """One candidate's inner transport: built on first use, closed once retired and unused.
+
+    ``acquire`` and ``release`` count the requests (and open responses) using it, so a
+    transport retired by a reload or an eviction is closed by whoever leaves it last, never
+    under a request that is still running.
+    """
+
+    __slots__ = ("_inner", "_lock", "_make", "_retired", "_users", "candidate", "key")
+
+    def __init__(
+        self, candidate: Candidate, key: tuple[object, ...], make: Callable[[Candidate], Inner]
+    ) -> None:
+        self.candidate = candidate
+        self.key = key
+        self._make: Callable[[Candidate], Inner] = make
+        self._inner: Optional[Inner] = None
+        self._lock = threading.Lock()
+        self._users = 0
+        self._retired = False
+
+    def acquire(self) -> Inner:
+        with self._lock:
+            if self._inner is None:
+                self._inner = self._make(self.candidate)
+            self._users += 1
+            return self._inner
+
+    def release(self) -> Optional[Inner]:
+        """Drop one user; returns the transport for the caller to close when it was the last."""
+        with self._lock:
+            self._users -= 1
+            return self._take_if_done()
+
+    def retire(self) -> Optional[Inner]:
+        """No new request will pick this slot; returns the transport if nobody uses it."""
+        with self._lock:
+            self._retired = True
+            return self._take_if_done()
+
+    def _take_if_done(self) -> Optional[Inner]:
+        if self._retired and self._users == 0 and self._inner is not None:
+            inner, self._inner = self._inner, None
+            return inner
+        return None
+
+
 class _HostState(Generic[Inner]):
-    """One registry host: its candidates, their inner transports and the winner. One lock.
+    """One registry host: its candidates' slots and the winner. One lock.
 
     Requests read ``attempts`` without the lock: it is replaced, never mutated. The lock
     guards reloads and bookkeeping and is never held while waiting on the network.
@@ -98,19 +164,21 @@ class _HostState(Generic[Inner]):
 
     def __init__(
         self, names: tuple[str, ...], options: _Options, make: Callable[[Candidate], Inner]
-    ):
+    ) -> None:
         self.names = names
         self._options = options
         self._make: Callable[[Candidate], Inner] = make
         self._lock = threading.Lock()
         self._checked = float("-inf")
-        self._inner: dict[tuple[object, ...], Inner] = {}
-        self._retired: list[Inner] = []
-        self._warned = False
+        self._broken_since: Optional[str] = None
+        self._said: set[tuple[str, str]] = set()
         self.certs: Optional[HostCerts] = None
-        self.order: tuple[tuple[Candidate, Inner], ...] = ()
-        self.attempts: tuple[tuple[Candidate, Inner], ...] = ()
+        self.slots: tuple[_Slot[Inner], ...] = ()
+        self.attempts: tuple[_Slot[Inner], ...] = ()
         self.winner: Optional[str] = None
+        self.closable: list[Inner] = []
+        self.evicted = False
+        self.used = 0.0
 
     def _directory(self) -> Path:
         dirs = [
@@ -119,9 +187,8 @@ class _HostState(Generic[Inner]):
         ]
         return next((d for d in dirs if os.path.isdir(d)), dirs[0])
 
-    def refresh(self) -> None:
+    def refresh(self, now: float) -> None:
         """Reload when ``refresh`` seconds have passed and the directory changed on disk."""
-        now = time.monotonic()
         if now - self._checked < self._options.refresh:
             return
         with self._lock:
@@ -129,66 +196,76 @@ class _HostState(Generic[Inner]):
                 return
             directory = self._directory()
             current = self.certs
-            unchanged = (
+            if (
                 current is not None
                 and current.directory == directory
                 and snapshot(directory) == current.snapshot
-            )
-            if unchanged:
-                # Back to the last good load (or never left it): a later break warns again.
-                self._warned = False
+            ):
+                self._broken_since = None
             else:
-                try:
-                    self._install(self._load(directory))
-                except CertsDirError as exc:
-                    if current is None:
-                        raise
-                    if not self._warned:
-                        self._warned = True
-                        log.warning(
-                            "%s changed and is now broken; still using the last good load: %s",
-                            directory,
-                            exc,
-                        )
+                self._reload(directory, current)
             self._checked = now
 
-    def _load(self, directory: Path) -> HostCerts:
-        certs = load_dir(
-            directory,
-            platform=self._options.platform,
-            trust=self._options.trust,
-            password=self._options.password,
-        )
-        self._warned = False
-        return certs
+    def _reload(self, directory: Path, current: Optional[HostCerts]) -> None:
+        try:
+            certs = _read_dir(
+                directory,
+                platform=self._options.platform,
+                trust=self._options.trust,
+                password=self._options.password,
+            )
+        except CertsDirError as exc:
+            if current is None:
+                raise
+            # A string, not the exception: a kept log record must not keep its traceback
+            # alive, whose frames hold key bytes and the whole client.
+            message = str(exc)
+            if self._broken_since != message:
+                self._broken_since = message
+                log.warning(
+                    "%s changed and is now broken; still using the last good load: %s",
+                    directory,
+                    message,
+                )
+            return
+        self._broken_since = None
+        for warning in certs.warnings:
+            # Reloads (a Kubernetes rotation, say) must not repeat the same warning.
+            if (warning.code, str(warning.path)) not in self._said:
+                self._said.add((warning.code, str(warning.path)))
+                log.warning("%s: %s", directory, warning)
+        self._install(certs)
 
     def _install(self, certs: HostCerts) -> None:
-        """Swap in new candidates, keeping the pools of those whose files did not change."""
-        before = (
-            {} if self.certs is None else {c.name: _identity(self.certs, c) for c, _ in self.order}
-        )
-        kept: dict[tuple[object, ...], Inner] = {}
-        order = []
+        """Swap in new candidates, keeping the slots of those whose files did not change."""
+        old = {slot.key: slot for slot in self.slots}
+        before = {slot.candidate.name: slot.key for slot in self.slots}
+        slots = []
         for candidate in certs.candidates():
             key = _identity(certs, candidate)
-            inner = self._inner.get(key) or kept.get(key) or self._make(candidate)
-            kept[key] = inner
-            order.append((candidate, inner))
-        self._retired.extend(t for k, t in self._inner.items() if k not in kept)
-        after = {c.name: _identity(certs, c) for c, _ in order}
+            slot = old.pop(key, None) or _Slot(candidate, key, self._make)
+            slots.append(slot)
+        for slot in old.values():
+            self._retire(slot)
+        after = {slot.candidate.name: slot.key for slot in slots}
         if self.winner is not None and before.get(self.winner) != after.get(self.winner):
             log.info(
                 "%s: %s changed; trying candidates in order again", certs.directory, self.winner
             )
             self.winner = None
-        self._inner, self.certs, self.order = kept, certs, tuple(order)
+        self.certs, self.slots = certs, tuple(slots)
         self._rank()
-        log.debug("%s: candidates %s", certs.directory, [c.name for c, _ in order])
+        log.debug("%s: candidates %s", certs.directory, [s.candidate.name for s in slots])
+
+    def _retire(self, slot: _Slot[Inner]) -> None:
+        inner = slot.retire()
+        if inner is not None:
+            self.closable.append(inner)
 
     def _rank(self) -> None:
         """Put the winner first, the others after it in Docker's order."""
-        first = [item for item in self.order if item[0].name == self.winner]
-        self.attempts = tuple(first + [item for item in self.order if item not in first])
+        first = [slot for slot in self.slots if slot.candidate.name == self.winner]
+        self.attempts = tuple(first + [slot for slot in self.slots if slot not in first])
 
     def settle(self, candidate: Candidate) -> None:
         """Remember ``candidate`` as the one to try first from now on."""
@@ -200,35 +277,31 @@ class _HostState(Generic[Inner]):
                 self.winner = candidate.name
                 self._rank()
 
-    def take_retired(self) -> list[Inner]:
-        """Retired transports that no request uses any more, for the caller to close."""
-        if not self._retired:
+    def drain(self) -> list[Inner]:
+        """Transports retired and unused, for the caller to close (in its own sync/async way)."""
+        if not self.closable:
             return []
         with self._lock:
-            idle = [t for t in self._retired if _is_idle(t)]
-            self._retired = [t for t in self._retired if t not in idle]
-        return idle
+            done, self.closable = self.closable, []
+        return done
 
-    def all_inner(self) -> list[Inner]:
-        """Every inner transport, handed over for closing; the state is empty afterwards."""
+    def retire_all(self) -> list[Inner]:
+        """Retire every slot (eviction, close); returns what can be closed at once."""
         with self._lock:
-            inner = list(self._inner.values()) + self._retired
-            self._inner, self._retired = {}, []
-            self.order = self.attempts = ()
+            self.evicted = True
+            for slot in self.slots:
+                self._retire(slot)
+            self.slots = self.attempts = ()
             self.certs, self._checked = None, float("-inf")
-        return inner
-
-
-def _is_idle(inner: Union[httpx.HTTPTransport, httpx.AsyncHTTPTransport]) -> bool:
-    pool = getattr(inner, "_pool", None)
-    connections = getattr(pool, "connections", None)
-    if connections is None:
-        return False
-    return all(c.is_idle() or c.is_closed() for c in connections)
+            done, self.closable = self.closable, []
+        return done
 
 
 class _Hosts(Generic[Inner]):
-    """Host states by ``(host, port)``, least recently used evicted past ``max_hosts``."""
+    """Host states by ``(host, port)``; past ``max_hosts`` the least recently used is evicted.
+
+    Lookups take no lock: a dict read is atomic, and only inserts (rare) need the lock.
+    """
 
     def __init__(
         self, options: _Options, make: Callable[[Candidate], Inner], max_hosts: int
@@ -238,86 +311,128 @@ class _Hosts(Generic[Inner]):
         self._options = options
         self._make: Callable[[Candidate], Inner] = make
         self._max = max_hosts
-        self._states: OrderedDict[tuple[bytes, Optional[int]], _HostState[Inner]] = OrderedDict()
+        self._states: dict[tuple[bytes, Optional[int]], _HostState[Inner]] = {}
         self._lock = threading.Lock()
-        self.evicted: list[Inner] = []
+        self.closable: list[Inner] = []
 
-    def get(self, url: httpx.URL) -> tuple[_HostState[Inner], tuple[tuple[Candidate, Inner], ...]]:
-        """The host's state, refreshed, and the attempts to make for one request.
-
-        The attempts are taken while the state is still registered: one evicted by another
-        thread or task meanwhile hands its transports over for closing and is looked up again.
-        """
+    def get(self, url: httpx.URL) -> tuple[_HostState[Inner], tuple[_Slot[Inner], ...]]:
+        """The host's state, refreshed, and the slots to try for one request, in order."""
         key = (url.raw_host, url.port)
+        now = time.monotonic()
         while True:
-            with self._lock:
-                state = self._states.get(key)
-                if state is None:
-                    state = _HostState(docker_host_names(url), self._options, self._make)
-                    self._states[key] = state
-                    while len(self._states) > self._max:
-                        _, old = self._states.popitem(last=False)
-                        self.evicted.extend(old.all_inner())
-                else:
-                    self._states.move_to_end(key)
-            state.refresh()
-            with self._lock:
-                if self._states.get(key) is state:
-                    return state, state.attempts
-                self.evicted.extend(state.all_inner())
+            state = self._states.get(key)
+            if state is None or state.evicted:
+                state = self._insert(key, url, now)
+            state.used = now
+            state.refresh(now)
+            attempts = state.attempts
+            # Evicted meanwhile by another thread: its slots are retired; look up again.
+            if not state.evicted:
+                return state, attempts
 
-    def take_closable(self, state: _HostState[Inner]) -> list[Inner]:
-        closable = state.take_retired()
-        if self.evicted:
-            with self._lock:
-                idle = [t for t in self.evicted if _is_idle(t)]
-                self.evicted = [t for t in self.evicted if t not in idle]
-            closable.extend(idle)
-        return closable
+    def _insert(
+        self, key: tuple[bytes, Optional[int]], url: httpx.URL, now: float
+    ) -> _HostState[Inner]:
+        with self._lock:
+            state = self._states.get(key)
+            if state is not None and not state.evicted:
+                return state
+            if len(self._states) >= self._max:
+                oldest = min(self._states, key=lambda k: self._states[k].used)
+                self.closable.extend(self._states.pop(oldest).retire_all())
+            state = _HostState(docker_host_names(url), self._options, self._make)
+            state.used = now
+            self._states[key] = state
+            return state
 
-    def everything(self) -> list[Inner]:
+    def drain(self, state: _HostState[Inner]) -> list[Inner]:
+        done = state.drain()
+        if self.closable:
+            with self._lock:
+                done, self.closable = done + self.closable, []
+        return done
+
+    def retire_all(self) -> list[Inner]:
         with self._lock:
             states = list(self._states.values())
             self._states.clear()
-            inner, self.evicted = list(self.evicted), []
+            done, self.closable = self.closable, []
         for state in states:
-            inner.extend(state.all_inner())
-        return inner
+            done.extend(state.retire_all())
+        return done
 
     def winner(self, url: httpx.URL) -> Optional[str]:
-        with self._lock:
-            state = self._states.get((url.raw_host, url.port))
+        state = self._states.get((url.raw_host, url.port))
         return None if state is None else state.winner
 
 
 class _Watch:
     """The ``trace`` extension for one attempt: did it open a connection, did bytes arrive?
 
-    It forwards every event to the caller's own ``trace`` callback, if any.
+    On a connection opened for the attempt it also watches the first read, so that a
+    server closing after part of a response is not taken for one that rejected the
+    certificate. It forwards every event to the caller's own ``trace`` callback, if any.
     """
 
-    __slots__ = ("fresh", "responded", "user")
+    __slots__ = ("fresh", "responded", "tls_version", "user")
 
     def __init__(self, user: Any) -> None:
         self.fresh = False
         self.responded = False
+        self.tls_version: Optional[str] = None
         self.user = user
 
-    def note(self, name: str) -> None:
-        if name == "connection.start_tls.complete":
-            self.fresh = True
-        elif name.endswith(".receive_response_headers.complete"):
-            self.responded = True
+    def _opened(self, info: dict[str, Any]) -> Any:
+        self.fresh = True
+        stream = info.get("return_value")
+        ssl_object = stream.get_extra_info("ssl_object") if stream is not None else None
+        if ssl_object is not None:
+            self.tls_version = ssl_object.version()
+        return stream
 
     def sync(self, name: str, info: dict[str, Any]) -> None:
-        self.note(name)
+        if name == "connection.start_tls.complete":
+            stream = self._opened(info)
+            read = getattr(stream, "read", None)
+            if read is not None:
+
+                def first_read(max_bytes: int, timeout: Optional[float] = None) -> bytes:
+                    data: bytes = read(max_bytes, timeout)
+                    if data:
+                        self.responded = True
+                        del stream.read  # the class's own method again: no cost later
+                    return data
+
+                _spy(stream, first_read)
+        elif name.endswith(".receive_response_headers.complete"):
+            self.responded = True
         if self.user is not None:
             self.user(name, info)
 
     async def asyncio(self, name: str, info: dict[str, Any]) -> None:
-        self.note(name)
+        if name == "connection.start_tls.complete":
+            stream = self._opened(info)
+            read = getattr(stream, "read", None)
+            if read is not None:
+
+                async def first_read(max_bytes: int, timeout: Optional[float] = None) -> bytes:
+                    data: bytes = await read(max_bytes, timeout)
+                    if data:
+                        self.responded = True
+                        del stream.read  # the class's own method again: no cost later
+                    return data
+
+                _spy(stream, first_read)
+        elif name.endswith(".receive_response_headers.complete"):
+            self.responded = True
         if self.user is not None:
             await self.user(name, info)
+
+
+def _spy(stream: Any, read: Callable[..., Any]) -> None:
+    # A stream class with __slots__ refuses: then go without the byte count.
+    with contextlib.suppress(AttributeError):
+        stream.read = read
 
 
 class _Body(httpx.SyncByteStream, httpx.AsyncByteStream):
@@ -344,6 +459,40 @@ class _Body(httpx.SyncByteStream, httpx.AsyncByteStream):
 
     def can_retry(self) -> bool:
         return self.replayable or not self.started
+
+
+class _Release(httpx.SyncByteStream, httpx.AsyncByteStream):
+    """A response body that releases its slot when closed (closing a retired transport)."""
+
+    def __init__(self, stream: Any, slot: _Slot[Any]) -> None:
+        self._stream = stream
+        self._slot: Optional[_Slot[Any]] = slot
+
+    def __iter__(self) -> Iterator[bytes]:
+        return iter(self._stream)
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return self._stream.__aiter__()  # type: ignore[no-any-return]
+
+    def _leave(self) -> Any:
+        slot, self._slot = self._slot, None
+        return None if slot is None else slot.release()
+
+    def close(self) -> None:
+        try:
+            self._stream.close()
+        finally:
+            done = self._leave()
+            if done is not None:
+                done.close()
+
+    async def aclose(self) -> None:
+        try:
+            await self._stream.aclose()
+        finally:
+            done = self._leave()
+            if done is not None:
+                await done.aclose()
 
 
 class _Tries:
@@ -376,7 +525,9 @@ class _Tries:
 
     def error(self, candidate: Candidate, exc: Exception, watch: _Watch, last: bool) -> bool:
         """True when ``exc`` rejects the candidate; False to let ``exc`` propagate as it is."""
-        reason = self.policy.error_verdict(exc, fresh=watch.fresh, responded=watch.responded)
+        reason = self.policy.error_verdict(
+            exc, fresh=watch.fresh, responded=watch.responded, tls_version=watch.tls_version
+        )
         if reason is None:
             return False
         self._rejected(candidate, reason, last)
@@ -409,6 +560,16 @@ _BODY_NOTE = "the request body was a stream already sent, so it could not be rep
 def _peek_size(response: httpx.Response) -> bool:
     length = response.headers.get("content-length", "")
     return length.isdigit() and int(length) <= _MAX_PEEK
+
+
+def _replace_stream(response: httpx.Response, raw: bytes) -> httpx.Response:
+    """The same response with its (already read) raw body held in memory."""
+    return httpx.Response(
+        response.status_code,
+        headers=response.headers,
+        stream=httpx.ByteStream(raw),
+        extensions=response.extensions,
+    )
 
 
 def _options(
@@ -467,46 +628,56 @@ class Transport(httpx.BaseTransport):
         self._options = _options(root, platform, trust, password, policy, refresh)
         self._transport_options = transport_options
         self._hosts: _Hosts[httpx.HTTPTransport] = _Hosts(self._options, self._make, max_hosts)
-        self._plain = httpx.HTTPTransport(**transport_options)
+        self._plain: Optional[httpx.HTTPTransport] = None
 
     def _make(self, candidate: Candidate) -> httpx.HTTPTransport:
         return httpx.HTTPTransport(verify=candidate.context, **self._transport_options)
 
     def winner(self, url: Union[str, httpx.URL]) -> Optional[str]:
-        """The name of the pair that last worked for ``url``'s host (``None``: none yet)."""
+        """The name of the pair that last worked for ``url``'s host (``None``: none yet).
+
+        Forgotten when the transport is closed.
+        """
         return self._hosts.winner(httpx.URL(url))
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         if request.url.scheme != "https":
+            if self._plain is None:
+                self._plain = httpx.HTTPTransport(**self._transport_options)
             return self._plain.handle_request(request)
         state, attempts = self._hosts.get(request.url)
-        for inner in self._hosts.take_closable(state):
-            inner.close()
+        for done in self._hosts.drain(state):
+            done.close()
         stream, extensions = request.stream, request.extensions
         body = _Body(stream)
         tries = _Tries(request, state, self._options.policy, body)
         if not body.replayable:
             request.stream = body
         try:
-            for number, (candidate, inner) in enumerate(attempts, 1):
+            for number, slot in enumerate(attempts, 1):
                 watch = _Watch(extensions.get("trace"))
                 request.extensions = {**extensions, "trace": watch.sync}
+                inner = slot.acquire()
                 try:
                     response = inner.handle_request(request)
                 except Exception as exc:
+                    released = slot.release()
+                    if released is not None:
+                        released.close()
                     last = number == len(attempts) or not body.can_retry()
-                    if not tries.error(candidate, exc, watch, last):
+                    if not tries.error(slot.candidate, exc, watch, last):
                         raise
                     if last:
                         raise tries.give_up() from exc
                     continue
+                response.stream = _Release(response.stream, slot)
                 peek = b""
                 if tries.policy.needs_body(response) and _peek_size(response):
                     peek = b"".join(response.iter_raw())
                     response.close()
                     response = _replace_stream(response, peek)
                 last = number == len(attempts) or not body.can_retry()
-                if not tries.response(candidate, response, peek, last) or last:
+                if not tries.response(slot.candidate, response, peek, last) or last:
                     return response
                 response.close()
             raise AssertionError("unreachable: the last attempt returns or raises")
@@ -514,18 +685,22 @@ class Transport(httpx.BaseTransport):
             request.stream, request.extensions = stream, extensions
 
     def close(self) -> None:
-        for inner in self._hosts.everything():
-            inner.close()
-        self._plain.close()
+        for done in self._hosts.retire_all():
+            done.close()
+        if self._plain is not None:
+            self._plain.close()
 
 
 class AsyncTransport(httpx.AsyncBaseTransport):
     """The async twin of :class:`Transport`: same options, same behaviour, awaited.
 
-    >>> import httpx, dockercerts
-    >>> async def main():  # doctest: +SKIP
-    ...     async with httpx.AsyncClient(transport=dockercerts.AsyncTransport()) as client:
-    ...         await client.get("https://registry.example.com:5000/v2/")
+        >>> import httpx, dockercerts
+        >>> async def main():  # doctest: +SKIP
+        ...     async with httpx.AsyncClient(transport=dockercerts.AsyncTransport()) as client:
+        ...         await client.get("https://registry.example.com:5000/v2/")
+
+    Host directories are read with blocking file I/O: a ``stat`` per file at most every
+    ``refresh`` seconds, and a full read only when something changed.
     """
 
     def __init__(
@@ -543,46 +718,56 @@ class AsyncTransport(httpx.AsyncBaseTransport):
         self._options = _options(root, platform, trust, password, policy, refresh)
         self._transport_options = transport_options
         self._hosts: _Hosts[httpx.AsyncHTTPTransport] = _Hosts(self._options, self._make, max_hosts)
-        self._plain = httpx.AsyncHTTPTransport(**transport_options)
+        self._plain: Optional[httpx.AsyncHTTPTransport] = None
 
     def _make(self, candidate: Candidate) -> httpx.AsyncHTTPTransport:
         return httpx.AsyncHTTPTransport(verify=candidate.context, **self._transport_options)
 
     def winner(self, url: Union[str, httpx.URL]) -> Optional[str]:
-        """The name of the pair that last worked for ``url``'s host (``None``: none yet)."""
+        """The name of the pair that last worked for ``url``'s host (``None``: none yet).
+
+        Forgotten when the transport is closed.
+        """
         return self._hosts.winner(httpx.URL(url))
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         if request.url.scheme != "https":
+            if self._plain is None:
+                self._plain = httpx.AsyncHTTPTransport(**self._transport_options)
             return await self._plain.handle_async_request(request)
         state, attempts = self._hosts.get(request.url)
-        for inner in self._hosts.take_closable(state):
-            await inner.aclose()
+        for done in self._hosts.drain(state):
+            await done.aclose()
         stream, extensions = request.stream, request.extensions
         body = _Body(stream)
         tries = _Tries(request, state, self._options.policy, body)
         if not body.replayable:
             request.stream = body
         try:
-            for number, (candidate, inner) in enumerate(attempts, 1):
+            for number, slot in enumerate(attempts, 1):
                 watch = _Watch(extensions.get("trace"))
                 request.extensions = {**extensions, "trace": watch.asyncio}
+                inner = slot.acquire()
                 try:
                     response = await inner.handle_async_request(request)
                 except Exception as exc:
+                    released = slot.release()
+                    if released is not None:
+                        await released.aclose()
                     last = number == len(attempts) or not body.can_retry()
-                    if not tries.error(candidate, exc, watch, last):
+                    if not tries.error(slot.candidate, exc, watch, last):
                         raise
                     if last:
                         raise tries.give_up() from exc
                     continue
+                response.stream = _Release(response.stream, slot)
                 peek = b""
                 if tries.policy.needs_body(response) and _peek_size(response):
                     peek = b"".join([chunk async for chunk in response.aiter_raw()])
                     await response.aclose()
                     response = _replace_stream(response, peek)
                 last = number == len(attempts) or not body.can_retry()
-                if not tries.response(candidate, response, peek, last) or last:
+                if not tries.response(slot.candidate, response, peek, last) or last:
                     return response
                 await response.aclose()
             raise AssertionError("unreachable: the last attempt returns or raises")
@@ -590,16 +775,7 @@ class AsyncTransport(httpx.AsyncBaseTransport):
             request.stream, request.extensions = stream, extensions
 
     async def aclose(self) -> None:
-        for inner in self._hosts.everything():
-            await inner.aclose()
-        await self._plain.aclose()
-
-
-def _replace_stream(response: httpx.Response, raw: bytes) -> httpx.Response:
-    """The same response with its (already read) raw body held in memory."""
-    return httpx.Response(
-        response.status_code,
-        headers=response.headers,
-        stream=httpx.ByteStream(raw),
-        extensions=response.extensions,
-    )
+        for done in self._hosts.retire_all():
+            await done.aclose()
+        if self._plain is not None:
+            await self._plain.aclose()

@@ -270,40 +270,12 @@ FAULTS = {
     ),
 }
 
-MID_HEADERS_BUG = (
-    "BUG: rejection.py RejectionPolicy.error_verdict (silent_close) + transport.py _Watch: a "
-    "fresh connection that received part of the response head and then closed counts as a "
-    "silent-close rejection, because _Watch.responded only turns true at "
-    "'receive_response_headers.complete' and httpcore reports a partial head with the same "
-    "'Server disconnected without sending a response.' as an empty one. The transport tries the "
-    "second pair (2 connections, 'rejected' logged) and raises ClientCertificateRejected "
-    "instead of httpx.RemoteProtocolError. Spec section 5: only a close before any response "
-    "byte is a sign of rejection. Fix: apply silent_close only when the connection negotiated "
-    "TLS 1.3 (TLS 1.2 rejections always fail in the handshake; ssl_object.version() from the "
-    "start_tls trace event) and/or count bytes read with a wrapping network backend"
-)
 
-
-TLS12_CLOSE_BUG = (
-    "BUG: rejection.py RejectionPolicy.error_verdict (silent_close) applies to TLS 1.2 "
-    "connections too: a server that completes a TLS 1.2 handshake and closes without answering "
-    "is treated as rejecting the certificate, so the second pair is tried and "
-    "ClientCertificateRejected replaces httpx.RemoteProtocolError. In TLS 1.2 the client "
-    "certificate is judged inside the handshake (spec section 5 table: the handshake fails, "
-    "or nginx answers 400), so a completed 1.2 handshake means it was accepted. Fix: only "
-    "count a silent close as a rejection on a fresh TLS 1.3 connection"
-)
-
-
+# Both bugs are described in full in docs/reliability.md ("Bugs found").
 def fault_params() -> list[Any]:
     params = []
     for name in FAULTS:
-        marks = []
-        if name.startswith("close-mid-headers"):
-            marks.append(pytest.mark.xfail(strict=True, reason=MID_HEADERS_BUG))
-        if name == "close-before-response-tls12":
-            marks.append(pytest.mark.xfail(strict=True, reason=TLS12_CLOSE_BUG))
-        params.append(pytest.param(name, marks=marks, id=name))
+        params.append(pytest.param(name, id=name))
     return params
 
 

@@ -357,22 +357,20 @@ def test_logs_at_every_level_hold_no_secret(
             secrets.assert_clean(text, f"{type(error).__name__}")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: transport.py _HostState.refresh logs the loader's exception object itself as a "
-    "%s argument of its 'changed and is now broken' warning. Any handler that keeps records "
-    "(pytest's caplog, logging.handlers.QueueHandler/MemoryHandler, error trackers) then keeps "
-    "exc.__traceback__, whose frames hold the raw bytes of the private key "
-    "(scan._check_pair's key_data) and, through refresh(), the whole client: its pools and SSL "
-    "contexts stay alive after close() (seen as leaked transports in the soak test until it "
-    "stopped propagating records). Fix: log str(exc) (and the paths), not the exception",
-)
 def test_log_records_keep_no_exception_alive(
     material: dict[str, Any],
     certs_d: CertsD,
     mtls_server: Any,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
+    """The 'changed and is now broken' warning must carry text, not the exception object.
+
+    Handlers that keep records (pytest's caplog, QueueHandler, MemoryHandler, error trackers)
+    keep ``record.args``; an exception there keeps ``__traceback__``, whose frames hold
+    ``scan._check_pair``'s ``key_data`` (the private key's bytes) and, through
+    ``_HostState.refresh``, the client with its pools and SSL contexts, after ``close()``.
+    The soak test saw it as leaked transports until it stopped propagating records.
+    """
     leaves: dict[str, Leaf] = material["leaves"]
     caplog.set_level(logging.DEBUG, logger="dockercerts")
     srv = mtls_server(reject="tls")

@@ -240,6 +240,14 @@ def test_status_mode_uses_the_chosen_status(serve: ServerFactory, eve: Leaf, sta
     assert f"<title>{status} ".encode() in response.content
 
 
+def test_status_mode_extra_headers(serve: ServerFactory, eve: Leaf) -> None:
+    challenge = 'Bearer realm="https://127.0.0.1/token"'
+    srv = serve(reject="status", status=401, status_headers=[("WWW-Authenticate", challenge)])
+    response = get(srv, eve)
+    assert response.status_code == 401
+    assert response.headers["www-authenticate"] == challenge
+
+
 def test_status_mode_predicate_sees_the_certificate(
     serve: ServerFactory, ca: CA, alice: Leaf
 ) -> None:

@@ -805,17 +805,29 @@ def test_policies(
 # --- silent closes: fresh connection vs kept-alive one -----------------------------------------
 
 
-@pytest.mark.parametrize("tls", TLS_VERSIONS)
-def test_reset_on_fresh_connection_moves_on(
-    tls: str, mtls_ca: CA, certs_d: CertsD, leaves: Leaves, caplog: pytest.LogCaptureFixture
+def test_reset_on_fresh_tls13_connection_moves_on(
+    mtls_ca: CA, certs_d: CertsD, leaves: Leaves, caplog: pytest.LogCaptureFixture
 ) -> None:
-    with StubServer(mtls_ca.issue_server(), reset_first_connection, tls) as stub:
+    with StubServer(mtls_ca.issue_server(), reset_first_connection, "1.3") as stub:
         host_dir(certs_d, stub, [("a", leaves.get("right", "a")), ("b", leaves.get("right", "b"))])
         with client(certs_d) as http:
             assert http.get(stub.url + "/v2/").status_code == 200
         assert stub.connections == 2
     [line] = rejections(caplog)
     assert "a rejected (connection closed before any response" in line
+
+
+def test_reset_on_fresh_tls12_connection_is_raised(
+    mtls_ca: CA, certs_d: CertsD, leaves: Leaves, caplog: pytest.LogCaptureFixture
+) -> None:
+    # In TLS 1.2 the server judges the certificate inside the handshake: once it completed,
+    # a close says nothing about the certificate, and another one cannot help.
+    with StubServer(mtls_ca.issue_server(), reset_first_connection, "1.2") as stub:
+        host_dir(certs_d, stub, [("a", leaves.get("right", "a")), ("b", leaves.get("right", "b"))])
+        with client(certs_d) as http, pytest.raises((httpx.ReadError, httpx.RemoteProtocolError)):
+            http.get(stub.url + "/v2/")
+        assert stub.connections == 1
+    assert rejections(caplog) == []
 
 
 @pytest.mark.parametrize("tls", TLS_VERSIONS)
