@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Generic, Optional, TypeVar, Union
 
+import anyio
 import httpx
 
 from .errors import Attempt, CertsDirError, ClientCertificateRejected
@@ -660,10 +661,12 @@ class Transport(httpx.BaseTransport):
                 inner = slot.acquire()
                 try:
                     response = inner.handle_request(request)
-                except Exception as exc:
+                except BaseException as exc:
                     released = slot.release()
                     if released is not None:
                         released.close()
+                    if not isinstance(exc, Exception):
+                        raise  # KeyboardInterrupt and the like: no verdict, slot given back
                     last = number == len(attempts) or not body.can_retry()
                     if not tries.error(slot.candidate, exc, watch, last):
                         raise
@@ -750,10 +753,13 @@ class AsyncTransport(httpx.AsyncBaseTransport):
                 inner = slot.acquire()
                 try:
                     response = await inner.handle_async_request(request)
-                except Exception as exc:
+                except BaseException as exc:
                     released = slot.release()
                     if released is not None:
-                        await released.aclose()
+                        with anyio.CancelScope(shield=True):  # closed even when cancelled
+                            await released.aclose()
+                    if not isinstance(exc, Exception):
+                        raise  # a cancellation and the like: no verdict, slot given back
                     last = number == len(attempts) or not body.can_retry()
                     if not tries.error(slot.candidate, exc, watch, last):
                         raise

@@ -1322,6 +1322,45 @@ def test_close_closes_every_pool(mtls_server: Any, certs_d: CertsD, leaves: Leav
     assert client_sockets(first.port, second.port) == 0
 
 
+class Interrupt(BaseException):
+    """Stands for KeyboardInterrupt, SystemExit or a cancellation: not an ``Exception``."""
+
+
+def interrupt_on_send(name: str, info: dict[str, Any]) -> None:
+    if name == "http11.send_request_headers.started":
+        raise Interrupt
+
+
+def test_close_after_an_interrupted_request(
+    mtls_server: Any, certs_d: CertsD, leaves: Leaves
+) -> None:
+    """A request interrupted by a BaseException gives its candidate's transport back, so
+    ``close()`` still closes it and the keep-alive connection of a later request."""
+    srv = mtls_server(reject="tls")
+    host_dir(certs_d, srv, leaves.layout("right"))
+    http = client(certs_d)
+    http.get(srv.url + "/v2/")
+    with pytest.raises(Interrupt):
+        http.get(srv.url + "/v2/", extensions={"trace": interrupt_on_send})
+    assert http.get(srv.url + "/v2/").status_code == 200  # on a new kept-alive connection
+    assert client_sockets(srv.port) == 1
+    http.close()
+    assert client_sockets(srv.port) == 0
+
+
+def test_close_while_a_response_is_open(mtls_server: Any, certs_d: CertsD, leaves: Leaves) -> None:
+    """``close()`` under an open streamed response: the response still reads to its end, and
+    its connection closes with it."""
+    srv = mtls_server(reject="tls")
+    host_dir(certs_d, srv, leaves.layout("wrong", "right"))
+    http = client(certs_d)
+    with http.stream("GET", srv.url + "/v2/_catalog") as response:
+        http.close()
+        assert client_sockets(srv.port) == 1  # still open: the response uses it
+        assert response.read() == b'{"repositories":["team/app"]}'
+    assert client_sockets(srv.port) == 0  # read to the end: closed by its last user
+
+
 def test_transport_options_reach_the_inner_transports(
     mtls_server: Any, certs_d: CertsD, leaves: Leaves
 ) -> None:

@@ -7,8 +7,8 @@ backend, whose exceptions differ from anyio's).
 
 from __future__ import annotations
 
+import socket
 import time
-import types
 from collections.abc import AsyncIterator, Awaitable
 from pathlib import Path
 from typing import Any, Callable
@@ -19,6 +19,7 @@ import pytest
 import test_transport as shared
 from test_transport import (
     BODY,
+    OK_RESPONSE,
     TLS_VERSIONS,
     ChallengeServer,
     LazyMock,
@@ -174,12 +175,10 @@ async def test_tasks_over_more_hosts_than_max_hosts(certs_d: CertsD, leaves: Lea
         return httpx.Response(200)
 
     class Closing(Scripted):
-        """Its inner transports look idle to the pool check and yield while closing, as
-        real ones with connections do."""
+        """Its inner transports yield while closing, as real ones with connections do."""
 
         def _make(self, candidate: Candidate) -> Any:
             inner = super()._make(candidate)
-            inner._pool = types.SimpleNamespace(connections=[])
 
             async def aclose() -> None:
                 await anyio.sleep(0)
@@ -197,10 +196,9 @@ async def test_tasks_over_more_hosts_than_max_hosts(certs_d: CertsD, leaves: Lea
             except Exception as exc:  # collected for the assertion below
                 failures.append(exc)
 
-    async with httpx.AsyncClient(transport=transport) as http:
-        async with anyio.create_task_group() as group:
-            for host in hosts:
-                group.start_soon(work, http, host)
+    async with httpx.AsyncClient(transport=transport) as http, anyio.create_task_group() as group:
+        for host in hosts:
+            group.start_soon(work, http, host)
     assert failures == []
 
 
@@ -843,6 +841,83 @@ async def test_aclose_closes_every_pool(mtls_server: Any, certs_d: CertsD, leave
     assert client_sockets(first.port, second.port) >= 2
     await http.aclose()
     assert client_sockets(first.port, second.port) == 0
+
+
+class Interrupt(BaseException):
+    """Stands for a cancellation or KeyboardInterrupt: not an ``Exception``."""
+
+
+async def interrupt_on_send(name: str, info: dict[str, Any]) -> None:
+    if name == "http11.send_request_headers.started":
+        raise Interrupt
+
+
+async def test_aclose_after_an_interrupted_request(
+    mtls_server: Any, certs_d: CertsD, leaves: Leaves
+) -> None:
+    srv = mtls_server(reject="tls")
+    host_dir(certs_d, srv, leaves.layout("right"))
+    http = client(certs_d)
+    await http.get(srv.url + "/v2/")
+    with pytest.raises(Interrupt):
+        await http.get(srv.url + "/v2/", extensions={"trace": interrupt_on_send})
+    assert (await http.get(srv.url + "/v2/")).status_code == 200
+    assert client_sockets(srv.port) == 1
+    await http.aclose()
+    assert client_sockets(srv.port) == 0
+
+
+def stall_on_path(server: StubServer, number: int, raw: socket.socket) -> None:
+    """Answer 200 (keep-alive), except ``/stall``, which is never answered."""
+    tls = server.handshake(raw)
+    with tls.makefile("rb") as reader:
+        while True:
+            line = reader.readline()
+            if not line:
+                return
+            stalled = b"/stall" in line
+            while line not in (b"\r\n", b""):
+                line = reader.readline()
+            if stalled:
+                server.stopping.wait(30)
+                return
+            tls.sendall(OK_RESPONSE)
+
+
+@BOTH_BACKENDS
+async def test_aclose_after_a_cancelled_request(
+    mtls_ca: CA, certs_d: CertsD, leaves: Leaves
+) -> None:
+    """A request cancelled by a timeout scope while another one completes: ``aclose()``
+    still closes every connection."""
+    with StubServer(mtls_ca.issue_server(), stall_on_path) as stub:
+        host_dir(certs_d, stub, leaves.layout("right"))
+        http = client(certs_d)
+
+        async def cancelled() -> None:
+            with anyio.move_on_after(0.3):
+                await http.get(stub.url + "/stall")
+
+        async with anyio.create_task_group() as group:
+            group.start_soon(cancelled)
+            await anyio.sleep(0.1)
+            assert (await http.get(stub.url + "/v2/")).status_code == 200
+        assert client_sockets(stub.port) == 1
+        await http.aclose()
+        assert client_sockets(stub.port) == 0
+
+
+async def test_aclose_while_a_response_is_open(
+    mtls_server: Any, certs_d: CertsD, leaves: Leaves
+) -> None:
+    srv = mtls_server(reject="tls")
+    host_dir(certs_d, srv, leaves.layout("wrong", "right"))
+    http = client(certs_d)
+    async with http.stream("GET", srv.url + "/v2/_catalog") as response:
+        await http.aclose()
+        assert client_sockets(srv.port) == 1  # still open: the response uses it
+        assert await response.aread() == b'{"repositories":["team/app"]}'
+    assert client_sockets(srv.port) == 0  # read to the end: closed by its last user
 
 
 async def test_transport_options_reach_the_inner_transports(
