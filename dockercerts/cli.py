@@ -60,8 +60,9 @@ from .locate import (
     registry_host,
 )
 from .rejection import DOCKER, alert_name
-from .scan import ClientPair, extension, sorted_names
-from .transport import Transport, docker_host_names
+from .scan import ClientPair, _is_ca, _utc, extension, sorted_names
+from .scan import _ca_certificates as _crt_certificates
+from .transport import Transport, docker_host_names, host_dir_for_url
 from .trust import Trust
 
 __all__ = ["SCHEMA", "main"]
@@ -79,7 +80,6 @@ _ROLE_TEXT = {
     "client-key": "client key",
     "ignored": "ignored",
 }
-_PEM_CERT = re.compile(rb"-----BEGIN CERTIFICATE-----\r?\n.*?-----END CERTIFICATE-----", re.DOTALL)
 _SSL_LOCATION = re.compile(r" \(_ssl\.c:\d+\)")  # OpenSSL's source line: noise for users
 _TITLE = re.compile(rb"<title>(.*?)</title>", re.DOTALL | re.IGNORECASE)
 _MAX_BODY = 64 * 1024  # enough for nginx's 400 page and a /v2/ answer; never a blob
@@ -246,30 +246,8 @@ def _trust(value: Optional[str], platform: str) -> Trust:
 
 
 def _certificates(data: bytes) -> list[x509.Certificate]:
-    """Every PEM certificate that parses; the rest is passed over, as Go does for ``.crt``."""
-    found = []
-    for match in _PEM_CERT.finditer(data):
-        try:
-            found.append(x509.load_pem_x509_certificate(match.group(0)))
-        except ValueError:
-            continue
-    return found
-
-
-def _utc(cert: x509.Certificate, attr: str) -> datetime:
-    # cryptography >= 42 has aware ``*_utc`` properties; older ones return naive UTC.
-    aware = getattr(cert, attr + "_utc", None)
-    if isinstance(aware, datetime):
-        return aware
-    naive: datetime = getattr(cert, attr)
-    return naive.replace(tzinfo=timezone.utc)
-
-
-def _is_ca(cert: x509.Certificate) -> bool:
-    try:
-        return bool(cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca)
-    except x509.ExtensionNotFound:
-        return False
+    """Every certificate the loader would take from a ``.crt`` (Go's rules, in scan.py)."""
+    return [x509.load_der_x509_certificate(der) for der in _crt_certificates(data)]
 
 
 def _first_certificate(path: Path) -> Optional[x509.Certificate]:
@@ -800,13 +778,6 @@ def _probe_url(argument: str) -> httpx.URL:
     return url
 
 
-def _transport_directory(url: httpx.URL, root: Path, platform: str) -> Path:
-    # The rule of dockercerts.Transport (_HostState._directory): the first of Docker's
-    # candidate names that is a folder, else the first name.
-    dirs = [host_dir(n, root=root, platform=platform) for n in docker_host_names(url)]
-    return next((d for d in dirs if d.is_dir()), dirs[0])
-
-
 class _Watch:
     """Trace callback for one attempt: did the handshake finish, did response bytes come?"""
 
@@ -987,7 +958,7 @@ def probe_report(
     plat = platform or current_platform()
     url = _probe_url(argument)
     base = _resolve_root(root, plat)
-    directory = _transport_directory(url, base, plat)
+    directory = host_dir_for_url(url, root=base, platform=plat)
     rule = _trust(trust, plat)
     attempts: list[Report] = []
     error: Optional[Report] = None

@@ -85,7 +85,12 @@ def host_dir_for_url(
     """
     plat = _platform(platform)
     base = certs_root(platform=plat) if root is None else Path(root)
-    dirs = [host_dir(name, root=base, platform=plat) for name in docker_host_names(httpx.URL(url))]
+    return _first_dir(docker_host_names(httpx.URL(url)), base, plat)
+
+
+def _first_dir(names: tuple[str, ...], root: Path, platform: str) -> Path:
+    """The first of ``names`` that is a folder under ``root``, else the first one."""
+    dirs = [host_dir(name, root=root, platform=platform) for name in names]
     return next((d for d in dirs if os.path.isdir(d)), dirs[0])
 
 
@@ -182,11 +187,7 @@ class _HostState(Generic[Inner]):
         self.used = 0.0
 
     def _directory(self) -> Path:
-        dirs = [
-            host_dir(name, root=self._options.root, platform=self._options.platform)
-            for name in self.names
-        ]
-        return next((d for d in dirs if os.path.isdir(d)), dirs[0])
+        return _first_dir(self.names, self._options.root, self._options.platform)
 
     def refresh(self, now: float) -> None:
         """Reload when ``refresh`` seconds have passed and the directory changed on disk."""
