@@ -414,6 +414,27 @@ def test_idle_keep_alive_connections_do_not_hold_workers(serve: ServerFactory, a
     assert srv.handshakes == 5
 
 
+def test_a_connection_is_counted_open_until_its_socket_is_closed(
+    serve: ServerFactory, alice: Leaf, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A client that sees open_connections == 0 may reuse its kept-alive connection at once;
+    # if the count dropped before the close, that reuse races the server's FIN (a CI flake).
+    srv = serve(idle_timeout=0.2)
+    seen_at_close: list[int] = []
+    close = ssl.SSLSocket.close
+
+    def spying_close(sock: ssl.SSLSocket) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            seen_at_close.append(srv.open_connections)
+        close(sock)
+
+    monkeypatch.setattr(ssl.SSLSocket, "close", spying_close)
+    with httpx.Client(verify=srv.client_context(alice)) as client:
+        assert client.get(srv.url + "/v2/").status_code == 200
+        srv.wait_for(lambda: srv.open_connections == 0, timeout=3)
+    assert seen_at_close == [1]
+
+
 def test_idle_connections_are_closed_after_idle_timeout(serve: ServerFactory, alice: Leaf) -> None:
     srv = serve(idle_timeout=0.2)
     with httpx.Client(verify=srv.client_context(alice)) as client:
