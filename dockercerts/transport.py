@@ -120,6 +120,12 @@ class _Slot(Generic[Inner]):
     ``acquire`` and ``release`` count the requests (and open responses) using it, so a
     transport retired by a reload or an eviction is closed by whoever leaves it last, never
     under a request that is still running.
+
+    The count is a list of tokens, not an integer under the lock: ``list.append`` and
+    ``list.pop`` are atomic, so the common path (a live slot) takes no lock. The order makes
+    it safe: a user appends its token *before* reading ``_inner``, and ``_take_if_done``
+    empties ``_inner`` *before* looking at the tokens (putting it back if it sees one), so a
+    user either is seen and keeps the transport, or reads ``None`` and waits for the lock.
     """
 
     __slots__ = ("_inner", "_lock", "_make", "_retired", "_users", "candidate", "key")
@@ -132,20 +138,29 @@ class _Slot(Generic[Inner]):
         self._make: Callable[[Candidate], Inner] = make
         self._inner: Optional[Inner] = None
         self._lock = threading.Lock()
-        self._users = 0
+        self._users: list[None] = []
         self._retired = False
 
     def acquire(self) -> Inner:
+        self._users.append(None)
+        inner = self._inner
+        if inner is not None:
+            return inner
         with self._lock:
             if self._inner is None:
-                self._inner = self._make(self.candidate)
-            self._users += 1
+                try:
+                    self._inner = self._make(self.candidate)
+                except BaseException:
+                    self._users.pop()
+                    raise
             return self._inner
 
     def release(self) -> Optional[Inner]:
         """Drop one user; returns the transport for the caller to close when it was the last."""
+        self._users.pop()
+        if not self._retired:
+            return None
         with self._lock:
-            self._users -= 1
             return self._take_if_done()
 
     def retire(self) -> Optional[Inner]:
@@ -155,10 +170,11 @@ class _Slot(Generic[Inner]):
             return self._take_if_done()
 
     def _take_if_done(self) -> Optional[Inner]:
-        if self._retired and self._users == 0 and self._inner is not None:
-            inner, self._inner = self._inner, None
-            return inner
-        return None
+        inner, self._inner = self._inner, None
+        if self._users:  # someone is (or is about to be) using it: put it back
+            self._inner = inner
+            return None
+        return inner
 
 
 class _HostState(Generic[Inner]):
@@ -175,7 +191,7 @@ class _HostState(Generic[Inner]):
         self._options = options
         self._make: Callable[[Candidate], Inner] = make
         self._lock = threading.Lock()
-        self._checked = float("-inf")
+        self.due = float("-inf")  # when to look at the directory again
         self._broken_since: Optional[str] = None
         self._said: set[tuple[str, str]] = set()
         self.certs: Optional[HostCerts] = None
@@ -190,11 +206,9 @@ class _HostState(Generic[Inner]):
         return _first_dir(self.names, self._options.root, self._options.platform)
 
     def refresh(self, now: float) -> None:
-        """Reload when ``refresh`` seconds have passed and the directory changed on disk."""
-        if now - self._checked < self._options.refresh:
-            return
+        """Reload when ``due`` has come and the directory changed on disk."""
         with self._lock:
-            if now - self._checked < self._options.refresh:
+            if now < self.due:
                 return
             directory = self._directory()
             current = self.certs
@@ -206,7 +220,7 @@ class _HostState(Generic[Inner]):
                 self._broken_since = None
             else:
                 self._reload(directory, current)
-            self._checked = now
+            self.due = now + self._options.refresh
 
     def _reload(self, directory: Path, current: Optional[HostCerts]) -> None:
         try:
@@ -294,7 +308,7 @@ class _HostState(Generic[Inner]):
             for slot in self.slots:
                 self._retire(slot)
             self.slots = self.attempts = ()
-            self.certs, self._checked = None, float("-inf")
+            self.certs, self.due = None, float("-inf")
             done, self.closable = self.closable, []
         return done
 
@@ -326,7 +340,8 @@ class _Hosts(Generic[Inner]):
             if state is None or state.evicted:
                 state = self._insert(key, url, now)
             state.used = now
-            state.refresh(now)
+            if now >= state.due:
+                state.refresh(now)
             attempts = state.attempts
             # Evicted meanwhile by another thread: its slots are retired; look up again.
             if not state.evicted:
@@ -348,6 +363,9 @@ class _Hosts(Generic[Inner]):
             return state
 
     def drain(self, state: _HostState[Inner]) -> list[Inner]:
+        """Retired, unused transports of ``state`` and of evicted hosts, for the caller to close."""
+        if not (state.closable or self.closable):
+            return []
         done = state.drain()
         if self.closable:
             with self._lock:
@@ -438,16 +456,15 @@ def _spy(stream: Any, read: Callable[..., Any]) -> None:
 
 
 class _Body(httpx.SyncByteStream, httpx.AsyncByteStream):
-    """Decides whether a request body can be sent again after a rejection.
+    """A streamed request body, which can be sent again only while nothing of it was read.
 
-    Bytes can always be replayed. A stream can be replayed only while nothing of it has
-    been read: this wrapper records the first read and passes the data through untouched.
+    (Bytes, ``httpx.ByteStream``, can always be replayed and are not wrapped.) This records
+    the first read and passes the data through untouched.
     """
 
     def __init__(self, stream: Any) -> None:
         self.stream = stream
         self.started = False
-        self.replayable = isinstance(stream, httpx.ByteStream)
 
     def __iter__(self) -> Iterator[bytes]:
         for chunk in self.stream:
@@ -459,8 +476,10 @@ class _Body(httpx.SyncByteStream, httpx.AsyncByteStream):
             self.started = True
             yield chunk
 
-    def can_retry(self) -> bool:
-        return self.replayable or not self.started
+
+def _streamed_body(stream: Any) -> Optional[_Body]:
+    """The wrapper a request body needs to be judged replayable, or None for plain bytes."""
+    return None if isinstance(stream, httpx.ByteStream) else _Body(stream)
 
 
 class _Release(httpx.SyncByteStream, httpx.AsyncByteStream):
@@ -500,12 +519,14 @@ class _Release(httpx.SyncByteStream, httpx.AsyncByteStream):
 class _Tries:
     """One request across its attempts: the verdicts, the log lines, the final error."""
 
+    __slots__ = ("attempts", "body", "policy", "request", "state")
+
     def __init__(
         self,
         request: httpx.Request,
         state: _HostState[Any],
         policy: RejectionPolicy,
-        body: _Body,
+        body: Optional[_Body],
     ) -> None:
         self.request = request
         self.state = state
@@ -522,8 +543,12 @@ class _Tries:
             reason,
             "" if last else "; trying the next one",
         )
-        if last and not self.body.can_retry():
+        if last and not self.can_retry():
             log.warning("%s: %s", self.state.names[0], _BODY_NOTE)
+
+    def can_retry(self) -> bool:
+        """Whether the request can be sent again: bytes, or a stream not yet read."""
+        return self.body is None or not self.body.started
 
     def error(self, candidate: Candidate, exc: Exception, watch: _Watch, last: bool) -> bool:
         """True when ``exc`` rejects the candidate; False to let ``exc`` propagate as it is."""
@@ -548,7 +573,7 @@ class _Tries:
 
     def give_up(self) -> ClientCertificateRejected:
         """The error for a request whose every attempt was rejected at the TLS level."""
-        note = "" if self.body.can_retry() else _BODY_NOTE
+        note = "" if self.can_retry() else _BODY_NOTE
         certs = self.state.certs
         directory = certs.directory if certs is not None else Path(self.state.names[0])
         return ClientCertificateRejected(
@@ -651,9 +676,9 @@ class Transport(httpx.BaseTransport):
         for done in self._hosts.drain(state):
             done.close()
         stream, extensions = request.stream, request.extensions
-        body = _Body(stream)
+        body = _streamed_body(stream)
         tries = _Tries(request, state, self._options.policy, body)
-        if not body.replayable:
+        if body is not None:
             request.stream = body
         try:
             for number, slot in enumerate(attempts, 1):
@@ -668,7 +693,7 @@ class Transport(httpx.BaseTransport):
                         released.close()
                     if not isinstance(exc, Exception):
                         raise  # KeyboardInterrupt and the like: no verdict, slot given back
-                    last = number == len(attempts) or not body.can_retry()
+                    last = number == len(attempts) or not tries.can_retry()
                     if not tries.error(slot.candidate, exc, watch, last):
                         raise
                     if last:
@@ -680,7 +705,7 @@ class Transport(httpx.BaseTransport):
                     peek = b"".join(response.iter_raw())
                     response.close()
                     response = _replace_stream(response, peek)
-                last = number == len(attempts) or not body.can_retry()
+                last = number == len(attempts) or not tries.can_retry()
                 if not tries.response(slot.candidate, response, peek, last) or last:
                     return response
                 response.close()
@@ -743,9 +768,9 @@ class AsyncTransport(httpx.AsyncBaseTransport):
         for done in self._hosts.drain(state):
             await done.aclose()
         stream, extensions = request.stream, request.extensions
-        body = _Body(stream)
+        body = _streamed_body(stream)
         tries = _Tries(request, state, self._options.policy, body)
-        if not body.replayable:
+        if body is not None:
             request.stream = body
         try:
             for number, slot in enumerate(attempts, 1):
@@ -761,7 +786,7 @@ class AsyncTransport(httpx.AsyncBaseTransport):
                             await released.aclose()
                     if not isinstance(exc, Exception):
                         raise  # a cancellation and the like: no verdict, slot given back
-                    last = number == len(attempts) or not body.can_retry()
+                    last = number == len(attempts) or not tries.can_retry()
                     if not tries.error(slot.candidate, exc, watch, last):
                         raise
                     if last:
@@ -773,7 +798,7 @@ class AsyncTransport(httpx.AsyncBaseTransport):
                     peek = b"".join([chunk async for chunk in response.aiter_raw()])
                     await response.aclose()
                     response = _replace_stream(response, peek)
-                last = number == len(attempts) or not body.can_retry()
+                last = number == len(attempts) or not tries.can_retry()
                 if not tries.response(slot.candidate, response, peek, last) or last:
                     return response
                 await response.aclose()

@@ -40,7 +40,7 @@ from dockercerts import (
 from dockercerts.loader import Candidate
 from dockercerts.testing import CA, CertsD, HostDir, Leaf, MTLSServer, set_tls_version
 from dockercerts.testing.pki import load_cert_chain
-from dockercerts.transport import _HostState, _options
+from dockercerts.transport import _HostState, _options, _Slot
 
 TLS_VERSIONS = ("1.2", "1.3")
 REPO = Path(__file__).resolve().parent.parent
@@ -415,6 +415,121 @@ def test_bad_refresh_and_policy_names(tmp_path: Path) -> None:
         Transport(root=tmp_path, refresh=-1)
     with pytest.raises(ValueError, match="unknown rejection policy"):
         Transport(root=tmp_path, policy="nope")
+
+
+# --- _Slot: who closes a retired candidate's transport ------------------------------------------
+
+
+class FakeInner:
+    """Stands in for an inner transport: knows whether it was closed and who used it after."""
+
+    def __init__(self) -> None:
+        self.closed = False
+        self.used_after_close = 0
+
+    def use(self) -> None:
+        if self.closed:
+            self.used_after_close += 1
+
+
+def a_slot(make: Callable[[Candidate], Any] = lambda c: FakeInner()) -> _Slot[Any]:
+    return _Slot(None, (), make)  # type: ignore[arg-type]
+
+
+def test_a_retired_slot_is_handed_over_by_its_last_user() -> None:
+    slot = a_slot()
+    first, second = slot.acquire(), slot.acquire()
+    assert first is second
+    assert slot.retire() is None  # two users: nobody may close it yet
+    assert slot.release() is None
+    assert slot.release() is first  # the last user leaves: it closes the transport
+
+
+def test_a_live_slot_is_never_handed_over() -> None:
+    slot = a_slot()
+    inner = slot.acquire()
+    assert slot.release() is None
+    assert slot.acquire() is inner
+
+
+def test_a_failing_build_leaves_no_user_behind() -> None:
+    calls = []
+
+    def make(candidate: Candidate) -> FakeInner:
+        calls.append(candidate)
+        if len(calls) == 1:
+            raise OSError("no memory for the pool")
+        return FakeInner()
+
+    slot = a_slot(make)
+    with pytest.raises(OSError):
+        slot.acquire()
+    inner = slot.acquire()
+    assert slot.release() is None
+    assert slot.retire() is inner  # a leaked user from the failed build would keep it open
+
+
+class Users(list):  # type: ignore[type-arg]
+    """A slot's user tokens with a hook: runs another "thread's" step at a chosen moment."""
+
+    on_append: Callable[[], None] = staticmethod(lambda: None)
+    on_check: Callable[[], None] = staticmethod(lambda: None)
+
+    def append(self, token: Any) -> None:
+        self.on_append()
+        super().append(token)
+
+    def __len__(self) -> int:
+        length = super().__len__()
+        self.on_check()  # after the count was taken: the worst moment for a newcomer
+        return length
+
+
+def test_a_user_arriving_as_the_last_one_leaves_never_gets_the_closed_transport() -> None:
+    """The interleaving: B starts acquiring a retired slot; before B is counted, the last
+    user A releases it and closes the transport. B must not be handed that transport."""
+    slot = a_slot()
+    a_inner = slot.acquire()
+    assert slot.retire() is None
+    users = slot._users = Users(slot._users)
+
+    def a_leaves() -> None:
+        users.on_append = lambda: None
+        closing = slot.release()
+        assert closing is a_inner
+        closing.closed = True
+
+    users.on_append = a_leaves
+    b_inner = slot.acquire()
+    assert a_inner.closed
+    assert b_inner is not a_inner  # B got a fresh transport
+    assert not b_inner.closed
+    assert slot.release() is b_inner  # ...which B, the last user, closes
+
+
+def test_a_transport_is_not_closed_under_a_user_who_arrives_during_the_check() -> None:
+    """The interleaving: the last user A releases a retired slot; while A checks whether
+    anyone still uses it, B acquires (in another thread). Whatever the order, the transport
+    B gets is not the one handed back to be closed."""
+    slot = a_slot()
+    inner = slot.acquire()
+    assert slot.retire() is None
+    users = slot._users = Users(slot._users)
+    got: list[Any] = []
+    b = threading.Thread(target=lambda: got.append(slot.acquire()))
+
+    def b_arrives() -> None:
+        users.on_check = lambda: None
+        b.start()
+        b.join(0.2)  # B finishes at once if it can: it must not, or it must get a live one
+
+    users.on_check = b_arrives
+    closing = slot.release()
+    b.join(5)
+    assert got, "B never got a transport"
+    assert got[0] is not closing  # B has a live transport: the old one kept, or a new one
+    if closing is None:
+        assert got[0] is inner
 
 
 # --- decision logic over mock inner transports (no sockets) ------------------------------------
