@@ -61,7 +61,6 @@ WILDCARD = "*.bench.test"  # names for many "hosts" served by one loopback serve
 FULL: dict[str, int] = {
     "steady_requests": 2000,
     "steady_rounds": 5,
-    "trace_rounds": 24,
     "wrapper_calls": 20000,
     "wrapper_rounds": 15,
     "change_calls": 2000,
@@ -80,7 +79,6 @@ FULL: dict[str, int] = {
 QUICK: dict[str, int] = {
     "steady_requests": 500,
     "steady_rounds": 3,
-    "trace_rounds": 8,
     "wrapper_calls": 5000,
     "wrapper_rounds": 7,
     "change_calls": 500,
@@ -746,7 +744,6 @@ def section_steady(cfg: dict[str, Any]) -> dict[str, Any]:
 
                 return run
 
-            trace_cost = _trace_hook_cost(variants["bare"], url, srv, cfg["trace_rounds"])
             for mode, shape in (("sync", sequential), ("8 threads", threaded)):
                 log(f"  steady: {mode}")
                 shape(variants["dockercerts"], warm)()  # connections opened, winner settled
@@ -818,39 +815,7 @@ def section_steady(cfg: dict[str, Any]) -> dict[str, Any]:
                     new_connections.update(dockercerts=0, bare=0)
 
         asyncio.run(amain())
-    return {"requests": n, "rounds": rounds, "modes": modes, "trace_hook": trace_cost}
-
-
-def _noop_trace(name: str, info: dict[str, Any]) -> None:
-    return None
-
-
-def _trace_hook_cost(
-    c: httpx.Client, url: str, srv: ServerProcess, rounds: int, count: int = 300
-) -> dict[str, float]:
-    """Client CPU per request added by an httpx ``trace`` extension (a no-op callback) on
-    the bare transport: httpcore then reports ~10 events per request. The transport installs
-    such a callback on every attempt, to tell an opened connection from a reused one; the
-    MockTransport figure (1b) cannot see this cost, since MockTransport emits no events."""
-
-    def run(extensions: dict[str, Any]) -> Callable[[], float]:
-        def once() -> float:
-            start = time.process_time()
-            for _ in range(count):
-                c.get(url, extensions=extensions)
-            elapsed = time.process_time() - start
-            srv.take()
-            return elapsed
-
-        return once
-
-    traced, plain = interleaved(rounds, run({"trace": _noop_trace}), run({}))
-    costs = [(t - p) / count * 1e6 for t, p in zip(traced, plain)]
-    return {
-        "cost_us": median(costs),
-        "stderr_us": statistics.stdev(costs) / len(costs) ** 0.5,
-        "plain_us": median(plain) / count * 1e6,
-    }
+    return {"requests": n, "rounds": rounds, "modes": modes}
 
 
 def _rounds(slices: list[float]) -> list[float]:
@@ -1270,26 +1235,16 @@ def evaluate(results: dict[str, Any]) -> list[Row]:
             why = ""
             if ratio < target:
                 kind = "async" if mode in ("async", "64 tasks") else "sync"
-                total, parts = 0.0, []
+                own = ""
                 if wrapper:
-                    total += wrapper[kind]["cost_us"]
-                    parts.append(f"the wrapper's own {wrapper[kind]['cost_us']:.1f} µs (1b)")
-                hook = steady.get("trace_hook")
-                if hook and hook["cost_us"] > 2 * hook["stderr_us"]:
-                    total += hook["cost_us"]
-                    parts.append(
-                        f"the trace callback's {hook['cost_us']:.0f} ± {hook['stderr_us']:.0f} µs "
-                        "(1c, measured sync)"
-                    )
-                elif hook:
-                    parts.append(
-                        f"the trace callback (1c: not resolved in this run, "
-                        f"±{hook['stderr_us']:.0f} µs)"
+                    cost = wrapper[kind]["cost_us"]
+                    own = (
+                        f"The wrapper's own measured cost is {cost:.1f} µs a request (1b), "
+                        f"{cost / data['bare_us'] * 100:.1f}% of this mode's "
+                        f"{data['bare_us']:.0f} µs. "
                     )
                 why = (
-                    f"Measured per-request costs: {' and '.join(parts)}, together "
-                    f"{total / data['bare_us'] * 100:.1f}% of this mode's "
-                    f"{data['bare_us']:.0f} µs. The rest is within the drift of this shared "
+                    f"{own}The rest is within the drift of this shared "
                     f"machine: per-round ratios {data['ratio_min']:.2f}..{data['ratio_max']:.2f}, "
                     f"best rounds {data['best_ratio']:.3f}x, client CPU per request "
                     f"{data['cpu_ratio']:.3f}x."
@@ -1323,21 +1278,6 @@ def evaluate(results: dict[str, Any]) -> list[Row]:
                     why,
                 )
             )
-    if steady and "trace_hook" in steady:
-        hook = steady["trace_hook"]
-        rows.append(
-            Row(
-                "1c. httpx trace hook per request (no-op callback, bare transport, sync)",
-                f"{hook['cost_us']:+.1f} µs ± {hook['stderr_us']:.1f} client CPU "
-                f"({hook['cost_us'] / hook['plain_us'] * 100:+.1f}% of {hook['plain_us']:.0f} µs)",
-                "(report)",
-                "info",
-                "the transport installs a trace callback on every attempt",
-                "Part of the transport's real per-request cost that 1b cannot see: httpcore "
-                "reports ~10 events per request to a trace callback, which the transport uses "
-                "to tell a connection opened for the attempt from a reused one.",
-            )
-        )
     handshakes = results.get("handshakes")
     if handshakes:
         for case in handshakes["cases"]:

@@ -12,15 +12,14 @@ For each request:
    Docker's order;
 3. each attempt goes through that candidate's own inner ``httpx`` transport (a
    :class:`_Slot`: built on first use, its own pool, so the winner's keep-alive connections
-   are reused), traced so that a connection opened for the attempt is told apart from a
-   reused one;
+   are reused), watched at the ``ssl`` layer (:mod:`dockercerts._watch`) so that a
+   connection opened for the attempt is told apart from a reused one;
 4. :class:`~dockercerts.rejection.RejectionPolicy` judges each failure or answer; the first
    one not rejected is returned and remembered.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import logging
 import os
@@ -34,6 +33,7 @@ from typing import Any, Callable, Generic, Optional, TypeVar, Union
 import anyio
 import httpx
 
+from ._watch import Watch, watched
 from .errors import Attempt, CertsDirError, ClientCertificateRejected
 from .loader import Candidate, HostCerts, StrPath, _read_dir
 from .locate import _platform, certs_root, host_dir
@@ -386,75 +386,6 @@ class _Hosts(Generic[Inner]):
         return None if state is None else state.winner
 
 
-class _Watch:
-    """The ``trace`` extension for one attempt: did it open a connection, did bytes arrive?
-
-    On a connection opened for the attempt it also watches the first read, so that a
-    server closing after part of a response is not taken for one that rejected the
-    certificate. It forwards every event to the caller's own ``trace`` callback, if any.
-    """
-
-    __slots__ = ("fresh", "responded", "tls_version", "user")
-
-    def __init__(self, user: Any) -> None:
-        self.fresh = False
-        self.responded = False
-        self.tls_version: Optional[str] = None
-        self.user = user
-
-    def _opened(self, info: dict[str, Any]) -> Any:
-        self.fresh = True
-        stream = info.get("return_value")
-        ssl_object = stream.get_extra_info("ssl_object") if stream is not None else None
-        if ssl_object is not None:
-            self.tls_version = ssl_object.version()
-        return stream
-
-    def sync(self, name: str, info: dict[str, Any]) -> None:
-        if name == "connection.start_tls.complete":
-            stream = self._opened(info)
-            read = getattr(stream, "read", None)
-            if read is not None:
-
-                def first_read(max_bytes: int, timeout: Optional[float] = None) -> bytes:
-                    data: bytes = read(max_bytes, timeout)
-                    if data:
-                        self.responded = True
-                        del stream.read  # the class's own method again: no cost later
-                    return data
-
-                _spy(stream, first_read)
-        elif name.endswith(".receive_response_headers.complete"):
-            self.responded = True
-        if self.user is not None:
-            self.user(name, info)
-
-    async def asyncio(self, name: str, info: dict[str, Any]) -> None:
-        if name == "connection.start_tls.complete":
-            stream = self._opened(info)
-            read = getattr(stream, "read", None)
-            if read is not None:
-
-                async def first_read(max_bytes: int, timeout: Optional[float] = None) -> bytes:
-                    data: bytes = await read(max_bytes, timeout)
-                    if data:
-                        self.responded = True
-                        del stream.read  # the class's own method again: no cost later
-                    return data
-
-                _spy(stream, first_read)
-        elif name.endswith(".receive_response_headers.complete"):
-            self.responded = True
-        if self.user is not None:
-            await self.user(name, info)
-
-
-def _spy(stream: Any, read: Callable[..., Any]) -> None:
-    # A stream class with __slots__ refuses: then go without the byte count.
-    with contextlib.suppress(AttributeError):
-        stream.read = read
-
-
 class _Body(httpx.SyncByteStream, httpx.AsyncByteStream):
     """A streamed request body, which can be sent again only while nothing of it was read.
 
@@ -550,7 +481,7 @@ class _Tries:
         """Whether the request can be sent again: bytes, or a stream not yet read."""
         return self.body is None or not self.body.started
 
-    def error(self, candidate: Candidate, exc: Exception, watch: _Watch, last: bool) -> bool:
+    def error(self, candidate: Candidate, exc: Exception, watch: Watch, last: bool) -> bool:
         """True when ``exc`` rejects the candidate; False to let ``exc`` propagate as it is."""
         reason = self.policy.error_verdict(
             exc, fresh=watch.fresh, responded=watch.responded, tls_version=watch.tls_version
@@ -658,7 +589,7 @@ class Transport(httpx.BaseTransport):
         self._plain: Optional[httpx.HTTPTransport] = None
 
     def _make(self, candidate: Candidate) -> httpx.HTTPTransport:
-        return httpx.HTTPTransport(verify=candidate.context, **self._transport_options)
+        return httpx.HTTPTransport(verify=watched(candidate.context), **self._transport_options)
 
     def winner(self, url: Union[str, httpx.URL]) -> Optional[str]:
         """The name of the pair that last worked for ``url``'s host (``None``: none yet).
@@ -675,18 +606,18 @@ class Transport(httpx.BaseTransport):
         state, attempts = self._hosts.get(request.url)
         for done in self._hosts.drain(state):
             done.close()
-        stream, extensions = request.stream, request.extensions
+        stream = request.stream
         body = _streamed_body(stream)
         tries = _Tries(request, state, self._options.policy, body)
         if body is not None:
             request.stream = body
         try:
             for number, slot in enumerate(attempts, 1):
-                watch = _Watch(extensions.get("trace"))
-                request.extensions = {**extensions, "trace": watch.sync}
+                watch = Watch()
                 inner = slot.acquire()
                 try:
-                    response = inner.handle_request(request)
+                    with watch:
+                        response = inner.handle_request(request)
                 except BaseException as exc:
                     released = slot.release()
                     if released is not None:
@@ -711,7 +642,7 @@ class Transport(httpx.BaseTransport):
                 response.close()
             raise AssertionError("unreachable: the last attempt returns or raises")
         finally:
-            request.stream, request.extensions = stream, extensions
+            request.stream = stream
 
     def close(self) -> None:
         for done in self._hosts.retire_all():
@@ -750,7 +681,9 @@ class AsyncTransport(httpx.AsyncBaseTransport):
         self._plain: Optional[httpx.AsyncHTTPTransport] = None
 
     def _make(self, candidate: Candidate) -> httpx.AsyncHTTPTransport:
-        return httpx.AsyncHTTPTransport(verify=candidate.context, **self._transport_options)
+        return httpx.AsyncHTTPTransport(
+            verify=watched(candidate.context), **self._transport_options
+        )
 
     def winner(self, url: Union[str, httpx.URL]) -> Optional[str]:
         """The name of the pair that last worked for ``url``'s host (``None``: none yet).
@@ -767,18 +700,18 @@ class AsyncTransport(httpx.AsyncBaseTransport):
         state, attempts = self._hosts.get(request.url)
         for done in self._hosts.drain(state):
             await done.aclose()
-        stream, extensions = request.stream, request.extensions
+        stream = request.stream
         body = _streamed_body(stream)
         tries = _Tries(request, state, self._options.policy, body)
         if body is not None:
             request.stream = body
         try:
             for number, slot in enumerate(attempts, 1):
-                watch = _Watch(extensions.get("trace"))
-                request.extensions = {**extensions, "trace": watch.asyncio}
+                watch = Watch()
                 inner = slot.acquire()
                 try:
-                    response = await inner.handle_async_request(request)
+                    with watch:
+                        response = await inner.handle_async_request(request)
                 except BaseException as exc:
                     released = slot.release()
                     if released is not None:
@@ -804,7 +737,7 @@ class AsyncTransport(httpx.AsyncBaseTransport):
                 await response.aclose()
             raise AssertionError("unreachable: the last attempt returns or raises")
         finally:
-            request.stream, request.extensions = stream, extensions
+            request.stream = stream
 
     async def aclose(self) -> None:
         for done in self._hosts.retire_all():

@@ -35,6 +35,7 @@ from dockercerts import (
     ClientCertificateRejected,
     MissingKeyError,
     Transport,
+    _watch,
     docker_host_names,
 )
 from dockercerts.loader import Candidate
@@ -566,6 +567,15 @@ class Scripted(Transport):
         return LazyMock(handle)
 
 
+def open_a_connection() -> None:
+    """In a scripted candidate: what httpcore does on a new connection, a completed handshake
+    on the candidate's (watched) context, reported to the attempt."""
+    tls = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).wrap_bio(
+        ssl.MemoryBIO(), ssl.MemoryBIO(), server_hostname="reg.test"
+    )
+    _watch.opened(tls)
+
+
 def alert_error(message: str = "[SSL: SSLV3_ALERT_BAD_CERTIFICATE] sslv3 alert bad certificate"):  # type: ignore[no-untyped-def]
     return httpx.ConnectError(message)
 
@@ -693,7 +703,7 @@ def test_mock_silent_close_needs_a_fresh_connection(certs_d: CertsD, scripted_di
     """An empty ReadError counts only when the attempt opened its connection."""
 
     def fresh_close(request: httpx.Request) -> httpx.Response:
-        request.extensions["trace"]("connection.start_tls.complete", {})
+        open_a_connection()
         raise httpx.ReadError("")
 
     def reused_close(request: httpx.Request) -> httpx.Response:
@@ -758,6 +768,36 @@ def test_threads_over_more_hosts_than_max_hosts(certs_d: CertsD, leaves: Leaves)
 def test_max_hosts_must_be_positive(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="max_hosts"):
         Transport(root=tmp_path, max_hosts=0)
+
+
+# --- the attempt watch: which attempt opened a connection, did bytes arrive -------------------
+
+
+@pytest.mark.parametrize("tls", TLS_VERSIONS)
+def test_watch_tells_a_fresh_connection_from_a_reused_one(
+    tls: str, mtls_server: Any, leaves: Leaves
+) -> None:
+    srv = mtls_server(reject="tls", tls_version=tls)
+    context = _watch.watched(srv.client_context(leaves.get("right", "b-right")))
+    with httpx.Client(verify=context) as http:
+        with _watch.Watch() as first:
+            assert http.get(srv.url + "/v2/").status_code == 200
+        with _watch.Watch() as second:
+            assert http.get(srv.url + "/v2/").status_code == 200
+        assert http.get(srv.url + "/v2/").status_code == 200  # no attempt: nothing to tell
+    assert (first.fresh, first.tls_version, first.responded) == (True, f"TLSv{tls}", True)
+    assert (second.fresh, second.tls_version) == (False, None)
+    assert srv.handshakes == 1
+
+
+def test_watch_leaves_a_failed_handshake_unreported(mtls_server: Any, leaves: Leaves) -> None:
+    """TLS 1.2 judges the certificate inside the handshake: no completed connection."""
+    srv = mtls_server(reject="tls", tls_version="1.2")
+    context = _watch.watched(srv.client_context(leaves.get("wrong", "a-wrong")))
+    refused = pytest.raises(httpx.ConnectError)
+    with httpx.Client(verify=context) as http, _watch.Watch() as watch, refused:
+        http.get(srv.url + "/v2/")
+    assert (watch.fresh, watch.responded) == (False, False)
 
 
 # --- every rejection kind, through real handshakes ---------------------------------------------

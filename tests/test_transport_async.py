@@ -32,6 +32,7 @@ from test_transport import (
     host_dir,
     ipv6_loopback,
     no_key_material,
+    open_a_connection,
     read_then_reset,
     rejections,
     reset_first_connection,
@@ -41,7 +42,7 @@ from test_transport import (
     warnings_logged,
 )
 
-from dockercerts import DOCKER, AsyncTransport, ClientCertificateRejected, MissingKeyError
+from dockercerts import DOCKER, AsyncTransport, ClientCertificateRejected, MissingKeyError, _watch
 from dockercerts.loader import Candidate
 from dockercerts.testing import CA, CertsD, HostDir
 
@@ -142,7 +143,7 @@ async def test_mock_silent_close_needs_a_fresh_connection(
     certs_d: CertsD, scripted_dir: HostDir
 ) -> None:
     async def fresh_close(request: httpx.Request) -> httpx.Response:
-        await request.extensions["trace"]("connection.start_tls.complete", {})
+        open_a_connection()
         raise httpx.ReadError("")
 
     async def reused_close(request: httpx.Request) -> httpx.Response:
@@ -947,3 +948,29 @@ async def test_retries_reach_the_inner_transports(certs_d: CertsD, leaves: Leave
                 f"https://localhost:{port}/v2/", extensions={"trace": tracer.trace_async}
             )
     assert tracer.count("connection.connect_tcp.started") == 3
+
+
+@BOTH_BACKENDS
+@pytest.mark.parametrize("tls", TLS_VERSIONS)
+async def test_watch_follows_the_task_that_opens_the_connection(
+    tls: str, mtls_server: Any, leaves: Leaves
+) -> None:
+    """Two tasks, two connections: each attempt sees its own handshake, not the other's."""
+    srv = mtls_server(reject="tls", tls_version=tls)
+    context = _watch.watched(srv.client_context(leaves.get("right", "b-right")))
+    watches: list[_watch.Watch] = []
+
+    async with httpx.AsyncClient(verify=context) as http:
+
+        async def attempt() -> None:
+            with _watch.Watch() as watch:
+                assert (await http.get(srv.url + "/v2/")).status_code == 200
+            watches.append(watch)
+
+        async with anyio.create_task_group() as group:
+            group.start_soon(attempt)
+            group.start_soon(attempt)
+    assert srv.handshakes == 2
+    assert [(w.fresh, w.tls_version, w.responded) for w in watches] == [
+        (True, f"TLSv{tls}", True)
+    ] * 2

@@ -1,0 +1,86 @@
+"""Which attempt opened a TLS connection, and did any response byte arrive on it?
+
+The silent-close rule (see :mod:`dockercerts.rejection`) needs both facts for the attempt
+that failed. They are gathered at the ``ssl`` layer, not through httpx's ``trace``
+extension: a trace callback runs on every event of every request (~5-10 µs a request),
+while this costs nothing on a reused connection. The transport gives each candidate's
+context the two classes below; an attempt registers its :class:`Watch` in a context
+variable, which is the caller's thread (sync) or task (async): where httpcore opens the
+connection for that request.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import ssl
+from typing import Any, Optional, Union
+
+_CURRENT: contextvars.ContextVar[Optional[Watch]] = contextvars.ContextVar(
+    "dockercerts_attempt", default=None
+)
+
+
+class Watch:
+    """One attempt: did it open a connection, which TLS version, did bytes arrive?"""
+
+    __slots__ = ("_token", "fresh", "responded", "tls_version")
+
+    def __init__(self) -> None:
+        self.fresh = False
+        self.responded = False
+        self.tls_version: Optional[str] = None
+
+    def __enter__(self) -> Watch:
+        self._token = _CURRENT.set(self)
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        _CURRENT.reset(self._token)
+
+
+def opened(conn: Union[ssl.SSLSocket, ssl.SSLObject]) -> None:
+    """A handshake completed on ``conn``: tell the current attempt, if any, and spy on the
+    first read (the instance attribute shadows the class method until data arrives)."""
+    watch = _CURRENT.get()
+    if watch is None:
+        return
+    watch.fresh = True
+    watch.tls_version = conn.version()
+    name = "recv" if isinstance(conn, ssl.SSLSocket) else "read"
+    read = getattr(conn, name)
+
+    def first_read(*args: Any) -> Any:
+        data = read(*args)
+        if data:
+            watch.responded = True
+            delattr(conn, name)
+        return data
+
+    setattr(conn, name, first_read)
+
+
+class _Socket(ssl.SSLSocket):
+    """What httpcore's sync backend opens."""
+
+    def do_handshake(self, block: bool = False) -> None:
+        super().do_handshake(block)
+        opened(self)
+
+
+class _Object(ssl.SSLObject):
+    """What anyio and trio (async), and a TLS-in-TLS proxy tunnel (sync), open."""
+
+    def do_handshake(self) -> None:
+        super().do_handshake()  # raises SSLWantReadError until the handshake is done
+        opened(self)
+
+
+def watched(context: ssl.SSLContext) -> ssl.SSLContext:
+    """``context``, its connections now reporting to the attempt that opens them.
+
+    Outside an attempt the classes behave as the standard ones (one context-variable
+    lookup per handshake), so a context shared with other code is not disturbed.
+    """
+    context.sslsocket_class = _Socket
+    context.sslobject_class = _Object
+    return context
