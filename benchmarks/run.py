@@ -60,7 +60,7 @@ WILDCARD = "*.bench.test"  # names for many "hosts" served by one loopback serve
 
 FULL: dict[str, int] = {
     "steady_requests": 2000,
-    "steady_rounds": 5,
+    "steady_rounds": 10,
     "wrapper_calls": 20000,
     "wrapper_rounds": 15,
     "change_calls": 2000,

@@ -633,8 +633,10 @@ class Transport(httpx.BaseTransport):
                 response.stream = _Release(response.stream, slot)
                 peek = b""
                 if tries.policy.needs_body(response) and _peek_size(response):
-                    peek = b"".join(response.iter_raw())
-                    response.close()
+                    try:
+                        peek = b"".join(response.iter_raw())
+                    finally:  # an interrupt too: the slot is given back
+                        response.close()
                     response = _replace_stream(response, peek)
                 last = number == len(attempts) or not tries.can_retry()
                 if not tries.response(slot.candidate, response, peek, last) or last:
@@ -728,8 +730,11 @@ class AsyncTransport(httpx.AsyncBaseTransport):
                 response.stream = _Release(response.stream, slot)
                 peek = b""
                 if tries.policy.needs_body(response) and _peek_size(response):
-                    peek = b"".join([chunk async for chunk in response.aiter_raw()])
-                    await response.aclose()
+                    try:
+                        peek = b"".join([chunk async for chunk in response.aiter_raw()])
+                    finally:  # a cancellation too: the slot is given back
+                        with anyio.CancelScope(shield=True):
+                            await response.aclose()
                     response = _replace_stream(response, peek)
                 last = number == len(attempts) or not tries.can_retry()
                 if not tries.response(slot.candidate, response, peek, last) or last:

@@ -1486,6 +1486,36 @@ def interrupt_on_send(name: str, info: dict[str, Any]) -> None:
         raise Interrupt
 
 
+def nginx_400_then_stall(server: StubServer, number: int, raw: socket.socket) -> None:
+    """Start nginx's 400 page for a missing certificate, then never finish its body."""
+    tls = server.handshake(raw)
+    with tls.makefile("rb") as reader:
+        read_request(reader)
+        tls.sendall(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 250\r\n\r\n<html>")
+        server.stopping.wait(30)
+
+
+def slot_users(http: Any) -> list[int]:
+    """How many requests or open responses hold each candidate (private state)."""
+    transport: Any = http._transport
+    return [len(slot._users) for state in transport._hosts._states.values() for slot in state.slots]
+
+
+def test_interrupted_while_reading_a_rejection_page_gives_the_candidate_back(
+    mtls_ca: CA, certs_d: CertsD, leaves: Leaves
+) -> None:
+    def interrupt_on_body(name: str, info: dict[str, Any]) -> None:
+        if name == "http11.receive_response_body.started":
+            raise Interrupt
+
+    with StubServer(mtls_ca.issue_server(), nginx_400_then_stall) as stub:
+        host_dir(certs_d, stub, leaves.layout("wrong", "right"))
+        with client(certs_d) as http:
+            with pytest.raises(Interrupt):
+                http.get(stub.url + "/v2/", extensions={"trace": interrupt_on_body})
+            assert slot_users(http) == [0, 0]
+
+
 def test_close_after_an_interrupted_request(
     mtls_server: Any, certs_d: CertsD, leaves: Leaves
 ) -> None:

@@ -31,12 +31,14 @@ from test_transport import (
     closed_port,
     host_dir,
     ipv6_loopback,
+    nginx_400_then_stall,
     no_key_material,
     open_a_connection,
     read_then_reset,
     rejections,
     reset_first_connection,
     reset_second_request,
+    slot_users,
     stall,
     subject,
     warnings_logged,
@@ -974,3 +976,17 @@ async def test_watch_follows_the_task_that_opens_the_connection(
     assert [(w.fresh, w.tls_version, w.responded) for w in watches] == [
         (True, f"TLSv{tls}", True)
     ] * 2
+
+
+@BOTH_BACKENDS
+async def test_cancelled_while_reading_a_rejection_page_gives_the_candidate_back(
+    mtls_ca: CA, certs_d: CertsD, leaves: Leaves
+) -> None:
+    with StubServer(mtls_ca.issue_server(), nginx_400_then_stall) as stub:
+        host_dir(certs_d, stub, leaves.layout("wrong", "right"))
+        async with client(certs_d) as http:
+            with anyio.move_on_after(0.3) as scope:
+                await http.get(stub.url + "/v2/")
+            assert scope.cancelled_caught
+            assert slot_users(http) == [0, 0]
+            assert client_sockets(stub.port) == 0
