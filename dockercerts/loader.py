@@ -37,6 +37,9 @@ def default_trust(platform: Optional[str] = None) -> Trust:
     return "replace" if _platform(platform) == "windows" else "merge"
 
 
+_PAIR_READS = 3  # reads of a pair that fails to load before it is reported as broken
+
+
 class _ContextMaker:
     """Builds and caches each candidate's context; shared by a host's candidates."""
 
@@ -65,13 +68,20 @@ class _ContextMaker:
         return context
 
     def _build(self, pair: Optional[ClientPair]) -> ssl.SSLContext:
-        context = docker_context(system=self._system, anchors=self._anchors)
-        if pair is not None:
-            secret = _resolve_password(self._password, pair.key)
+        if pair is None:
+            return docker_context(system=self._system, anchors=self._anchors)
+        secret = _resolve_password(self._password, pair.key)
+        for attempt in range(1, _PAIR_READS + 1):
+            context = docker_context(system=self._system, anchors=self._anchors)
             try:
                 context.load_cert_chain(pair.cert, pair.key, password=lambda: secret or b"")
+                return context
             except ssl.SSLError as exc:
-                # The files were checked at load time; they changed or OpenSSL disagrees.
+                if attempt < _PAIR_READS:
+                    # The pair was checked at load time, so it is most likely being rotated:
+                    # OpenSSL reads the .cert and the .key apart, one may be from before the
+                    # swap and one from after. Once the rotation is over they agree again.
+                    continue
                 raise KeyPairError(
                     pair.cert,
                     pair.key,
@@ -87,7 +97,7 @@ class _ContextMaker:
                     exc.strerror or type(exc).__name__,
                     "The file changed or vanished since the directory was loaded; load it again",
                 ) from None
-        return context
+        raise AssertionError("unreachable: the last read returns or raises")
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ import ssl
 import threading
 import time
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 import httpx
 import pytest
@@ -214,6 +214,33 @@ def test_pair_changed_after_load_is_a_key_pair_error_at_first_use(
     with pytest.raises(KeyPairError) as info:
         _ = candidate.context
     assert (info.value.cert, info.value.key) == (hd / "a.cert", hd / "a.key")
+
+
+def test_pair_read_across_a_rotation_is_read_again(
+    certs_d: CertsD, right: Leaf, wrong: Leaf, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """OpenSSL reads the .cert and the .key one after the other: a rotation in between
+    (Kubernetes swaps ``..data`` atomically, but the two reads are not one) pairs the old
+    certificate with the new key. Once the rotation is over the files agree: read again."""
+    hd = certs_d.host("reg").pair("a", right)
+    hc = load_dir(hd.path)
+    original = ssl.SSLContext.load_cert_chain
+    calls = []
+
+    def mid_rotation(self: ssl.SSLContext, certfile: Any, keyfile: Any = None, **kw: Any) -> None:
+        calls.append(certfile)
+        if len(calls) == 1:
+            (hd / "a.key").write_bytes(wrong.key_pem())  # the key is already the new one
+            try:
+                original(self, certfile, keyfile, **kw)
+            finally:
+                (hd / "a.cert").write_bytes(wrong.cert_pem)  # and then the certificate
+        original(self, certfile, keyfile, **kw)
+
+    monkeypatch.setattr(ssl.SSLContext, "load_cert_chain", mid_rotation)
+    (candidate,) = hc.candidates()
+    assert isinstance(candidate.context, ssl.SSLContext)
+    assert len(calls) == 2
 
 
 def test_garbage_key_after_load_is_a_key_pair_error(certs_d: CertsD, right: Leaf) -> None:
