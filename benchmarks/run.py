@@ -1520,11 +1520,16 @@ def machine() -> dict[str, str]:
 
 
 def command_line() -> str:
-    exe = os.path.relpath(sys.executable)
-    if exe.startswith(".."):
-        exe = sys.executable
-    script = os.path.relpath(HERE)
-    return shlex.join([exe, script if not script.startswith("..") else str(HERE), *sys.argv[1:]])
+    """How this run was started, without this machine's paths (results.md is committed)."""
+
+    def shown(path: str, default: str) -> str:
+        relative = os.path.relpath(path)
+        return default if relative.startswith("..") else relative
+
+    args = [Path(a).name if os.path.isabs(a) else a for a in sys.argv[1:]]
+    return shlex.join(
+        [shown(sys.executable, "python"), shown(str(HERE), "benchmarks/run.py"), *args]
+    )
 
 
 def table(rows: Sequence[Row]) -> str:
