@@ -21,6 +21,7 @@ For each request:
 from __future__ import annotations
 
 import hashlib
+import inspect
 import logging
 import os
 import threading
@@ -530,6 +531,27 @@ def _replace_stream(response: httpx.Response, raw: bytes) -> httpx.Response:
     )
 
 
+_DECIDED_BY_THE_FOLDER = {
+    "verify": "trust comes from the certs.d folder of each host (see root= and trust=)",
+    "cert": "client certificates come from the certs.d folder (<name>.cert + <name>.key)",
+}
+
+
+def _inner_options(inner: type, options: dict[str, Any]) -> dict[str, Any]:
+    """The keyword arguments for every inner transport, checked now: a mistake would
+    otherwise surface at the first request, as a TypeError from inside httpx."""
+    for name in options:
+        if name in _DECIDED_BY_THE_FOLDER:
+            raise TypeError(f"{name}= cannot be set: {_DECIDED_BY_THE_FOLDER[name]}")
+    unknown = sorted(set(options) - set(inspect.signature(inner).parameters))
+    if unknown:
+        raise TypeError(
+            f"unexpected keyword argument {', '.join(unknown)} "
+            f"(options other than dockercerts' own go to each {inner.__name__})"
+        )
+    return options
+
+
 def _options(
     root: Optional[StrPath],
     platform: Optional[str],
@@ -568,7 +590,8 @@ class Transport(httpx.BaseTransport):
     ``refresh`` is how often (seconds) a host directory is checked for changes; 0 checks on
     every request. ``max_hosts`` bounds how many hosts keep their pools. The remaining
     keyword arguments (``http2``, ``limits``, ``retries``, ``proxy``, ...) are passed to
-    each inner :class:`httpx.HTTPTransport`.
+    each inner :class:`httpx.HTTPTransport`; ``verify`` and ``cert`` are refused with a
+    :class:`TypeError`, since the folder decides them.
     """
 
     def __init__(
@@ -584,7 +607,7 @@ class Transport(httpx.BaseTransport):
         **transport_options: Any,
     ) -> None:
         self._options = _options(root, platform, trust, password, policy, refresh)
-        self._transport_options = transport_options
+        self._transport_options = _inner_options(httpx.HTTPTransport, transport_options)
         self._hosts: _Hosts[httpx.HTTPTransport] = _Hosts(self._options, self._make, max_hosts)
         self._plain: Optional[httpx.HTTPTransport] = None
 
@@ -678,7 +701,7 @@ class AsyncTransport(httpx.AsyncBaseTransport):
         **transport_options: Any,
     ) -> None:
         self._options = _options(root, platform, trust, password, policy, refresh)
-        self._transport_options = transport_options
+        self._transport_options = _inner_options(httpx.AsyncHTTPTransport, transport_options)
         self._hosts: _Hosts[httpx.AsyncHTTPTransport] = _Hosts(self._options, self._make, max_hosts)
         self._plain: Optional[httpx.AsyncHTTPTransport] = None
 

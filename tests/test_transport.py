@@ -32,6 +32,7 @@ import pytest
 
 from dockercerts import (
     DOCKER,
+    AsyncTransport,
     ClientCertificateRejected,
     MissingKeyError,
     Transport,
@@ -416,6 +417,23 @@ def test_bad_refresh_and_policy_names(tmp_path: Path) -> None:
         Transport(root=tmp_path, refresh=-1)
     with pytest.raises(ValueError, match="unknown rejection policy"):
         Transport(root=tmp_path, policy="nope")
+
+
+@pytest.mark.parametrize("cls", [Transport, AsyncTransport])
+def test_options_the_folder_decides_are_refused_at_once(cls: Any, tmp_path: Path) -> None:
+    """Not at the first request, as a TypeError from deep inside: verify and cert come from
+    the certs.d folder."""
+    with pytest.raises(TypeError, match=r"verify=.*certs\.d"):
+        cls(root=tmp_path, verify=False)
+    with pytest.raises(TypeError, match=r"cert=.*\.cert"):
+        cls(root=tmp_path, cert=("client.pem", "client.key"))
+
+
+@pytest.mark.parametrize("cls", [Transport, AsyncTransport])
+def test_unknown_options_are_refused_at_once(cls: Any, tmp_path: Path) -> None:
+    with pytest.raises(TypeError, match="htpp2"):
+        cls(root=tmp_path, htpp2=True)
+    cls(root=tmp_path, http2=False, retries=1, trust_env=False)  # builds nothing yet
 
 
 # --- _Slot: who closes a retired candidate's transport ------------------------------------------
