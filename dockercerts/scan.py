@@ -515,9 +515,10 @@ def snapshot(directory: Union[str, os.PathLike[str]]) -> Snapshot:
     following symlinks (so a Kubernetes ``..data`` swap is seen). It costs one listing and
     one ``stat`` per name.
     """
-    path = Path(directory)
+    # Plain strings, not Path joins: at refresh=0 this runs on every request.
+    folder = os.fspath(directory)
     try:
-        names = os.listdir(path)
+        names = os.listdir(folder)
     except OSError as exc:
         return Snapshot(((type(exc).__name__,),))
     entries: list[tuple[object, ...]] = []
@@ -525,7 +526,7 @@ def snapshot(directory: Union[str, os.PathLike[str]]) -> Snapshot:
         if extension(name) not in (".crt", ".cert", ".key"):
             continue
         try:
-            st = os.stat(path / name)
+            st = os.stat(os.path.join(folder, name))
         except OSError as exc:
             entries.append((name, type(exc).__name__))
             continue
