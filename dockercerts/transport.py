@@ -86,12 +86,17 @@ def host_dir_for_url(
     """
     plat = _platform(platform)
     base = certs_root(platform=plat) if root is None else Path(root)
-    return _first_dir(docker_host_names(httpx.URL(url)), base, plat)
+    return _first_dir(_host_dirs(docker_host_names(httpx.URL(url)), base, plat))
 
 
-def _first_dir(names: tuple[str, ...], root: Path, platform: str) -> Path:
-    """The first of ``names`` that is a folder under ``root``, else the first one."""
-    dirs = [host_dir(name, root=root, platform=platform) for name in names]
+def _host_dirs(names: tuple[str, ...], root: Path, platform: str) -> tuple[Path, ...]:
+    return tuple(host_dir(name, root=root, platform=platform) for name in names)
+
+
+def _first_dir(dirs: tuple[Path, ...]) -> Path:
+    """The first of ``dirs`` that is a folder, else the first one."""
+    if len(dirs) == 1:
+        return dirs[0]
     return next((d for d in dirs if os.path.isdir(d)), dirs[0])
 
 
@@ -190,6 +195,9 @@ class _HostState(Generic[Inner]):
     ) -> None:
         self.names = names
         self._options = options
+        # Named once (a hostile name raises here, before any file is touched); which of them
+        # exists is looked up at every check, since folders come and go.
+        self._dirs = _host_dirs(names, options.root, options.platform)
         self._make: Callable[[Candidate], Inner] = make
         self._lock = threading.Lock()
         self.due = float("-inf")  # when to look at the directory again
@@ -204,7 +212,7 @@ class _HostState(Generic[Inner]):
         self.used = 0.0
 
     def _directory(self) -> Path:
-        return _first_dir(self.names, self._options.root, self._options.platform)
+        return _first_dir(self._dirs)
 
     def refresh(self, now: float) -> None:
         """Reload when ``due`` has come and the directory changed on disk."""
@@ -355,10 +363,11 @@ class _Hosts(Generic[Inner]):
             state = self._states.get(key)
             if state is not None and not state.evicted:
                 return state
+            # First: a name that is no registry host raises here and evicts nobody.
+            state = _HostState(docker_host_names(url), self._options, self._make)
             if len(self._states) >= self._max:
                 oldest = min(self._states, key=lambda k: self._states[k].used)
                 self.closable.extend(self._states.pop(oldest).retire_all())
-            state = _HostState(docker_host_names(url), self._options, self._make)
             state.used = now
             self._states[key] = state
             return state

@@ -34,6 +34,7 @@ from dockercerts import (
     DOCKER,
     AsyncTransport,
     ClientCertificateRejected,
+    InvalidHostError,
     MissingKeyError,
     Transport,
     _watch,
@@ -740,6 +741,21 @@ def test_mock_silent_close_needs_a_fresh_connection(certs_d: CertsD, scripted_di
     )
     with httpx.Client(transport=transport) as http, pytest.raises(httpx.ReadError):
         http.get("https://reg.test:5000/v2/")
+
+
+def test_an_invalid_host_evicts_no_cached_host(certs_d: CertsD, scripted_dir: HostDir) -> None:
+    def accept(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200)
+
+    transport = Scripted(
+        {"a-wrong": accept, "b-wrong": accept, "c-right": accept}, root=certs_d.root, max_hosts=1
+    )
+    with httpx.Client(transport=transport) as http:
+        http.get("https://reg.test:5000/v2/")
+        assert transport.winner("https://reg.test:5000/") == "a-wrong"
+        with pytest.raises(InvalidHostError):
+            http.get("https://a..b/v2/")
+        assert transport.winner("https://reg.test:5000/") == "a-wrong"  # still cached
 
 
 def test_mock_user_trace_still_called(certs_d: CertsD, scripted_dir: HostDir) -> None:
