@@ -5,7 +5,8 @@ The data's path, one module per step:
 * :mod:`~dockercerts.locate`: where a registry's host directory is;
 * :mod:`~dockercerts.scan`: what is in it, by Docker's rules;
 * :mod:`~dockercerts.trust` and :mod:`~dockercerts.loader`: which ``ssl`` contexts it makes;
-* :mod:`~dockercerts.rejection` and :mod:`~dockercerts.transport`: how a request uses them;
+* :mod:`~dockercerts.rejection` and :mod:`~dockercerts.transport`: how a request uses them
+  (``_watch``: which attempt opened a connection, seen at the ``ssl`` layer);
 * :mod:`dockercerts.testing`: a CA, a certs.d tree and an mTLS server for tests.
 """
 
