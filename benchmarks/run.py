@@ -608,6 +608,13 @@ def section_change(cfg: dict[str, Any]) -> dict[str, Any]:
 # --- 4. context cost -------------------------------------------------------------------------
 
 
+def _shown(path: Optional[str]) -> Optional[str]:
+    """A path for the report: the run's own files (in a temporary folder) by name only."""
+    if path and Path(path).is_relative_to(tempfile.gettempdir()):
+        return f"<tmp>/{Path(path).name}"
+    return path
+
+
 def env_is_platform_store() -> bool:
     """Whether SSL_CERT_FILE/SSL_CERT_DIR are set and name the platform's own default store."""
     defaults = ssl.get_default_verify_paths()
@@ -686,7 +693,7 @@ def section_context(cfg: dict[str, Any]) -> dict[str, Any]:
     return {
         "env_is_platform_store": env_is_platform_store(),
         "source": trust.source,
-        "cafile": trust.cafile,
+        "cafile": _shown(trust.cafile),
         "capath": trust.capath,
         "SSL_CERT_FILE": os.environ.get("SSL_CERT_FILE"),
         "SSL_CERT_DIR": os.environ.get("SSL_CERT_DIR"),
