@@ -52,6 +52,7 @@ from .errors import (
 )
 from .loader import HostCerts, default_trust, load_dir
 from .locate import (
+    _split_port,
     certs_root,
     check_host,
     current_platform,
@@ -194,18 +195,6 @@ def classify(argument: str) -> tuple[str, str]:
             "or an image reference (reg.example.com:5000/team/app:1.0)",
         )
     return "image", registry_host(text)
-
-
-def _split_host(host: str) -> tuple[str, Optional[str]]:
-    if host.startswith("["):
-        end = host.find("]")
-        if end != -1 and host[end + 1 : end + 2] == ":":
-            return host[: end + 1], host[end + 2 :]
-        return host, None
-    if host.count(":") == 1:
-        name, port = host.split(":")
-        return name, port
-    return host, None
 
 
 _LOOPBACK_NAMES = ("localhost", "127.0.0.1", "[::1]")
@@ -364,7 +353,7 @@ def _near_misses(root: Path, folder: str, host: str, platform: str, exists: bool
         entries = [e for e in os.listdir(root) if (root / e).is_dir()]
     except OSError:
         return []
-    name, port = _split_host(host)
+    name, port = _split_port(host)
     found = []
     for entry in sorted_names(entries):
         if entry == folder:
@@ -406,7 +395,7 @@ def _near_miss(
             "a Windows-style name (':' removed); on Linux and macOS Docker keeps the ':'",
             rename,
         )
-    entry_name, entry_port = _split_host(entry)
+    entry_name, entry_port = _split_port(entry)
     if entry_name == name and entry_port != port:
         if port is not None and entry_port is None:
             return (
@@ -633,6 +622,17 @@ def _notes(
     return notes
 
 
+def _refusal(report: Report, style: Style) -> list[str]:
+    """The loader's error in a report (inspect's or probe's), with its fix; none: nothing."""
+    error = report["error"]
+    if not error:
+        return []
+    lines = ["", style("red+bold", "Docker would refuse this directory"), f"  {error['message']}"]
+    if error["fix"]:
+        lines.append(f"  fix: {error['fix']}")
+    return lines
+
+
 def render_inspect(report: Report, style: Style) -> list[str]:
     lines = [
         style("bold", f"dockercerts inspect {report['argument']}")
@@ -721,12 +721,7 @@ def render_inspect(report: Report, style: Style) -> list[str]:
     elif report["directory_exists"] and not report["error"]:
         lines += ["", "  No client certificate: connections send none."]
 
-    if report["error"]:
-        error = report["error"]
-        lines += ["", style("red+bold", "Docker would refuse this directory")]
-        lines.append(f"  {error['message']}")
-        if error["fix"]:
-            lines.append(f"  fix: {error['fix']}")
+    lines += _refusal(report, style)
 
     if report["warnings"]:
         lines += ["", style("bold", "Warnings")]
@@ -1016,12 +1011,7 @@ def render_probe(report: Report, style: Style) -> list[str]:
     else:
         state = "(missing: system roots, no client certificate)"
     lines += table([["directory", f"{report['directory']}  {state}"]], style)
-    if report["error"]:
-        error = report["error"]
-        lines += ["", style("red+bold", "Docker would refuse this directory")]
-        lines.append(f"  {error['message']}")
-        if error["fix"]:
-            lines.append(f"  fix: {error['fix']}")
+    lines += _refusal(report, style)
     if report["attempts"]:
         lines.append("")
         rows: list[list[Cell]] = [["#", "candidate", "subject", "result", "detail", "TLS", "time"]]

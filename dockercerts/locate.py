@@ -167,6 +167,7 @@ def check_host(host: str) -> str:
 
 
 def _split_port(host: str) -> tuple[str, Optional[str]]:
+    """``reg:5000`` -> (``reg``, ``"5000"``); ``[::1]:5000`` -> (``[::1]``, ``"5000"``)."""
     if host.startswith("["):
         end = host.find("]")
         if end != -1 and host[end + 1 : end + 2] == ":":
