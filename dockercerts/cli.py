@@ -250,7 +250,9 @@ def _first_certificate(path: Path) -> Optional[x509.Certificate]:
 def _key_matches(cert: x509.Certificate, key_path: Path) -> Optional[bool]:
     """Whether the (unencrypted) key at ``key_path`` belongs to ``cert``; None if unknown."""
     try:
-        key = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
+        key = serialization.load_pem_private_key(
+            key_path.read_bytes(), password=None, unsafe_skip_rsa_key_validation=True
+        )
     except Exception:  # unreadable, encrypted, unsupported: we simply cannot tell
         return None
     spki = serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo

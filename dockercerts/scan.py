@@ -308,7 +308,12 @@ def _check_pair(
         )
     try:
         # Re-wrap the one block we chose so stray text around it cannot confuse the parser.
-        private = serialization.load_pem_private_key(_key_pem(key_data, kind), password=secret)
+        # Only the public half is compared here; OpenSSL reads the key again for the context,
+        # so cryptography's RSA consistency check (~45 ms per 2048-bit key) would be spent
+        # on every load and reload for nothing.
+        private = serialization.load_pem_private_key(
+            _key_pem(key_data, kind), password=secret, unsafe_skip_rsa_key_validation=True
+        )
     except (ValueError, TypeError):
         if encrypted:
             raise fail(f"cannot decrypt {key.name}", "Check the password") from None
