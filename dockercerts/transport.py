@@ -110,14 +110,23 @@ class _Options:
     refresh: float
 
 
-def _identity(certs: HostCerts, candidate: Candidate) -> tuple[object, ...]:
-    """What a candidate's context depends on: equal identities may share a pool."""
-    anchors = hashlib.sha256(b"".join(certs.ca_certificates)).hexdigest()
+def _identity(
+    trust: tuple[object, ...], certs: HostCerts, candidate: Candidate
+) -> tuple[object, ...]:
+    """What a candidate's context depends on: equal identities may share a pool.
+
+    ``trust`` is the part all of a folder's candidates share (see :func:`_trust_identity`).
+    """
     pair = candidate.pair
     if pair is None:
-        return (certs.trust, certs.uses_system_roots, anchors)
+        return trust
     files = tuple(e for e in certs.snapshot.entries if e[0] in (pair.cert.name, pair.key.name))
-    return (certs.trust, certs.uses_system_roots, anchors, pair.name, pair.fingerprint, files)
+    return (*trust, pair.name, pair.fingerprint, files)
+
+
+def _trust_identity(certs: HostCerts) -> tuple[object, ...]:
+    anchors = hashlib.sha256(b"".join(certs.ca_certificates)).hexdigest()
+    return (certs.trust, certs.uses_system_roots, anchors)
 
 
 class _Slot(Generic[Inner]):
@@ -266,8 +275,9 @@ class _HostState(Generic[Inner]):
         old = {slot.key: slot for slot in self.slots}
         before = {slot.candidate.name: slot.key for slot in self.slots}
         slots = []
+        trust = _trust_identity(certs)  # hashed once for all the candidates
         for candidate in certs.candidates():
-            key = _identity(certs, candidate)
+            key = _identity(trust, certs, candidate)
             slot = old.pop(key, None) or _Slot(candidate, key, self._make)
             slots.append(slot)
         for slot in old.values():
