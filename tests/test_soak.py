@@ -98,7 +98,7 @@ TRANSPORT_KINDS = (httpx.HTTPTransport, httpx.AsyncHTTPTransport)
 @dataclass
 class Usage:
     fds: int
-    threads: int
+    threads: frozenset[threading.Thread]
     rss_mb: float
     tls_objects: int
     transports: int
@@ -109,7 +109,7 @@ class Usage:
             gc.collect()
         return cls(
             fds=open_fds(),
-            threads=threading.active_count(),
+            threads=frozenset(threading.enumerate()),
             rss_mb=rss_mb(),
             tls_objects=live(TLS_KINDS),
             transports=live(TRANSPORT_KINDS),
@@ -341,7 +341,9 @@ class Figures:
             "unrecovered": self.sync.unrecovered + self.tasks.unrecovered,
             "handshakes": self.handshakes,
             "fd_delta": self.after.fds - self.before.fds,
-            "thread_delta": self.after.threads - self.before.threads,
+            # Threads started by the run and still alive; not a difference of counts, since
+            # idle worker threads of earlier tests (anyio's, trio's) may end meanwhile.
+            "thread_delta": len(self.after.threads - self.before.threads),
             "tls_object_delta": self.after.tls_objects - self.before.tls_objects,
             "transport_delta": self.after.transports - self.before.transports,
             "rss_delta_mb": round(self.after.rss_mb - self.before.rss_mb, 1),
