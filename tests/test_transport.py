@@ -950,8 +950,8 @@ def test_token_challenge_passes_through(
             ]
 
 
-@pytest.mark.parametrize("tls", TLS_VERSIONS)
-@pytest.mark.parametrize(
+# Which rejections rotate under which policy: sync and async run the same table.
+POLICY_CASES = (
     ("policy", "server", "method", "rotates"),
     [
         ("docker-legacy", {"reject": "status", "status": 403}, "GET", True),
@@ -967,6 +967,10 @@ def test_token_challenge_passes_through(
         (DOCKER.with_statuses(418), {"reject": "status", "status": 403}, "GET", False),
     ],
 )
+
+
+@pytest.mark.parametrize("tls", TLS_VERSIONS)
+@pytest.mark.parametrize(*POLICY_CASES)
 def test_policies(
     tls: str,
     policy: Any,

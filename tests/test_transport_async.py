@@ -20,6 +20,7 @@ import test_transport as shared
 from test_transport import (
     BODY,
     OK_RESPONSE,
+    POLICY_CASES,
     TLS_VERSIONS,
     ChallengeServer,
     LazyMock,
@@ -44,7 +45,7 @@ from test_transport import (
     warnings_logged,
 )
 
-from dockercerts import DOCKER, AsyncTransport, ClientCertificateRejected, MissingKeyError, _watch
+from dockercerts import AsyncTransport, ClientCertificateRejected, MissingKeyError, _watch
 from dockercerts.loader import Candidate
 from dockercerts.testing import CA, CertsD, HostDir
 
@@ -329,22 +330,7 @@ async def test_token_challenge_passes_through(
 
 
 @pytest.mark.parametrize("tls", TLS_VERSIONS)
-@pytest.mark.parametrize(
-    ("policy", "server", "method", "rotates"),
-    [
-        ("docker-legacy", {"reject": "status", "status": 403}, "GET", True),
-        ("docker-legacy", {"reject": "status", "status": 401}, "GET", False),
-        ("docker-legacy", {"reject": "status", "status": 500}, "POST", True),
-        ("docker-legacy", {"reject": "http"}, "GET", False),
-        ("docker-legacy", {"reject": "tls"}, "GET", True),
-        ("tls-only", {"reject": "status", "status": 403}, "GET", False),
-        ("tls-only", {"reject": "http"}, "GET", False),
-        ("tls-only", {"reject": "tls"}, "GET", True),
-        ("docker", {"reject": "status", "status": 500}, "POST", False),
-        (DOCKER.with_statuses(418), {"reject": "status", "status": 418}, "GET", True),
-        (DOCKER.with_statuses(418), {"reject": "status", "status": 403}, "GET", False),
-    ],
-)
+@pytest.mark.parametrize(*POLICY_CASES)
 async def test_policies(
     tls: str,
     policy: Any,
