@@ -5,8 +5,11 @@ The data's path, one module per step:
 * :mod:`~dockercerts.locate`: where a registry's host directory is;
 * :mod:`~dockercerts.scan`: what is in it, by Docker's rules;
 * :mod:`~dockercerts.trust` and :mod:`~dockercerts.loader`: which ``ssl`` contexts it makes;
-* :mod:`~dockercerts.rejection` and :mod:`~dockercerts.transport`: how a request uses them
-  (``_watch``: which attempt opened a connection, seen at the ``ssl`` layer);
+* :mod:`~dockercerts.rejection`: what an answer says about a certificate;
+* :mod:`~dockercerts.flow`: every decision of one exchange (order, verdicts, replay, answer),
+  over the per-host memory of ``_hosts``;
+* :mod:`~dockercerts.transport`: the httpx front ends that drive the flow (``_watch``: which
+  try opened a connection, seen at the ``ssl`` layer; ``proxies``: which proxy a host uses);
 * :mod:`dockercerts.testing`: a CA, a certs.d tree and an mTLS server for tests.
 """
 
@@ -16,6 +19,7 @@ from .errors import (
     Attempt,
     CertsDirError,
     CertsDirReadError,
+    CertsDirTransportError,
     ClientCertificateRejected,
     InvalidHostError,
     KeyPairError,
@@ -24,7 +28,7 @@ from .errors import (
 )
 from .loader import Candidate, HostCerts, default_trust, load, load_dir
 from .locate import certs_root, check_host, host_dir, registry_host
-from .rejection import DOCKER, DOCKER_LEGACY, TLS_ONLY, RejectionPolicy
+from .rejection import DOCKER, DOCKER_LEGACY, TLS_ONLY, RejectionPolicy, Verdict
 from .scan import CertsWarning, ClientPair
 from .transport import AsyncTransport, Transport, docker_host_names
 from .trust import DOCKER_CIPHERS, SystemTrust, docker_context, system_trust
@@ -44,6 +48,7 @@ __all__ = [
     "Candidate",
     "CertsDirError",
     "CertsDirReadError",
+    "CertsDirTransportError",
     "CertsWarning",
     "ClientCertificateRejected",
     "ClientPair",
@@ -55,6 +60,7 @@ __all__ = [
     "RejectionPolicy",
     "SystemTrust",
     "Transport",
+    "Verdict",
     "__version__",
     "certs_root",
     "check_host",

@@ -1,12 +1,14 @@
-"""Every exception dockercerts raises, in one place.
+r"""Every exception dockercerts raises, in one place.
 
 Loader errors derive from :class:`CertsDirError`; each one carries the paths involved as
 attributes, so callers can act on them without parsing messages. Where Docker has its own
 wording (a ``.cert`` without its ``.key`` and the reverse), ``str()`` is exactly Docker's, so
 a message seen in a daemon log and one seen here can be searched for together.
 
-The transport's error, :class:`ClientCertificateRejected`, is an :class:`httpx.TransportError`
-so code that already handles httpx failures handles it too.
+The transports raise only :class:`httpx.TransportError`\ s, so code that already handles httpx
+failures handles theirs too: :class:`ClientCertificateRejected` when every candidate was
+refused in TLS, and :class:`CertsDirTransportError` (also a :class:`CertsDirError`) when the
+host's folder cannot be used.
 
 No message, attribute or ``repr`` ever contains key material or a password.
 """
@@ -15,7 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Literal, Optional
 
 import httpx
 
@@ -23,6 +25,7 @@ __all__ = [
     "Attempt",
     "CertsDirError",
     "CertsDirReadError",
+    "CertsDirTransportError",
     "ClientCertificateRejected",
     "InvalidHostError",
     "KeyPairError",
@@ -110,21 +113,56 @@ class KeyPairError(CertsDirError):
         super().__init__(f"client pair {cert} + {key.name}: {problem}. {fix}")
 
 
+Outcome = Literal["accepted", "rejected", "returned", "error"]
+
+
 @dataclass(frozen=True)
 class Attempt:
-    """What happened to one candidate while the transport tried it.
+    """What happened to one candidate during one exchange (one request, all its tries).
 
-    ``candidate`` is the pair's name (``None`` for the candidate without a client
-    certificate), ``outcome`` a short human description (``"TLS alert unknown_ca"``,
-    ``"HTTP 400 No required SSL certificate was sent"``, ``"accepted"``).
+    * ``candidate``: the pair's name (``None``: the candidate without a client certificate);
+    * ``outcome``: a short description (``"TLS alert unknown_ca"``, ``"HTTP 200"``,
+      ``"HTTP 400 The SSL certificate error"``);
+    * ``verdict``: ``"accepted"`` (the server's answer for this certificate, remembered as
+      the host's winner), ``"rejected"`` (refused at ``layer``; the next one was tried),
+      ``"returned"`` (an answer that says nothing about the certificate, given back as is: a
+      5xx from the host's known winner) or ``"error"`` (a failure no other certificate can
+      help with, such as a timeout: raised);
+    * ``layer``: for a rejection, ``"certificate"``, ``"authorization"`` or ``"server"``;
+    * ``status``: the HTTP status, when an answer came; ``fresh``: whether a TLS connection
+      was opened for this try (``False``: a kept-alive one was reused); ``tls_version``: what
+      that connection negotiated; ``elapsed``: seconds the try took.
+
+    The records of an exchange are ``response.extensions["dockercerts.attempts"]`` and
+    :attr:`ClientCertificateRejected.attempts`.
     """
 
     candidate: Optional[str]
     outcome: str
+    verdict: Outcome = "rejected"
+    layer: Optional[str] = None
+    status: Optional[int] = None
+    fresh: Optional[bool] = None
+    tls_version: Optional[str] = None
+    elapsed: Optional[float] = None
 
     def describe(self) -> str:
         name = "(no client certificate)" if self.candidate is None else self.candidate
         return f"{name}: {self.outcome}"
+
+
+class CertsDirTransportError(httpx.TransportError, CertsDirError):
+    """The host's folder cannot be used, raised by a transport; ``str()`` is the folder error's.
+
+    An :class:`httpx.TransportError`, as httpx expects of a transport, and a
+    :class:`CertsDirError` (``error`` is the loader's own exception, for instance a
+    :class:`MissingKeyError`; ``paths`` are its paths).
+    """
+
+    def __init__(self, error: CertsDirError, *, request: httpx.Request) -> None:
+        self.error = error
+        self.paths = error.paths
+        super().__init__(str(error), request=request)
 
 
 class ClientCertificateRejected(httpx.TransportError):

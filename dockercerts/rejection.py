@@ -1,14 +1,25 @@
-"""Did the server reject the client certificate? One place decides, for errors and responses.
+"""Did the server reject the client certificate? One place judges errors and answers.
 
-A rejected certificate shows up in three ways (the spec, section 5, has the observations):
+A rejected certificate shows up in three ways (observed against real servers):
 
 1. a TLS alert during the handshake (TLS 1.2) or on the first read after it (TLS 1.3);
-2. with TLS 1.3 and anyio, only as a connection that closed before any response byte,
-   on a connection opened for this request (its exception chain holds no ``ssl.SSLError``);
+2. with TLS 1.3, sometimes only as a connection that closed before any response byte, on a
+   connection opened for this request (its exception chain holds no ``ssl.SSLError``);
 3. an HTTP answer: nginx's 400 page, 401, 403, 495, 496, or a 5xx.
 
-:class:`RejectionPolicy` turns those observations into verdicts. The transport asks it and
-never inspects an exception itself. Timeouts, refused connections, DNS failures and
+:class:`RejectionPolicy` turns one observation into a :class:`Verdict` with its layer:
+
+* ``"certificate"``: the server refused the certificate itself (a TLS alert, the TLS 1.3
+  close, nginx's certificate pages, 495/496). Another candidate may do better, and this one
+  is not worth trying again soon;
+* ``"authorization"``: a 401 without a challenge or a 403, Docker's "4xx authentication
+  error": another candidate may carry other rights;
+* ``"server"``: a 5xx, which Docker's documentation also counts on a first contact.
+
+A 401 carrying a ``WWW-Authenticate`` challenge is no verdict at all: it is the registry's
+token handshake (or a token that expired or lacks a scope), and the client needs it as is.
+What an exchange does with a verdict (move on, stop, which answer to give back) is
+:mod:`dockercerts.flow`'s business. Timeouts, refused connections, DNS failures and
 server-certificate failures are never rejections: another client certificate cannot help.
 """
 
@@ -18,18 +29,21 @@ import re
 import ssl
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
-from typing import Literal, Optional
+from typing import Literal, Optional, Union
 
 import httpx
 
 __all__ = [
+    "CERTIFICATE_STATUSES",
     "DEFAULT_ALERTS",
     "DOCKER",
     "DOCKER_LEGACY",
     "IDEMPOTENT_METHODS",
     "NGINX_TITLES",
     "TLS_ONLY",
+    "Layer",
     "RejectionPolicy",
+    "Verdict",
     "alert_name",
 ]
 
@@ -55,6 +69,22 @@ NGINX_TITLES = (
 )
 
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS", "TRACE"})
+
+#: Rejecting statuses that speak about the certificate itself (nginx's own codes, and a 400
+#: for servers whose ``error_page`` hides nginx's page); other rejecting 4xx statuses are
+#: the authorization layer.
+CERTIFICATE_STATUSES = frozenset({400, 495, 496})
+
+Layer = Literal["certificate", "authorization", "server"]
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """Why an attempt rejects its candidate, and at which layer (see the module docstring)."""
+
+    layer: Layer
+    reason: str
+
 
 # OpenSSL names alerts SSLV3_ALERT_BAD_CERTIFICATE, TLSV1_ALERT_UNKNOWN_CA,
 # TLSV13_ALERT_CERTIFICATE_REQUIRED ...; httpx keeps the text, so match the text.
@@ -144,8 +174,9 @@ class RejectionPolicy:
     * ``nginx_400``: a 400 carrying one of nginx's two client-certificate titles rejects it;
     * ``server_errors``: whether a 5xx rejects it, for ``"idempotent"`` methods, ``"all"``
       or ``"none"``;
-    * ``challenge_is_token_auth``: a 401 with ``WWW-Authenticate`` on a request without
-      ``Authorization`` is the registry's token handshake, not a verdict on the certificate.
+    * ``challenge_is_token_auth``: a 401 with ``WWW-Authenticate`` is the registry's token
+      handshake (or a token that expired or lacks a scope), not a verdict on the certificate,
+      whether or not the request carried ``Authorization``.
 
     Presets: :data:`DOCKER` (the default), :data:`DOCKER_LEGACY` (Docker 1.2-1.3: transport
     errors, 403 and any 5xx), :data:`TLS_ONLY`. Adjust one with :func:`dataclasses.replace`
@@ -177,6 +208,43 @@ class RejectionPolicy:
         """This policy with exactly ``statuses`` as the rejecting HTTP statuses."""
         return replace(self, statuses=frozenset(statuses))
 
+    def judge_error(
+        self,
+        exc: BaseException,
+        *,
+        fresh: bool,
+        responded: bool,
+        tls_version: Optional[str] = None,
+    ) -> Optional[Verdict]:
+        """The verdict ``exc`` carries (always the certificate layer), or ``None``.
+
+        ``fresh``: a TLS connection was opened for this attempt; ``responded``: response
+        bytes had arrived; ``tls_version``: what that connection negotiated
+        (``"TLSv1.3"``), if known. They matter only for the silent-close rule, which applies
+        to TLS 1.3 alone: in TLS 1.2 the server judges the certificate inside the handshake,
+        so a completed handshake means the certificate was accepted.
+
+            >>> DOCKER.judge_error(httpx.ConnectTimeout("timed out"), fresh=False,
+            ...                    responded=False) is None
+            True
+        """
+        if _never_rejection(exc) is not None:
+            return None
+        alert = alert_name(exc)
+        if alert is not None:
+            return Verdict("certificate", f"TLS alert {alert}") if alert in self.alerts else None
+        if (
+            self.silent_close
+            and fresh
+            and not responded
+            and tls_version != "TLSv1.2"
+            and _silent_close(exc)
+        ):
+            # One text whatever the I/O stack made of the close (sync sockets see a reset or
+            # an EOF, anyio a BrokenResourceError): the same event reads the same everywhere.
+            return Verdict("certificate", "connection closed before any response (TLS 1.3)")
+        return None
+
     def error_verdict(
         self,
         exc: BaseException,
@@ -185,68 +253,59 @@ class RejectionPolicy:
         responded: bool,
         tls_version: Optional[str] = None,
     ) -> Optional[str]:
-        """Why ``exc`` rejects the certificate, or ``None`` when it does not.
+        """The reason of :meth:`judge_error`, or ``None``."""
+        verdict = self.judge_error(exc, fresh=fresh, responded=responded, tls_version=tls_version)
+        return None if verdict is None else verdict.reason
 
-        ``fresh``: a TLS connection was opened for this attempt; ``responded``: response
-        bytes had arrived; ``tls_version``: what that connection negotiated
-        (``"TLSv1.3"``), if known. They matter only for the silent-close rule, which applies
-        to TLS 1.3 alone: in TLS 1.2 the server judges the certificate inside the handshake,
-        so a completed handshake means the certificate was accepted.
+    def needs_body(self, status: Union[int, httpx.Response]) -> bool:
+        """Whether judging an answer with this status needs its body (nginx's 400 page)."""
+        code = status.status_code if isinstance(status, httpx.Response) else status
+        return self.nginx_400 and code == 400
 
-            >>> DOCKER.error_verdict(httpx.ConnectTimeout("timed out"), fresh=False,
-            ...                      responded=False) is None
+    def judge_answer(
+        self, method: str, status: int, *, challenge: bool, body: bytes = b""
+    ) -> Optional[Verdict]:
+        """The verdict an HTTP answer carries, or ``None`` when it is the server's answer.
+
+        ``challenge``: the answer has a ``WWW-Authenticate`` header; ``body``: the start of
+        the body, needed for a 400 only (:meth:`needs_body`).
+
+            >>> DOCKER.judge_answer("GET", 401, challenge=True) is None  # token handshake
             True
+            >>> DOCKER.judge_answer("GET", 502, challenge=False)
+            Verdict(layer='server', reason='HTTP 502')
         """
-        if _never_rejection(exc) is not None:
+        if status < 400:
             return None
-        alert = alert_name(exc)
-        if alert is not None:
-            return f"TLS alert {alert}" if alert in self.alerts else None
-        if (
-            self.silent_close
-            and fresh
-            and not responded
-            and tls_version != "TLSv1.2"
-            and _silent_close(exc)
-        ):
-            message = str(exc) or type(exc).__name__
-            return f"connection closed before any response ({message})"
-        return None
-
-    def needs_body(self, response: httpx.Response) -> bool:
-        """Whether :meth:`response_verdict` must see the body (nginx's 400 page)."""
-        return self.nginx_400 and response.status_code == 400
+        if status == 400 and self.nginx_400:
+            for title in NGINX_TITLES:
+                if title in body:
+                    # The text between "<title>400 " and "</title>".
+                    return Verdict("certificate", f"HTTP 400 {title[11:-8].decode()}")
+        if status >= 500:
+            if self.server_errors == "all" or (
+                self.server_errors == "idempotent" and method in IDEMPOTENT_METHODS
+            ):
+                return Verdict("server", f"HTTP {status}")
+            return None
+        if status not in self.statuses:
+            return None
+        if status == 401 and challenge and self.challenge_is_token_auth:
+            return None
+        layer: Layer = "certificate" if status in CERTIFICATE_STATUSES else "authorization"
+        return Verdict(layer, f"HTTP {status}")
 
     def response_verdict(
         self, request: httpx.Request, response: httpx.Response, body: bytes = b""
     ) -> Optional[str]:
-        """Why ``response`` rejects the certificate, or ``None`` when it does not."""
-        status = response.status_code
-        if status < 400:
-            return None
-        if status == 400:
-            if self.nginx_400:
-                for title in NGINX_TITLES:
-                    if title in body:
-                        # The text between "<title>400 " and "</title>".
-                        return f"HTTP 400 {title[11:-8].decode()}"
-            return None
-        if status >= 500:
-            if self.server_errors == "all" or (
-                self.server_errors == "idempotent" and request.method in IDEMPOTENT_METHODS
-            ):
-                return f"HTTP {status}"
-            return None
-        if status not in self.statuses:
-            return None
-        if (
-            status == 401
-            and self.challenge_is_token_auth
-            and "www-authenticate" in response.headers
-            and "authorization" not in request.headers
-        ):
-            return None
-        return f"HTTP {status}"
+        """The reason of :meth:`judge_answer` for an httpx request and response, or ``None``."""
+        verdict = self.judge_answer(
+            request.method,
+            response.status_code,
+            challenge="www-authenticate" in response.headers,
+            body=body,
+        )
+        return None if verdict is None else verdict.reason
 
 
 #: The default: the documented promise, recognising what real servers send.

@@ -513,14 +513,14 @@ def test_retired_transport_is_not_closed_under_a_request(
     3. the victim sends its request on A's idle connection and starts reading the answer;
     4. the closer closes A's pool: the victim's socket is closed under it.
     """
-    from dockercerts import transport as transport_module
+    from dockercerts import _hosts as transport_module
 
     first, second = rotation_leaves
     server = mtls_server(reject="tls")
     host = certs_d.host(server.host).ca(server.server_ca).pair("client", first)
     url = server.url + "/v2/"
     holding, go, active = threading.Event(), threading.Event(), threading.Event()
-    original = transport_module._Hosts.drain
+    original = transport_module.Hosts.drain
 
     def drain(self: Any, state: Any) -> Any:
         name = threading.current_thread().name
@@ -550,7 +550,7 @@ def test_retired_transport_is_not_closed_under_a_request(
     client = httpx.Client(transport=dockercerts.Transport(root=certs_d.root, refresh=0), timeout=3)
     with client:
         assert client.get(url).status_code == 200  # pair A's pool, with an idle connection
-        monkeypatch.setattr(transport_module._Hosts, "drain", drain)
+        monkeypatch.setattr(transport_module.Hosts, "drain", drain)
         victim = threading.Thread(
             target=request, args=("victim",), kwargs={"extensions": {"trace": trace}}, name="victim"
         )

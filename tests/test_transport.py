@@ -33,6 +33,8 @@ import pytest
 from dockercerts import (
     DOCKER,
     AsyncTransport,
+    CertsDirError,
+    CertsDirTransportError,
     ClientCertificateRejected,
     InvalidHostError,
     MissingKeyError,
@@ -40,10 +42,12 @@ from dockercerts import (
     _watch,
     docker_host_names,
 )
+from dockercerts._hosts import HostState as _HostState
+from dockercerts._hosts import _Slot
+from dockercerts._hosts import options as _options
 from dockercerts.loader import Candidate
 from dockercerts.testing import CA, CertsD, HostDir, Leaf, MTLSServer, set_tls_version
 from dockercerts.testing.pki import load_cert_chain
-from dockercerts.transport import _HostState, _options, _Slot
 
 TLS_VERSIONS = ("1.2", "1.3")
 REPO = Path(__file__).resolve().parent.parent
@@ -715,7 +719,9 @@ def test_mock_rejected_responses_are_closed(certs_d: CertsD, scripted_dir: HostD
     )
     with httpx.Client(transport=transport) as http:
         assert http.get("https://reg.test:5000/v2/").content == b"ok"
-    assert closed == ["a-wrong", "b-wrong"]
+    # b-wrong's answer is no better than a-wrong's (kept as the best so far): closed at once;
+    # a-wrong's once c-right has answered.
+    assert closed == ["b-wrong", "a-wrong"]
 
 
 def test_mock_silent_close_needs_a_fresh_connection(certs_d: CertsD, scripted_dir: HostDir) -> None:
@@ -753,8 +759,9 @@ def test_an_invalid_host_evicts_no_cached_host(certs_d: CertsD, scripted_dir: Ho
     with httpx.Client(transport=transport) as http:
         http.get("https://reg.test:5000/v2/")
         assert transport.winner("https://reg.test:5000/") == "a-wrong"
-        with pytest.raises(InvalidHostError):
+        with pytest.raises(CertsDirTransportError) as err:
             http.get("https://a..b/v2/")
+        assert isinstance(err.value.error, InvalidHostError)
         assert transport.winner("https://reg.test:5000/") == "a-wrong"  # still cached
 
 
@@ -931,7 +938,7 @@ def test_server_error_rotates_for_get_not_post(
 def test_token_challenge_passes_through(
     tls: str, mtls_ca: CA, wrong_ca: CA, certs_d: CertsD, leaves: Leaves
 ) -> None:
-    """A 401 with a challenge on a request without Authorization is the token handshake."""
+    """A 401 with a challenge is the token handshake, with or without Authorization."""
     with ChallengeServer(
         client_ca=mtls_ca, handshake_cas=[wrong_ca], reject="status", status=401, tls_version=tls
     ) as srv:
@@ -942,12 +949,12 @@ def test_token_challenge_passes_through(
             assert response.headers["www-authenticate"].startswith("Bearer realm=")
             assert [r.client_subject for r in srv.requests] == [subject("a-wrong")]
             srv.reset_counters()
-            authorized = http.get(srv.url + "/v2/", headers={"Authorization": "Bearer t"})
-            assert authorized.status_code == 200
-            assert [r.client_subject for r in srv.requests] == [
-                subject("a-wrong"),
-                subject("b-right"),
-            ]
+            # An expired or under-scoped token gets the same answer: the challenge is what
+            # the client needs to get its next token, and says nothing about the certificate.
+            again = http.get(srv.url + "/v2/", headers={"Authorization": "Bearer t"})
+            assert again.status_code == 401
+            assert again.headers["www-authenticate"].startswith("Bearer realm=")
+            assert [r.client_subject for r in srv.requests] == [subject("a-wrong")]
 
 
 # Which rejections rotate under which policy: sync and async run the same table.
@@ -1086,8 +1093,13 @@ def test_broken_directory_raises_the_loader_error(
 ) -> None:
     srv = mtls_server(reject="tls")
     host_dir(certs_d, srv, leaves.layout("right")).cert_only("b-lonely", leaves.get("right", "x"))
-    with client(certs_d) as http, pytest.raises(MissingKeyError) as err:
+    with client(certs_d) as http, pytest.raises(CertsDirTransportError) as err:
         http.get(srv.url + "/v2/")
+    # httpx's contract (a TransportError) and the loader's error, with its message.
+    assert isinstance(err.value, httpx.TransportError)
+    assert isinstance(err.value, CertsDirError)
+    assert isinstance(err.value.error, MissingKeyError)
+    assert isinstance(err.value.__cause__, MissingKeyError)
     assert str(err.value) == (
         "missing key b-lonely.key for client certificate b-lonely.cert. "
         "CA certificates must use the extension .crt"
@@ -1424,12 +1436,15 @@ def test_broken_change_keeps_the_last_good_load_and_warns_once(
     assert {r.client_subject for r in srv.requests} == {subject("b-right")}
 
 
+@pytest.mark.parametrize(("recheck", "tried_again"), [(0, 1), (60, 0)])
 def test_winner_is_forgotten_when_its_files_change(
-    mtls_server: Any, certs_d: CertsD, leaves: Leaves
+    recheck: float, tried_again: int, mtls_server: Any, certs_d: CertsD, leaves: Leaves
 ) -> None:
+    """Docker's order again once the winner's files change; a-wrong, refused at the
+    certificate layer and unchanged, is skipped until ``recheck`` seconds pass."""
     srv = mtls_server(reject="tls")
     directory = host_dir(certs_d, srv, leaves.layout("wrong", "right"))
-    with client(certs_d, refresh=0) as http:
+    with client(certs_d, refresh=0, recheck=recheck) as http:
         transport: Transport = http._transport  # type: ignore[assignment]
         http.get(srv.url + "/v2/")
         assert (transport.winner(srv.url), srv.failed_handshakes) == ("b-right", 1)
@@ -1440,7 +1455,7 @@ def test_winner_is_forgotten_when_its_files_change(
         # The winner's own files change: Docker's order again, a-wrong first.
         directory.pair("b-right", leaves.get("right", "b-right-renewed"))
         http.get(srv.url + "/v2/")
-        assert (transport.winner(srv.url), srv.failed_handshakes) == ("b-right", 2)
+        assert (transport.winner(srv.url), srv.failed_handshakes) == ("b-right", 1 + tried_again)
     assert srv.requests[-1].client_subject == subject("b-right-renewed")
 
 

@@ -1,0 +1,510 @@
+"""What a transport remembers about each registry host, shared by every front end.
+
+For each ``host[:port]``: the folder Docker would read (:func:`docker_host_names`), its
+candidates, each behind a :class:`_Slot` (the candidate's own inner transport, built on first
+use), the winner, the candidates recently rejected at the certificate layer, and the turn
+that lets one request at a time look for a winner. No sockets and no awaits: a front end
+makes inner transports through the ``make`` it hands in, and closes what :meth:`drain` returns.
+:mod:`dockercerts.flow` reads and updates this state; it never decides anything here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Generic, Optional, TypeVar, Union
+
+import httpx
+
+from .errors import CertsDirError
+from .loader import Candidate, HostCerts, StrPath, _read_dir
+from .locate import _platform, certs_root, host_dir
+from .rejection import RejectionPolicy
+from .scan import Password, snapshot
+from .trust import Trust
+
+__all__ = ["docker_host_names", "host_dir_for_url"]
+
+log = logging.getLogger("dockercerts")
+
+Inner = TypeVar("Inner")
+
+
+def docker_host_names(url: httpx.URL) -> tuple[str, ...]:
+    """The host directory names Docker could use for ``url``, in the order they are tried.
+
+    httpx lower-cases host names, drops the default port and strips IPv6 brackets; this
+    rebuilds Docker's spelling. For port 443 the bare host comes first, then ``host:443``
+    (as nerdctl does): the reference ``reg:443/app`` has its own folder in Docker.
+
+        >>> docker_host_names(httpx.URL("https://[::1]:5000/v2/"))
+        ('[::1]:5000',)
+        >>> docker_host_names(httpx.URL("https://Reg.Example.com/v2/"))
+        ('reg.example.com', 'reg.example.com:443')
+    """
+    host = url.raw_host.decode("ascii")
+    if ":" in host:
+        host = f"[{host}]"
+    port = url.port
+    if port is None or port == 443:
+        return (host, f"{host}:443")
+    return (f"{host}:{port}",)
+
+
+def host_dir_for_url(
+    url: Union[str, httpx.URL],
+    *,
+    root: Optional[StrPath] = None,
+    platform: Optional[str] = None,
+) -> Path:
+    """The host directory the transport reads for ``url``: the first of
+    :func:`docker_host_names` that exists under ``root``, else the first one.
+
+        >>> host_dir_for_url("https://reg:5000/v2/", root="/etc/docker/certs.d").name
+        'reg:5000'
+    """
+    plat = _platform(platform)
+    base = certs_root(platform=plat) if root is None else Path(root)
+    return _first_dir(_host_dirs(docker_host_names(httpx.URL(url)), base, plat))
+
+
+def _host_dirs(names: tuple[str, ...], root: Path, platform: str) -> tuple[Path, ...]:
+    return tuple(host_dir(name, root=root, platform=platform) for name in names)
+
+
+def _first_dir(dirs: tuple[Path, ...]) -> Path:
+    """The first of ``dirs`` that is a folder, else the first one."""
+    if len(dirs) == 1:
+        return dirs[0]
+    return next((d for d in dirs if os.path.isdir(d)), dirs[0])
+
+
+@dataclass(frozen=True)
+class Options:
+    """A transport's settings that every host state reads; checked when the transport is made."""
+
+    root: Path
+    platform: str
+    trust: Optional[Trust]
+    password: Optional[Password] = field(repr=False)
+    policy: RejectionPolicy
+    refresh: float
+    recheck: float
+
+
+_TRUSTS = (None, "merge", "replace")
+
+
+def options(
+    root: Optional[StrPath],
+    platform: Optional[str],
+    trust: Optional[Trust],
+    password: Optional[Password],
+    policy: Union[RejectionPolicy, str],
+    refresh: float,
+    recheck: float = 60.0,
+) -> Options:
+    """:class:`Options` from a transport's keyword arguments, each one checked now: a mistake
+    found at the first request would surface far from where it was made."""
+    plat = _platform(platform)
+    if trust not in _TRUSTS:
+        raise ValueError(f"trust must be 'merge', 'replace' or None, not {trust!r}")
+    if password is not None and not isinstance(password, (bytes, str)) and not callable(password):
+        raise TypeError("password must be bytes, str or a callable taking the key's path")
+    if not isinstance(policy, (str, RejectionPolicy)):
+        raise TypeError(f"policy must be a preset name or a RejectionPolicy, not {policy!r}")
+    for name, value in (("refresh", refresh), ("recheck", recheck)):
+        if not isinstance(value, (int, float)) or not value >= 0 or value == float("inf"):
+            raise ValueError(f"{name} must be a finite number of seconds >= 0, not {value!r}")
+    return Options(
+        root=certs_root(platform=plat) if root is None else Path(root),
+        platform=plat,
+        trust=trust,
+        password=password,
+        policy=RejectionPolicy.preset(policy) if isinstance(policy, str) else policy,
+        refresh=float(refresh),
+        recheck=float(recheck),
+    )
+
+
+def _identity(
+    trust: tuple[object, ...], certs: HostCerts, candidate: Candidate
+) -> tuple[object, ...]:
+    """What a candidate's context depends on: equal identities may share a pool.
+
+    ``trust`` is the part all of a folder's candidates share (see :func:`_trust_identity`).
+    """
+    pair = candidate.pair
+    if pair is None:
+        return trust
+    files = tuple(e for e in certs.snapshot.entries if e[0] in (pair.cert.name, pair.key.name))
+    return (*trust, pair.name, pair.fingerprint, files)
+
+
+def _trust_identity(certs: HostCerts) -> tuple[object, ...]:
+    anchors = hashlib.sha256(b"".join(certs.ca_certificates)).hexdigest()
+    return (certs.trust, certs.uses_system_roots, anchors)
+
+
+class _Slot(Generic[Inner]):
+    """One candidate's inner transport: built on first use, closed once retired and unused.
+
+    ``acquire`` and ``release`` count the requests (and open responses) using it, so a
+    transport retired by a reload or an eviction is closed by whoever leaves it last, never
+    under a request that is still running.
+
+    The count is a list of tokens, not an integer under the lock: ``list.append`` and
+    ``list.pop`` are atomic, so the common path (a live slot) takes no lock. The order makes
+    it safe: a user appends its token *before* reading ``_inner``, and ``_take_if_done``
+    empties ``_inner`` *before* looking at the tokens (putting it back if it sees one), so a
+    user either is seen and keeps the transport, or reads ``None`` and waits for the lock.
+    """
+
+    __slots__ = ("_inner", "_lock", "_make", "_retired", "_users", "candidate", "key")
+
+    def __init__(
+        self, candidate: Candidate, key: tuple[object, ...], make: Callable[[Candidate], Inner]
+    ) -> None:
+        self.candidate = candidate
+        self.key = key
+        self._make: Callable[[Candidate], Inner] = make
+        self._inner: Optional[Inner] = None
+        self._lock = threading.Lock()
+        self._users: list[None] = []
+        self._retired = False
+
+    @property
+    def built(self) -> bool:
+        """Whether the inner transport exists (an async front end builds it off the loop)."""
+        return self._inner is not None
+
+    def build(self) -> None:
+        """Build the inner transport now (its ``ssl`` context with it), without using it."""
+        with self._lock:
+            if self._inner is None and not self._retired:
+                self._inner = self._make(self.candidate)
+
+    def acquire(self) -> Inner:
+        self._users.append(None)
+        inner = self._inner
+        if inner is not None:
+            return inner
+        with self._lock:
+            if self._inner is None:
+                try:
+                    self._inner = self._make(self.candidate)
+                except BaseException:
+                    self._users.pop()
+                    raise
+            return self._inner
+
+    def release(self) -> Optional[Inner]:
+        """Drop one user; returns the transport for the caller to close when it was the last."""
+        self._users.pop()
+        if not self._retired:
+            return None
+        with self._lock:
+            return self._take_if_done()
+
+    def retire(self) -> Optional[Inner]:
+        """No new request will pick this slot; returns the transport if nobody uses it."""
+        with self._lock:
+            self._retired = True
+            return self._take_if_done()
+
+    def _take_if_done(self) -> Optional[Inner]:
+        inner, self._inner = self._inner, None
+        if self._users:  # someone is (or is about to be) using it: put it back
+            self._inner = inner
+            return None
+        return inner
+
+
+class HostState(Generic[Inner]):
+    """One registry host: its candidates' slots, the winner, what was rejected. One lock.
+
+    Requests read ``ranked`` without the lock: it is replaced, never mutated. The lock
+    guards reloads and bookkeeping and is never held while waiting on the network.
+    """
+
+    def __init__(
+        self, names: tuple[str, ...], options: Options, make: Callable[[Candidate], Inner]
+    ) -> None:
+        self.names = names
+        self._options = options
+        # Named once (a hostile name raises here, before any file is touched); which of them
+        # exists is looked up at every check, since folders come and go.
+        self._dirs = _host_dirs(names, options.root, options.platform)
+        self._make: Callable[[Candidate], Inner] = make
+        self._lock = threading.Lock()
+        self.due = float("-inf")  # when to look at the directory again
+        self._broken_since: Optional[str] = None
+        self._said: set[tuple[str, str]] = set()
+        self.certs: Optional[HostCerts] = None
+        self.slots: tuple[_Slot[Inner], ...] = ()
+        self.ranked: tuple[_Slot[Inner], ...] = ()  # the winner first, then Docker's order
+        self.winner: Optional[str] = None
+        # Slot key -> until when it is skipped: a rejection at the certificate layer.
+        self._rejected: dict[tuple[object, ...], float] = {}
+        self._turn: Optional[threading.Event] = None
+        self.closable: list[Inner] = []
+        self.evicted = False
+        self.used = 0.0
+
+    @property
+    def directory(self) -> Path:
+        """The folder in use (or, before any load, the one Docker would name first)."""
+        return self.certs.directory if self.certs is not None else self._dirs[0]
+
+    def _directory(self) -> Path:
+        return _first_dir(self._dirs)
+
+    def refresh(self, now: float) -> None:
+        """Reload when ``due`` has come and the directory changed on disk."""
+        with self._lock:
+            if now < self.due:
+                return
+            directory = self._directory()
+            current = self.certs
+            if (
+                current is not None
+                and current.directory == directory
+                and snapshot(directory) == current.snapshot
+            ):
+                self._broken_since = None
+            else:
+                self._reload(directory, current)
+            self.due = now + self._options.refresh
+
+    def _reload(self, directory: Path, current: Optional[HostCerts]) -> None:
+        try:
+            certs = _read_dir(
+                directory,
+                platform=self._options.platform,
+                trust=self._options.trust,
+                password=self._options.password,
+            )
+        except CertsDirError as exc:
+            if current is None:
+                raise
+            # A string, not the exception: a kept log record must not keep its traceback
+            # alive, whose frames hold key bytes and the whole client.
+            message = str(exc)
+            if self._broken_since != message:
+                self._broken_since = message
+                log.warning(
+                    "%s changed and is now broken; still using the last good load: %s",
+                    directory,
+                    message,
+                )
+            return
+        self._broken_since = None
+        for warning in certs.warnings:
+            # Reloads (a Kubernetes rotation, say) must not repeat the same warning.
+            if (warning.code, str(warning.path)) not in self._said:
+                self._said.add((warning.code, str(warning.path)))
+                log.warning("%s: %s", directory, warning)
+        self._install(certs)
+
+    def _install(self, certs: HostCerts) -> None:
+        """Swap in new candidates, keeping the slots of those whose files did not change."""
+        old = {slot.key: slot for slot in self.slots}
+        before = {slot.candidate.name: slot.key for slot in self.slots}
+        slots = []
+        trust = _trust_identity(certs)  # hashed once for all the candidates
+        for candidate in certs.candidates():
+            key = _identity(trust, certs, candidate)
+            slot = old.pop(key, None) or _Slot(candidate, key, self._make)
+            slots.append(slot)
+        for slot in old.values():
+            self._retire(slot)
+        after = {slot.candidate.name: slot.key for slot in slots}
+        if self.winner is not None and before.get(self.winner) != after.get(self.winner):
+            log.info(
+                "%s: %s changed; trying candidates in order again", certs.directory, self.winner
+            )
+            self.winner = None
+        # A changed file is a new candidate: its old rejection says nothing about it.
+        keys = set(after.values())
+        self._rejected = {k: t for k, t in self._rejected.items() if k in keys}
+        self.certs, self.slots = certs, tuple(slots)
+        self._rank()
+        log.debug("%s: candidates %s", certs.directory, [s.candidate.name for s in slots])
+
+    def _retire(self, slot: _Slot[Inner]) -> None:
+        inner = slot.retire()
+        if inner is not None:
+            self.closable.append(inner)
+
+    def _rank(self) -> None:
+        first = [slot for slot in self.slots if slot.candidate.name == self.winner]
+        self.ranked = tuple(first + [slot for slot in self.slots if slot not in first])
+
+    # --- what the flow asks and tells ---------------------------------------------------------
+
+    def is_winner(self, slot: _Slot[Any]) -> bool:
+        """Whether ``slot`` is the candidate this host last accepted (its files unchanged)."""
+        return self.winner is not None and slot.candidate.name == self.winner and slot in self.slots
+
+    def order(self, now: float) -> tuple[tuple[_Slot[Inner], ...], tuple[_Slot[Inner], ...]]:
+        """The slots to try, and those skipped because they were rejected recently.
+
+        When every candidate was rejected recently, all are tried again: skipping them all
+        would only turn the server's answer into a guess.
+        """
+        ranked, rejected = self.ranked, self._rejected
+        if not rejected:
+            return ranked, ()
+        skip = tuple(slot for slot in ranked if rejected.get(slot.key, now) > now)
+        if not skip or len(skip) == len(ranked):
+            return ranked, ()
+        return tuple(slot for slot in ranked if slot not in skip), skip
+
+    def settle(self, slot: _Slot[Inner]) -> None:
+        """Remember ``slot`` as the one to try first from now on; end the search for it."""
+        name = slot.candidate.name
+        if self.winner == name and self._turn is None and slot.key not in self._rejected:
+            return  # the steady state: nothing to change, no lock
+        with self._lock:
+            self._rejected.pop(slot.key, None)
+            if self.winner != name and slot in self.slots:
+                log.info("%s: using client certificate %s", self.names[0], name or "(none)")
+                self.winner = name
+                self._rank()
+            turn, self._turn = self._turn, None
+        if turn is not None:
+            turn.set()
+
+    def remember(self, slot: _Slot[Inner], now: float) -> None:
+        """``slot`` was rejected at the certificate layer: skip it for ``recheck`` seconds."""
+        if self._options.recheck > 0:
+            with self._lock:
+                self._rejected[slot.key] = now + self._options.recheck
+
+    def take_turn(self) -> tuple[Optional[threading.Event], Optional[threading.Event]]:
+        """``(mine, theirs)``: start looking for a winner, or the turn of who already is.
+
+        Both are ``None`` when a winner is known: nobody needs to search. ``mine`` must be
+        handed back with :meth:`end_turn`, whatever happens.
+        """
+        if self.winner is not None:
+            return None, None
+        with self._lock:
+            if self.winner is not None:
+                return None, None
+            if self._turn is not None:
+                return None, self._turn
+            self._turn = threading.Event()
+            return self._turn, None
+
+    def end_turn(self, turn: threading.Event) -> None:
+        with self._lock:
+            if self._turn is turn:
+                self._turn = None
+        turn.set()
+
+    # --- closing ------------------------------------------------------------------------------
+
+    def drain(self) -> list[Inner]:
+        """Transports retired and unused, for the caller to close (in its own sync/async way)."""
+        if not self.closable:
+            return []
+        with self._lock:
+            done, self.closable = self.closable, []
+        return done
+
+    def retire_all(self) -> list[Inner]:
+        """Retire every slot (eviction, close); returns what can be closed at once."""
+        with self._lock:
+            self.evicted = True
+            for slot in self.slots:
+                self._retire(slot)
+            # ``ranked`` stays: a request that found this state just before has slots to use
+            # (a retired slot closes what it builds when its last user leaves).
+            self.slots = ()
+            self.certs, self.due = None, float("-inf")
+            done, self.closable = self.closable, []
+        return done
+
+
+class Hosts(Generic[Inner]):
+    """Host states by ``(host, port)``; past ``max_hosts`` the least recently used is evicted.
+
+    Lookups take no lock: a dict read is atomic, and only inserts (rare) need the lock.
+    ``make_for(url)`` gives the function that builds a candidate's inner transport for that
+    host (the host decides, for instance, whether a proxy is used).
+    """
+
+    def __init__(
+        self,
+        options: Options,
+        make_for: Callable[[httpx.URL], Callable[[Candidate], Inner]],
+        max_hosts: int,
+    ) -> None:
+        if not isinstance(max_hosts, int) or max_hosts < 1:
+            raise ValueError(f"max_hosts must be an integer >= 1, not {max_hosts!r}")
+        self._options = options
+        self._make_for = make_for
+        self._max = max_hosts
+        self._states: dict[tuple[bytes, Optional[int]], HostState[Inner]] = {}
+        self._lock = threading.Lock()
+        self.closable: list[Inner] = []
+
+    def get(self, url: httpx.URL) -> HostState[Inner]:
+        """The host's state, refreshed when due."""
+        key = (url.raw_host, url.port)
+        now = time.monotonic()
+        while True:
+            state = self._states.get(key)
+            if state is None or state.evicted:
+                state = self._insert(key, url, now)
+            state.used = now
+            if now >= state.due:
+                state.refresh(now)
+            # Evicted meanwhile by another thread: its slots are retired; look up again.
+            if not state.evicted:
+                return state
+
+    def _insert(
+        self, key: tuple[bytes, Optional[int]], url: httpx.URL, now: float
+    ) -> HostState[Inner]:
+        with self._lock:
+            state = self._states.get(key)
+            if state is not None and not state.evicted:
+                return state
+            # First: a name that is no registry host raises here and evicts nobody.
+            state = HostState(docker_host_names(url), self._options, self._make_for(url))
+            if len(self._states) >= self._max:
+                oldest = min(self._states, key=lambda k: self._states[k].used)
+                self.closable.extend(self._states.pop(oldest).retire_all())
+            state.used = now
+            self._states[key] = state
+            return state
+
+    def drain(self, state: HostState[Inner]) -> list[Inner]:
+        """Retired, unused transports of ``state`` and of evicted hosts, for the caller to close."""
+        if not (state.closable or self.closable):
+            return []
+        done = state.drain()
+        if self.closable:
+            with self._lock:
+                done, self.closable = done + self.closable, []
+        return done
+
+    def retire_all(self) -> list[Inner]:
+        with self._lock:
+            states = list(self._states.values())
+            self._states.clear()
+            done, self.closable = self.closable, []
+        for state in states:
+            done.extend(state.retire_all())
+        return done
+
+    def winner(self, url: httpx.URL) -> Optional[str]:
+        state = self._states.get((url.raw_host, url.port))
+        return None if state is None else state.winner

@@ -1,0 +1,318 @@
+"""One exchange with a registry host, decided in one place.
+
+An exchange sends one request with the host's candidates until one is not rejected. Every
+decision it takes lives here, in :meth:`Exchange.flow`: a generator that yields what to do
+and is sent what happened, as ``httpx.Auth.auth_flow`` is one generator driven by a sync
+and an async client. The front ends (:class:`~dockercerts.Transport`,
+:class:`~dockercerts.AsyncTransport`, ``dockercerts probe``) only send, read, wait and close.
+
+The steps, and what the driver sends back:
+
+=========================  =====================================================================
+``Wait(turn, timeout)``    another request is looking for this host's winner: wait for it
+                           (``turn.wait(timeout)``); send back ``None``
+``Send(slot)``             send the request with ``slot``'s candidate; send back :class:`Sent`
+``Read(response, limit)``  read the (small) body of that answer and close it; send back
+                           ``(body, response)``, the response now holding the body in memory
+``Close(response)``        an answer that will not be given back: close it; send back ``None``
+=========================  =====================================================================
+
+It returns a :class:`Decision`: the response to give back, the error to raise, or that every
+candidate was refused in TLS; and the :class:`~dockercerts.errors.Attempt` records.
+
+What it decides:
+
+* **Order.** The host's winner first, then Docker's order, less the candidates refused at the
+  certificate layer within ``recheck`` seconds. While a host has no winner, one request at a
+  time looks for it; the others wait for its result (bounded by their own pool timeout), so
+  N cold requests cost N + k - 1 handshakes, not N x k.
+* **Verdicts** (:class:`~dockercerts.rejection.RejectionPolicy`, three layers). A certificate
+  or authorization rejection moves on; a server error moves on at first contact only: from
+  the known winner it is the server's state, returned as is. A 401 challenge is returned.
+* **Replay.** After a rejection the request is sent again only if its body can be.
+* **The answer** when every candidate is rejected: an HTTP answer that is no certificate page
+  (502, 403, 401) over a certificate page (nginx's 400, 495, 496) over a TLS failure; among
+  equals, the first tried. Failing every candidate never demotes the winner.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Generator
+from dataclasses import dataclass, field
+from typing import Any, Callable, Generic, Optional, TypeVar, Union
+
+from ._hosts import HostState, _Slot
+from .errors import Attempt
+from .rejection import RejectionPolicy, Verdict
+
+__all__ = ["Close", "Decision", "Exchange", "Read", "Send", "Sent", "Wait"]
+
+log = logging.getLogger("dockercerts")
+
+R = TypeVar("R")  # the front end's response object; the flow only holds it
+
+#: nginx's 400 page is ~250 bytes; a larger body is never a certificate page and never buffered.
+PEEK_LIMIT = 64 * 1024
+
+_BODY_NOTE = "the request body was a stream already sent, so it could not be replayed"
+
+# How useful an answer is when every candidate was rejected (higher is better).
+_TLS, _PAGE, _ANSWER = 0, 1, 2
+
+
+@dataclass(frozen=True)
+class Wait:
+    turn: threading.Event
+    timeout: Optional[float]
+
+
+@dataclass(frozen=True)
+class Send:
+    slot: _Slot[Any]
+
+
+@dataclass(frozen=True)
+class Read(Generic[R]):
+    response: R
+    limit: int
+
+
+@dataclass(frozen=True)
+class Close(Generic[R]):
+    response: R
+
+
+Step = Union[Wait, Send, "Read[Any]", "Close[Any]"]
+
+
+@dataclass(frozen=True)
+class Sent(Generic[R]):
+    """What one try produced: an answer (``response`` with its ``status``) or an ``error``.
+
+    ``challenge``: the answer has ``WWW-Authenticate``; ``length``: its Content-Length, if
+    given. ``fresh``, ``responded``, ``tls_version``: what the ``ssl`` layer saw of a
+    connection opened for this try (:mod:`dockercerts._watch`).
+    """
+
+    response: Optional[R] = None
+    status: int = 0
+    challenge: bool = False
+    length: Optional[int] = None
+    error: Optional[Exception] = None
+    fresh: bool = False
+    responded: bool = False
+    tls_version: Optional[str] = None
+    elapsed: float = 0.0
+
+
+@dataclass(frozen=True)
+class Decision(Generic[R]):
+    """How the exchange ends: give back ``response``, raise ``error``, or, when ``rejected``,
+    raise the front end's "every client certificate was rejected" error (``error`` is the
+    TLS failure to chain it to). ``note`` says why it stopped early, if it did."""
+
+    response: Optional[R] = None
+    error: Optional[Exception] = None
+    rejected: bool = False
+    attempts: tuple[Attempt, ...] = ()
+    note: str = ""
+
+
+@dataclass
+class _Best(Generic[R]):
+    rank: int
+    response: Optional[R] = None
+    error: Optional[Exception] = field(default=None)
+
+
+class Exchange(Generic[R]):
+    """The decisions of one request to ``host``: drive :meth:`flow` (see the module docstring).
+
+    ``replayable()`` says whether the request can be sent again now; ``wait_timeout`` bounds
+    how long the request waits for another one that is looking for the winner. ``exhaustive``
+    (the probe) tries every candidate in Docker's order, records each verdict and decides as
+    the transport would, but changes nothing in ``host``.
+    """
+
+    def __init__(
+        self,
+        host: HostState[Any],
+        policy: RejectionPolicy,
+        *,
+        method: str,
+        replayable: Callable[[], bool],
+        wait_timeout: Optional[float] = None,
+        exhaustive: bool = False,
+    ) -> None:
+        self.host = host
+        self.policy = policy
+        self.method = method
+        self.replayable = replayable
+        self.wait_timeout = wait_timeout
+        self.exhaustive = exhaustive
+        self.attempts: list[Attempt] = []
+        #: The answer kept as the best so far: a driver interrupted mid-flow closes it.
+        self.held: Optional[R] = None
+
+    def flow(self) -> Generator[Step, Any, Decision[R]]:
+        turn: Optional[threading.Event] = None
+        try:
+            if self.exhaustive:
+                slots = self.host.slots
+            else:
+                turn = yield from self._take_turn()
+                slots, skipped = self.host.order(time.monotonic())
+                for slot in skipped:
+                    log.debug(
+                        "%s: skipping %s, rejected less than recheck seconds ago",
+                        self.host.names[0],
+                        slot.candidate.name,
+                    )
+            return (yield from self._try(slots))
+        finally:
+            if turn is not None:
+                self.host.end_turn(turn)
+
+    def _take_turn(self) -> Generator[Step, Any, Optional[threading.Event]]:
+        """Wait while another request looks for the winner; then look for it ourselves, or
+        go straight to the winner it found. Waiting longer than ``wait_timeout`` goes on
+        without the turn: the wait only saves handshakes, it never fails a request."""
+        while True:
+            mine, theirs = self.host.take_turn()
+            if theirs is None:
+                return mine
+            woke = yield Wait(theirs, self.wait_timeout)
+            if woke is False:
+                return None
+
+    def _try(self, slots: tuple[_Slot[Any], ...]) -> Generator[Step, Any, Decision[R]]:
+        decided: Optional[Decision[R]] = None
+        best: Optional[_Best[R]] = None
+        note = ""
+        for number, slot in enumerate(slots, 1):
+            if decided is not None and not self.exhaustive:
+                break
+            if best is not None and not self.replayable():
+                note = _BODY_NOTE
+                log.warning("%s: %s", self.host.names[0], note)
+                break
+            sent: Sent[R] = yield Send(slot)
+            response, body = sent.response, b""
+            if (
+                response is not None
+                and self.policy.needs_body(sent.status)
+                and sent.length is not None
+                and sent.length <= PEEK_LIMIT
+            ):
+                body, response = yield Read(response, PEEK_LIMIT)
+            verdict = self._judge(sent, body)
+            last = number == len(slots)
+            if decided is not None:  # exhaustive: record what the others would get
+                self._record(slot, sent, verdict, settled=False)
+                if response is not None:
+                    yield Close(response)
+                continue
+            if sent.error is not None and verdict is None:
+                self._record(slot, sent, None, settled=False)
+                decided = Decision(error=sent.error)
+            elif verdict is None:
+                self._record(slot, sent, None, settled=True)
+                decided = Decision(response=response)
+            elif verdict.layer == "server" and self.host.is_winner(slot):
+                self._record(slot, sent, verdict, settled=False, returned=True)
+                decided = Decision(response=response)
+            else:
+                self._record(slot, sent, verdict, settled=False)
+                self._rejected(slot, verdict, last)
+                rank = (
+                    _TLS
+                    if response is None
+                    else _PAGE
+                    if verdict.layer == "certificate"
+                    else _ANSWER
+                )
+                if best is None or rank > best.rank:
+                    if best is not None and best.response is not None:
+                        self.held = None
+                        yield Close(best.response)
+                    best = _Best(rank, response, sent.error)
+                    self.held = response
+                elif response is not None:
+                    yield Close(response)
+        attempts = tuple(self.attempts)
+        self.held = None
+        if decided is not None:
+            if best is not None and best.response is not None:
+                yield Close(best.response)
+            return Decision(decided.response, decided.error, attempts=attempts)
+        assert best is not None, "an exchange tries at least one candidate"
+        if best.rank == _TLS:
+            return Decision(error=best.error, rejected=True, attempts=attempts, note=note)
+        return Decision(response=best.response, attempts=attempts, note=note)
+
+    def _judge(self, sent: Sent[R], body: bytes) -> Optional[Verdict]:
+        if sent.error is not None:
+            return self.policy.judge_error(
+                sent.error,
+                fresh=sent.fresh,
+                responded=sent.responded,
+                tls_version=sent.tls_version,
+            )
+        return self.policy.judge_answer(
+            self.method, sent.status, challenge=sent.challenge, body=body
+        )
+
+    def _record(
+        self,
+        slot: _Slot[Any],
+        sent: Sent[R],
+        verdict: Optional[Verdict],
+        *,
+        settled: bool,
+        returned: bool = False,
+    ) -> None:
+        if sent.error is not None:
+            outcome = verdict.reason if verdict is not None else _describe(sent.error)
+        else:
+            outcome = verdict.reason if verdict is not None else f"HTTP {sent.status}"
+            if verdict is None and sent.status == 401 and sent.challenge:
+                outcome += " (token challenge)"
+        if returned:
+            kind = "returned"
+        elif verdict is not None:
+            kind = "rejected"
+        else:
+            kind = "error" if sent.error is not None else "accepted"
+        self.attempts.append(
+            Attempt(
+                slot.candidate.name,
+                outcome,
+                kind,  # type: ignore[arg-type]
+                layer=None if verdict is None or returned else verdict.layer,
+                status=sent.status if sent.error is None else None,
+                fresh=sent.fresh,
+                tls_version=sent.tls_version,
+                elapsed=sent.elapsed,
+            )
+        )
+        if settled and not self.exhaustive:
+            self.host.settle(slot)
+
+    def _rejected(self, slot: _Slot[Any], verdict: Verdict, last: bool) -> None:
+        log.info(
+            "%s: client certificate %s rejected (%s)%s",
+            self.host.names[0],
+            slot.candidate.name or "(none)",
+            verdict.reason,
+            "" if last else "; trying the next one",
+        )
+        if verdict.layer == "certificate" and not self.exhaustive:
+            self.host.remember(slot, time.monotonic())
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
