@@ -131,7 +131,8 @@ class Attempt:
     * ``layer``: for a rejection, ``"certificate"``, ``"authorization"`` or ``"server"``;
     * ``status``: the HTTP status, when an answer came; ``fresh``: whether a TLS connection
       was opened for this try (``False``: a kept-alive one was reused); ``tls_version``: what
-      that connection negotiated; ``elapsed``: seconds the try took.
+      that connection negotiated; ``elapsed``: seconds the try took; ``alert``: the TLS
+      alert read, if any (after a TLS 1.3 handshake it may be lost to the connection's reset).
 
     The records of an exchange are ``response.extensions["dockercerts.attempts"]`` and
     :attr:`ClientCertificateRejected.attempts`.
@@ -145,6 +146,7 @@ class Attempt:
     fresh: Optional[bool] = None
     tls_version: Optional[str] = None
     elapsed: Optional[float] = None
+    alert: Optional[str] = None
 
     def describe(self) -> str:
         name = "(no client certificate)" if self.candidate is None else self.candidate

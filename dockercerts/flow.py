@@ -46,7 +46,7 @@ from typing import Any, Callable, Generic, Optional, TypeVar, Union
 
 from ._hosts import HostState, _Slot
 from .errors import Attempt
-from .rejection import RejectionPolicy, Verdict
+from .rejection import RejectionPolicy, Verdict, alert_name
 
 __all__ = ["Close", "Decision", "Exchange", "Read", "Send", "Sent", "Wait"]
 
@@ -296,6 +296,7 @@ class Exchange(Generic[R]):
                 fresh=sent.fresh,
                 tls_version=sent.tls_version,
                 elapsed=sent.elapsed,
+                alert=None if sent.error is None else alert_name(sent.error),
             )
         )
         if settled and not self.exhaustive:

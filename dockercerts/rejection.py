@@ -40,6 +40,7 @@ __all__ = [
     "DOCKER_LEGACY",
     "IDEMPOTENT_METHODS",
     "NGINX_TITLES",
+    "TLS13_REFUSAL",
     "TLS_ONLY",
     "Layer",
     "RejectionPolicy",
@@ -74,6 +75,9 @@ IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS", "TRAC
 #: for servers whose ``error_page`` hides nginx's page); other rejecting 4xx statuses are
 #: the authorization layer.
 CERTIFICATE_STATUSES = frozenset({400, 495, 496})
+
+#: The reason given for a certificate refused after a TLS 1.3 handshake (see ``judge_error``).
+TLS13_REFUSAL = "refused after the TLS 1.3 handshake"
 
 Layer = Literal["certificate", "authorization", "server"]
 
@@ -231,18 +235,26 @@ class RejectionPolicy:
         if _never_rejection(exc) is not None:
             return None
         alert = alert_name(exc)
+        if alert is not None and alert not in self.alerts:
+            return None
+        # TLS 1.3: the server judges the certificate after the client's handshake is done;
+        # whether its alert is read before its reset is a race the client cannot win (anyio
+        # usually loses it, a blocking socket usually wins). One text for both, so the same
+        # refusal reads the same in sync and async; the alert, when seen, is in the record.
+        after_handshake = fresh and not responded
         if alert is not None:
-            return Verdict("certificate", f"TLS alert {alert}") if alert in self.alerts else None
+            if after_handshake and tls_version == "TLSv1.3":
+                return Verdict("certificate", TLS13_REFUSAL)
+            return Verdict("certificate", f"TLS alert {alert}")
         if (
             self.silent_close
-            and fresh
-            and not responded
+            and after_handshake
             and tls_version != "TLSv1.2"
             and _silent_close(exc)
         ):
-            # One text whatever the I/O stack made of the close (sync sockets see a reset or
-            # an EOF, anyio a BrokenResourceError): the same event reads the same everywhere.
-            return Verdict("certificate", "connection closed before any response (TLS 1.3)")
+            if tls_version == "TLSv1.3":
+                return Verdict("certificate", TLS13_REFUSAL)
+            return Verdict("certificate", "connection closed before any response")
         return None
 
     def error_verdict(
