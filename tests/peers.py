@@ -894,7 +894,7 @@ class HAProxyPeer(_Peer):
     (a :class:`RegistryPeer` without TLS; ``X-Forwarded-Proto: https`` is added, ``Host``
     and ``Authorization`` pass untouched); without it haproxy answers ``/v2/...`` itself with
     200 ``{}`` and ``Docker-Distribution-API-Version: registry/2.0``, anything else 404. An
-    upstream nobody listens on gives haproxy's 503 page.
+    upstream nobody listens on gives haproxy's 503 page at once (``retries 0``).
 
     What it saw, from its log (``log stdout format raw``: the JSON lines go to the peer's
     stdout file, because haproxy runs in the foreground with ``-db`` and no syslog):
@@ -1040,6 +1040,9 @@ class HAProxyPeer(_Peer):
                 "    http-request set-header X-Forwarded-Proto https",
                 "    default_backend upstream",
                 "backend upstream",
+                # No retry after a refused connect (haproxy waits 1 s between retries): a
+                # closed upstream is a 503 at once.
+                "    retries 0",
                 f"    server upstream {self.upstream}",
             ]
         else:
