@@ -383,6 +383,21 @@ def test_token_server_grants_what_the_table_says(tokens: TokenServer) -> None:
     assert [a.actions for a in last.granted] == [("pull",)]
 
 
+def test_token_server_over_https_with_basic_auth(pki: Pki) -> None:
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_ctx.load_cert_chain(str(pki.server_cert), str(pki.server_key))
+    client_ctx = pki.context("none")
+    with TokenServer(tls=server_ctx, users={"alice": "s3cret"}) as server:
+        assert server.realm == f"https://localhost:{server.port}/token"
+        with pytest.raises(httpx.HTTPStatusError, match="401"):
+            server.fetch("repository:team/app:pull", verify=client_ctx)
+        with pytest.raises(httpx.HTTPStatusError, match="401"):
+            server.fetch("repository:team/app:pull", auth=("alice", "no"), verify=client_ctx)
+        server.fetch("repository:team/app:pull", auth=("alice", "s3cret"), verify=client_ctx)
+        assert [r.account for r in server.requests] == ["alice"]
+        assert server.requests[0].granted[0].actions == ("pull",)
+
+
 def test_token_registry_challenges_anonymous_requests(
     token_registry: RegistryPeer, tokens: TokenServer
 ) -> None:

@@ -297,14 +297,15 @@ class TokenServer:
         access = self._access([Scope.parse(s) for s in scopes], account)
         return self.issue(access, lifetime=lifetime, account=account)
 
-    def fetch(self, *scopes: str, auth: Optional[tuple[str, str]] = None) -> str:
-        """Get a token over HTTP, as a client would; raises on a non-200 answer."""
+    def fetch(
+        self,
+        *scopes: str,
+        auth: Optional[tuple[str, str]] = None,
+        verify: Union[bool, ssl.SSLContext] = True,
+    ) -> str:
+        """Get a token over HTTP(S), as a client would; raises on a non-200 answer.
+        ``verify``: a context trusting the ``tls`` server's certificate, for HTTPS."""
         params = [("service", self.service)] + [("scope", s) for s in scopes]
-        verify: Union[bool, ssl.SSLContext] = True
-        if self.tls is not None:
-            verify = ssl.create_default_context()
-            verify.check_hostname = False
-            verify.verify_mode = ssl.CERT_NONE
         response = httpx.get(self.realm, params=params, auth=auth, verify=verify, timeout=5.0)
         response.raise_for_status()
         token: str = response.json()["token"]
