@@ -28,10 +28,10 @@ import ssl
 import sys
 import tempfile
 import threading
-import time
 import traceback
 from collections.abc import Iterator, Sequence
 from datetime import datetime, timezone
+from http import HTTPStatus
 from pathlib import Path
 from types import FrameType
 from typing import Any, Callable, Optional, TextIO, Union
@@ -43,13 +43,16 @@ from cryptography.hazmat.primitives import hashes, serialization
 
 from . import __version__
 from .errors import (
+    Attempt,
     CertsDirError,
     CertsDirReadError,
+    CertsDirTransportError,
     InvalidHostError,
     KeyPairError,
     MissingCertificateError,
     MissingKeyError,
 )
+from .flow import Decision
 from .loader import HostCerts, default_trust, load_dir
 from .locate import (
     _split_port,
@@ -60,7 +63,7 @@ from .locate import (
     is_image_reference,
     registry_host,
 )
-from .rejection import DOCKER, alert_name
+from .rejection import TLS13_REFUSAL
 from .scan import ClientPair, _is_ca, _utc, extension, sorted_names
 from .scan import _ca_certificates as _crt_certificates
 from .transport import Transport, docker_host_names, host_dir_for_url
@@ -82,8 +85,6 @@ _ROLE_TEXT = {
     "ignored": "ignored",
 }
 _SSL_LOCATION = re.compile(r" \(_ssl\.c:\d+\)")  # OpenSSL's source line: noise for users
-_TITLE = re.compile(rb"<title>(.*?)</title>", re.DOTALL | re.IGNORECASE)
-_MAX_BODY = 64 * 1024  # enough for nginx's 400 page and a /v2/ answer; never a blob
 
 log = logging.getLogger("dockercerts")
 
@@ -775,31 +776,10 @@ def _probe_url(argument: str) -> httpx.URL:
     return url
 
 
-class _Watch:
-    """Trace callback for one attempt: did the handshake finish, did response bytes come?"""
-
-    def __init__(self) -> None:
-        self.fresh = False
-        self.responded = False
-        self.tls_version: Optional[str] = None
-
-    def __call__(self, name: str, info: dict[str, Any]) -> None:
-        if name == "connection.start_tls.complete":
-            self.fresh = True
-            stream = info.get("return_value")
-            with contextlib.suppress(Exception):
-                # Sync streams hand out the low-level _ssl._SSLSocket, async ones an
-                # ssl.SSLObject: both have version(), neither shares a public base class.
-                version = stream.get_extra_info("ssl_object").version()  # type: ignore[union-attr]
-                if isinstance(version, str):
-                    self.tls_version = version
-        elif name.endswith(".receive_response_headers.complete"):
-            self.responded = True
-
-
 # What a rejection usually means, for the reader of a probe; keyed by alert or verdict.
 _REJECTION_HINTS = {
     "unknown_ca": "the registry does not trust the CA that issued this certificate",
+    "bad_certificate": "the registry refused this certificate (untrusted CA, or none sent)",
     "certificate_expired": "the registry says this certificate has expired",
     "certificate_required": "the registry wants a client certificate and got none",
     "HTTP 400 No required SSL certificate was sent": (
@@ -807,6 +787,10 @@ _REJECTION_HINTS = {
     ),
     "HTTP 400 The SSL certificate error": (
         "nginx could not verify this certificate (another CA, expired, or a missing intermediate)"
+    ),
+    TLS13_REFUSAL: (
+        "the registry refused this certificate once the TLS 1.3 handshake was done "
+        "(untrusted CA, expired, or none sent)"
     ),
 }
 
@@ -824,7 +808,10 @@ def _error_hint(exc: BaseException, url: httpx.URL, timeout: float) -> str:
         "refused" in text.lower() or "Errno 111" in text or "Errno 61" in text
     ):
         return f"nothing listens on {url.host}:{url.port or 443}"
-    return "not a client-certificate rejection: another certificate cannot help"
+    return _NOT_A_REJECTION
+
+
+_NOT_A_REJECTION = "not a client-certificate rejection: another certificate cannot help"
 
 
 def _chain(exc: BaseException) -> Iterator[BaseException]:
@@ -836,111 +823,68 @@ def _chain(exc: BaseException) -> Iterator[BaseException]:
         current = current.__cause__ or current.__context__
 
 
-def _attempt(
-    index: int,
-    name: Optional[str],
-    subject: Optional[str],
-    make: Callable[[], ssl.SSLContext],
-    url: httpx.URL,
-    timeout: float,
-) -> Report:
-    """One GET with one candidate, judged by the default policy exactly as the transport does."""
-    result: Report = {
+def _http(status: int) -> str:
+    try:
+        return f"HTTP {status} {HTTPStatus(status).phrase}"
+    except ValueError:
+        return f"HTTP {status}"
+
+
+def _probe_attempt(index: int, attempt: Attempt, subject: Optional[str]) -> Report:
+    """One attempt record of the flow, as the probe shows it."""
+    outcome = {"accepted": "accepted", "returned": "accepted", "error": "error"}.get(
+        attempt.verdict, "rejected"
+    )
+    detail = attempt.outcome
+    title = None
+    if attempt.status is not None and not detail.startswith("HTTP 400 "):
+        detail = _http(attempt.status)
+        if attempt.status == 401 and outcome == "accepted" and "challenge" in attempt.outcome:
+            detail += " (token auth challenge: says nothing about the certificate)"
+    elif attempt.status == 400:
+        title = detail[len("HTTP ") :]
+    return {
         "index": index,
-        "candidate": name,
+        "candidate": attempt.candidate,
         "subject": subject,
-        "outcome": "error",
-        "detail": "",
-        "status": None,
-        "title": None,
-        "alert": None,
-        "tls_version": None,
-        "elapsed_ms": 0.0,
-        "hint": None,
+        "outcome": outcome,
+        "detail": _SSL_LOCATION.sub("", detail),
+        "layer": attempt.layer,
+        "status": attempt.status,
+        "title": title,
+        "alert": attempt.alert,
+        "tls_version": attempt.tls_version,
+        "elapsed_ms": round((attempt.elapsed or 0.0) * 1000, 1),
+        "hint": _REJECTION_HINTS.get(attempt.alert or "") or _REJECTION_HINTS.get(detail)
+        if outcome == "rejected"
+        else None,
     }
-    watch = _Watch()
-    try:
-        # Built before the clock starts: loading the system roots is not the server's time.
-        context = make()
-    except CertsDirError as exc:
-        result["detail"] = f"cannot use this pair: {exc}"
-        return result
-    start = time.perf_counter()
-    try:
-        # trust_env=False: dockercerts.Transport gets no environment proxies either (httpx
-        # ignores them when a transport is given), and a probe must reach only this host.
-        with httpx.Client(
-            verify=context, timeout=timeout, trust_env=False, follow_redirects=False
-        ) as client:
-            request = client.build_request("GET", url, extensions={"trace": watch})
-            response = client.send(request, stream=True)
-            try:
-                body = _read_some(response)
-            finally:
-                response.close()
-    except (httpx.HTTPError, ssl.SSLError, OSError) as exc:
-        verdict = DOCKER.error_verdict(exc, fresh=watch.fresh, responded=watch.responded)
-        result["alert"] = alert_name(exc)
-        if verdict is not None:
-            result["outcome"] = "rejected"
-            result["detail"] = verdict
-            result["hint"] = _REJECTION_HINTS.get(result["alert"] or "")
-        else:
-            message = _SSL_LOCATION.sub("", str(exc)) or type(exc).__name__
-            result["detail"] = message
-            result["hint"] = _error_hint(exc, url, timeout)
-    else:
-        result["status"] = response.status_code
-        title = _TITLE.search(body)
-        if title is not None:
-            result["title"] = title.group(1).decode("latin-1").strip()
-        verdict = DOCKER.response_verdict(request, response, body)
-        if verdict is not None:
-            result["outcome"] = "rejected"
-            result["detail"] = verdict if verdict.startswith("HTTP 400 ") else _http(response)
-            result["hint"] = _REJECTION_HINTS.get(verdict)
-        else:
-            result["outcome"] = "accepted"
-            result["detail"] = _http(response)
-            if response.status_code == 401 and "www-authenticate" in response.headers:
-                result["detail"] += " (token auth challenge: says nothing about the certificate)"
-    result["elapsed_ms"] = round((time.perf_counter() - start) * 1000, 1)
-    result["tls_version"] = watch.tls_version
-    return result
 
 
-def _http(response: httpx.Response) -> str:
-    return f"HTTP {response.status_code} {response.reason_phrase}".rstrip()
-
-
-def _read_some(response: httpx.Response) -> bytes:
-    chunks, size = [], 0
-    for chunk in response.iter_raw():
-        chunks.append(chunk)
-        size += len(chunk)
-        if size >= _MAX_BODY:
-            break
-    return b"".join(chunks)[:_MAX_BODY]
-
-
-def _settle(attempts: list[Report]) -> tuple[Optional[int], str]:
-    """What the transport does with these outcomes: the index it keeps, and a sentence."""
-    for attempt in attempts:
-        if attempt["outcome"] == "accepted":
-            label = attempt["candidate"] or "no client certificate"
-            return attempt["index"], (
-                f"settles on {label} ({_ordinal(attempt['index'])} of {len(attempts)})"
-            )
-        if attempt["outcome"] == "error":
-            return None, (
-                f"raises the error of candidate {attempt['index']}: it is not a "
-                "client-certificate rejection, so no other certificate is tried"
-            )
-    if not attempts:
+def _what_the_transport_does(
+    decision: Optional[Decision[httpx.Response]], attempts: list[Report]
+) -> tuple[Optional[int], str]:
+    """The attempt the transport would settle on, and what it does, in words, from the
+    flow's own decision (nothing is judged here)."""
+    if decision is None or decision.chosen is None:
         return None, "does not connect: Docker would refuse the directory"
-    if attempts[-1]["status"] is not None:
-        return None, f"returns the last answer ({attempts[-1]['detail']}): every candidate rejected"
-    return None, "raises ClientCertificateRejected: every candidate was rejected"
+    chosen = attempts[decision.chosen]
+    label = chosen["candidate"] or "no client certificate"
+    if decision.rejected:
+        return None, "raises ClientCertificateRejected: every candidate was rejected"
+    if decision.error is not None:
+        return None, (
+            f"raises the error of candidate {chosen['index']}: it is not a "
+            "client-certificate rejection, so no other certificate is tried"
+        )
+    if chosen["outcome"] == "accepted":
+        return chosen["index"], (
+            f"settles on {label} ({_ordinal(chosen['index'])} of {len(attempts)})"
+        )
+    return None, (
+        f"returns the answer of candidate {chosen['index']} ({chosen['detail']}): every "
+        "candidate was rejected, and this answer says the most"
+    )
 
 
 def probe_report(
@@ -949,9 +893,11 @@ def probe_report(
     root: Optional[str] = None,
     platform: Optional[str] = None,
     trust: Optional[str] = None,
+    policy: str = "docker",
     timeout: float = 5.0,
 ) -> Report:
-    """Connect with every candidate in order and judge each answer; the ``--json`` dict."""
+    """Send one GET with every candidate in order through the transport's own flow (every
+    candidate tried, nothing remembered) and report each verdict; the ``--json`` dict."""
     plat = platform or current_platform()
     url = _probe_url(argument)
     base = _resolve_root(root, plat)
@@ -960,35 +906,43 @@ def probe_report(
     attempts: list[Report] = []
     error: Optional[Report] = None
     certs: Optional[HostCerts] = None
+    decision: Optional[Decision[httpx.Response]] = None
     try:
         certs = load_dir(directory, platform=plat, trust=rule)
     except CertsDirError as exc:
         error = _docker_error(exc)
     if certs is not None:
-        for index, candidate in enumerate(certs.candidates(), 1):
-            pair = candidate.pair
-
-            def make(candidate: Any = candidate) -> ssl.SSLContext:
-                context: ssl.SSLContext = candidate.context
-                return context
-
-            attempts.append(
-                _attempt(
-                    index,
-                    candidate.name,
-                    pair.subject if pair is not None else None,
-                    make,
-                    url,
-                    timeout,
-                )
+        subjects = {p.name: p.subject for p in certs.pairs}
+        # refresh=0: read the folder now, as Docker does for each pull. No redirect is
+        # followed: a probe reaches only this host (through the environment's proxy, if any,
+        # as the transport does).
+        with Transport(root=base, platform=plat, trust=rule, policy=policy, refresh=0) as t:
+            request = httpx.Request(
+                "GET", url, extensions={"timeout": httpx.Timeout(timeout).as_dict()}
             )
-    winner, transport = _settle(attempts)
+            try:
+                decision = t.decide(request, every_candidate=True)
+            except CertsDirTransportError as exc:  # changed on disk since load_dir
+                error = _docker_error(exc.error)
+            if decision is not None and decision.response is not None:
+                decision.response.close()
+        for index, attempt in enumerate(decision.attempts if decision else (), 1):
+            record = _probe_attempt(index, attempt, subjects.get(attempt.candidate or ""))
+            if decision is not None and decision.chosen == index - 1 and decision.error:
+                record["hint"] = _error_hint(decision.error, url, timeout)
+            elif record["outcome"] == "error":
+                record["hint"] = (
+                    "not a client-certificate rejection: another certificate cannot help"
+                )
+            attempts.append(record)
+    winner, transport = _what_the_transport_does(decision, attempts)
     return {
         "schema": SCHEMA,
         "command": "probe",
         "url": str(url),
         "platform": plat,
         "trust": rule,
+        "policy": policy,
         "root": str(base),
         "directory": str(directory),
         "directory_exists": directory.is_dir(),
@@ -1287,6 +1241,12 @@ def build_parser() -> argparse.ArgumentParser:
     probe.add_argument(
         "--timeout", type=float, default=5.0, metavar="S", help="seconds per attempt (5)"
     )
+    probe.add_argument(
+        "--policy",
+        choices=("docker", "docker-legacy", "tls-only"),
+        default="docker",
+        help="the rejection policy to judge answers by, as Transport(policy=...) (docker)",
+    )
 
     demo = commands.add_parser(
         "demo",
@@ -1385,6 +1345,7 @@ def _run(
             root=args.root,
             platform=args.platform,
             trust=args.trust,
+            policy=args.policy,
             timeout=args.timeout,
         )
         lines = render_probe(report, style) if not args.json else []

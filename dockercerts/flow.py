@@ -41,7 +41,8 @@ import logging
 import threading
 import time
 from collections.abc import Generator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any, Callable, Generic, Optional, TypeVar, Union
 
 from ._hosts import HostState, _Slot
@@ -119,11 +120,16 @@ class Decision(Generic[R]):
     rejected: bool = False
     attempts: tuple[Attempt, ...] = ()
     note: str = ""
+    #: The index in ``attempts`` of the answer or error given back.
+    chosen: Optional[int] = None
+    #: The host directory the candidates came from.
+    directory: Path = Path()
 
 
 @dataclass
 class _Best(Generic[R]):
     rank: int
+    index: int
     response: Optional[R] = None
     error: Optional[Exception] = field(default=None)
 
@@ -215,15 +221,16 @@ class Exchange(Generic[R]):
                 if response is not None:
                     yield Close(response)
                 continue
+            chosen = len(self.attempts)
             if sent.error is not None and verdict is None:
                 self._record(slot, sent, None, settled=False)
-                decided = Decision(error=sent.error)
+                decided = Decision(error=sent.error, chosen=chosen)
             elif verdict is None:
                 self._record(slot, sent, None, settled=True)
-                decided = Decision(response=response)
+                decided = Decision(response=response, chosen=chosen)
             elif verdict.layer == "server" and self.host.is_winner(slot):
                 self._record(slot, sent, verdict, settled=False, returned=True)
-                decided = Decision(response=response)
+                decided = Decision(response=response, chosen=chosen)
             else:
                 self._record(slot, sent, verdict, settled=False)
                 self._rejected(slot, verdict, last)
@@ -238,20 +245,26 @@ class Exchange(Generic[R]):
                     if best is not None and best.response is not None:
                         self.held = None
                         yield Close(best.response)
-                    best = _Best(rank, response, sent.error)
+                    best = _Best(rank, len(self.attempts) - 1, response, sent.error)
                     self.held = response
                 elif response is not None:
                     yield Close(response)
-        attempts = tuple(self.attempts)
+        attempts, directory = tuple(self.attempts), self.host.directory
         self.held = None
         if decided is not None:
             if best is not None and best.response is not None:
                 yield Close(best.response)
-            return Decision(decided.response, decided.error, attempts=attempts)
+            return replace(decided, attempts=attempts, directory=directory)
         assert best is not None, "an exchange tries at least one candidate"
-        if best.rank == _TLS:
-            return Decision(error=best.error, rejected=True, attempts=attempts, note=note)
-        return Decision(response=best.response, attempts=attempts, note=note)
+        return Decision(
+            response=best.response,
+            error=best.error if best.rank == _TLS else None,
+            rejected=best.rank == _TLS,
+            attempts=attempts,
+            note=note,
+            chosen=best.index,
+            directory=directory,
+        )
 
     def _judge(self, sent: Sent[R], body: bytes) -> Optional[Verdict]:
         if sent.error is not None:

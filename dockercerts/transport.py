@@ -149,9 +149,7 @@ def _in_memory(response: httpx.Response, raw: bytes) -> httpx.Response:
     )
 
 
-def _deliver(
-    decision: Decision[httpx.Response], request: httpx.Request, state: HostState[Any]
-) -> Any:
+def _deliver(decision: Decision[httpx.Response], request: httpx.Request) -> httpx.Response:
     """Give back the decided response, or raise what the flow decided, as httpx expects of a
     transport: every error an :class:`httpx.TransportError`. The one place errors are mapped."""
     if decision.response is not None:
@@ -160,7 +158,7 @@ def _deliver(
     error = decision.error
     if decision.rejected:
         raise ClientCertificateRejected(
-            state.directory, decision.attempts, request=request, note=decision.note
+            decision.directory, decision.attempts, request=request, note=decision.note
         ) from error
     assert error is not None
     if isinstance(error, (ssl.SSLError, OSError)) and not isinstance(error, httpx.HTTPError):
@@ -327,18 +325,29 @@ class Transport(_Base, httpx.BaseTransport):
         if request.url.scheme != "https":
             inner: httpx.HTTPTransport = self._plain_for(request.url)
             return inner.handle_request(request)
+        return _deliver(self.decide(request), request)
+
+    def decide(
+        self, request: httpx.Request, *, every_candidate: bool = False
+    ) -> Decision[httpx.Response]:
+        """Send an HTTPS ``request`` as :meth:`handle_request` does, but return the flow's
+        :class:`~dockercerts.flow.Decision` (the answer or the error, and every attempt)
+        instead of raising; the caller closes ``decision.response``. ``every_candidate``
+        tries them all, as ``dockercerts probe`` does, and changes nothing the transport
+        remembers. Raises only :class:`~dockercerts.CertsDirTransportError`."""
         state = self._host(request)
         for done in self._hosts.drain(state):
             done.close()
         stream = request.stream
-        exchange = _exchange(request, state, self._options.policy, self._exhaustive)
+        exchange = _exchange(request, state, self._options.policy, every_candidate)
         flow = exchange.flow()
         try:
             step = next(flow)
             while True:
                 step = flow.send(self._step(step, request))
         except StopIteration as end:
-            return _deliver(end.value, request, state)  # type: ignore[no-any-return]
+            decision: Decision[httpx.Response] = end.value
+            return decision
         finally:
             flow.close()
             request.stream = stream
@@ -435,18 +444,25 @@ class AsyncTransport(_Base, httpx.AsyncBaseTransport):
         if request.url.scheme != "https":
             inner: httpx.AsyncHTTPTransport = self._plain_for(request.url)
             return await inner.handle_async_request(request)
+        return _deliver(await self.decide(request), request)
+
+    async def decide(
+        self, request: httpx.Request, *, every_candidate: bool = False
+    ) -> Decision[httpx.Response]:
+        """The async twin of :meth:`Transport.decide`."""
         state = self._host(request)
         for done in self._hosts.drain(state):
             await done.aclose()
         stream = request.stream
-        exchange = _exchange(request, state, self._options.policy, self._exhaustive)
+        exchange = _exchange(request, state, self._options.policy, every_candidate)
         flow = exchange.flow()
         try:
             step = next(flow)
             while True:
                 step = flow.send(await self._step(step, request))
         except StopIteration as end:
-            return _deliver(end.value, request, state)  # type: ignore[no-any-return]
+            decision: Decision[httpx.Response] = end.value
+            return decision
         finally:
             flow.close()
             request.stream = stream
