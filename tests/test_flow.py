@@ -1,0 +1,448 @@
+"""The attempt flow without sockets: scripted answers per candidate, every decision checked.
+
+Each test drives :meth:`dockercerts.flow.Exchange.flow` by hand, as a front end does, over
+a real host state loaded from a certs.d folder (so order, winner and memory are the real
+ones) and answers each ``Send`` from a script: an HTTP status (with a body for nginx's page,
+a challenge) or an exception.
+"""
+
+from __future__ import annotations
+
+import ssl
+import threading
+from collections.abc import Generator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Optional, Union
+
+import httpx
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from dockercerts import DOCKER, DOCKER_LEGACY
+from dockercerts._hosts import HostState, options
+from dockercerts.flow import Close, Decision, Exchange, Read, Send, Sent, Wait
+from dockercerts.rejection import TLS13_REFUSAL, RejectionPolicy
+from dockercerts.testing import CA, CertsD
+
+NGINX_PAGE = b"<html><head><title>400 The SSL certificate error</title></head></html>"
+
+
+@dataclass(frozen=True)
+class Answer:
+    """What the server does with one candidate."""
+
+    status: int = 200
+    challenge: bool = False
+    body: bytes = b""
+    error: Optional[Exception] = None
+    fresh: bool = True
+    tls_version: str = "TLSv1.2"
+
+
+def alert(name: str = "UNKNOWN_CA") -> Answer:
+    return Answer(error=httpx.ConnectError(f"[SSL: TLSV1_ALERT_{name}] alert"))
+
+
+PAGE = Answer(400, body=NGINX_PAGE)
+TIMEOUT = Answer(error=httpx.ConnectTimeout("timed out"))
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Four pairs, a b c d, in Docker's order."""
+    ca = CA()
+    certs_d = CertsD(tmp_path_factory.mktemp("flow"))
+    host = certs_d.host("reg:5000")
+    for name in "abcd":
+        host.pair(name, ca.issue_client(name))
+    return certs_d.path
+
+
+def host(folder: Path, recheck: float = 60.0) -> HostState[Any]:
+    state: HostState[Any] = HostState(
+        ("reg:5000",), options(folder, "linux", None, None, DOCKER, 0.0, recheck), lambda c: None
+    )
+    state.refresh(0.0)
+    return state
+
+
+Script = dict[str, Union[Answer, Callable[[], Answer]]]
+
+
+@dataclass
+class Run:
+    decision: Decision[Any]
+    tried: list[str]
+    closed: list[Any]
+    waits: int
+
+
+def drive(
+    flow: Generator[Any, Any, Decision[Any]], script: Script, *, wait: Callable[[], bool] = bool
+) -> Run:
+    """A front end in a dozen lines: the response is the candidate's name."""
+    tried: list[str] = []
+    closed: list[Any] = []
+    waits = 0
+    reply: Any = None
+    try:
+        while True:
+            step = flow.send(reply)
+            if isinstance(step, Send):
+                name = step.slot.candidate.name
+                tried.append(name)
+                entry = script[name]
+                answer = entry() if callable(entry) else entry
+                if answer.error is not None:
+                    reply = Sent(
+                        error=answer.error, fresh=answer.fresh, tls_version=answer.tls_version
+                    )
+                else:
+                    reply = Sent(
+                        response=f"{name}:{answer.status}",
+                        status=answer.status,
+                        challenge=answer.challenge,
+                        length=len(answer.body),
+                        fresh=answer.fresh,
+                        responded=True,
+                        tls_version=answer.tls_version,
+                    )
+            elif isinstance(step, Read):
+                reply = (script_body(script, step.response), step.response)
+            elif isinstance(step, Close):
+                closed.append(step.response)
+                reply = None
+            else:
+                assert isinstance(step, Wait)
+                waits += 1
+                reply = wait()
+    except StopIteration as end:
+        return Run(end.value, tried, closed, waits)
+
+
+def script_body(script: Script, response: str) -> bytes:
+    entry = script[response.split(":")[0]]
+    return (entry() if callable(entry) else entry).body
+
+
+def exchange(
+    state: HostState[Any],
+    policy: RejectionPolicy = DOCKER,
+    *,
+    method: str = "GET",
+    replayable: Callable[[], bool] = lambda: True,
+    exhaustive: bool = False,
+) -> Exchange[Any]:
+    return Exchange(state, policy, method=method, replayable=replayable, exhaustive=exhaustive)
+
+
+def run(state: HostState[Any], script: Script, **kwargs: Any) -> Run:
+    return drive(exchange(state, **kwargs).flow(), script)
+
+
+# --- the answer when every candidate is rejected -------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("answers", "given_back"),
+    [
+        # An HTTP answer that is no certificate page beats a page, which beats a TLS failure.
+        ({"a": alert(), "b": PAGE, "c": Answer(403), "d": alert()}, "c:403"),
+        ({"a": Answer(502), "b": PAGE, "c": PAGE, "d": PAGE}, "a:502"),
+        ({"a": alert(), "b": PAGE, "c": alert(), "d": alert()}, "b:400"),
+        # Among equals, the first tried.
+        ({"a": Answer(403), "b": Answer(401), "c": Answer(403), "d": PAGE}, "a:403"),
+    ],
+)
+def test_the_most_useful_answer_is_given_back(
+    folder: Path, answers: Script, given_back: str
+) -> None:
+    result = run(host(folder), answers)
+    assert result.decision.response == given_back
+    assert result.tried == ["a", "b", "c", "d"]
+    # Every other answer was closed, none twice, the one given back not at all.
+    others = [
+        f"{n}:{a.status}" for n, a in answers.items() if isinstance(a, Answer) and not a.error
+    ]
+    assert sorted(result.closed) == sorted(o for o in others if o != given_back)
+    chosen = result.decision.attempts[result.decision.chosen or 0]
+    assert f"{chosen.candidate}:{chosen.status}" == given_back
+
+
+def test_every_candidate_refused_in_tls_is_a_rejection_error(folder: Path) -> None:
+    first = alert("UNKNOWN_CA")
+    result = run(host(folder), {"a": first, "b": alert(), "c": alert(), "d": alert()})
+    decision = result.decision
+    assert (decision.rejected, decision.response, decision.chosen) == (True, None, 0)
+    assert decision.error is first.error  # the first of equals: chained to the error raised
+    assert [a.outcome for a in decision.attempts] == ["TLS alert unknown_ca"] * 4
+    assert {a.layer for a in decision.attempts} == {"certificate"}
+
+
+def test_failing_every_candidate_keeps_the_winner(folder: Path) -> None:
+    state = host(folder)
+    run(state, {"a": alert(), "b": Answer(200)})
+    assert state.winner == "b"
+    result = run(state, {"a": alert(), "b": alert(), "c": PAGE, "d": alert()})
+    assert result.decision.response == "c:400"
+    assert state.winner == "b"
+
+
+# --- the three layers ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("authorization", [False, True])
+def test_a_challenge_is_returned_at_once(folder: Path, authorization: bool) -> None:
+    """Token auth: 401 + WWW-Authenticate is never a verdict, whatever the request carried
+    (the transport does not even look: an expired token gets the same answer)."""
+    state = host(folder)
+    challenge = Answer(401, challenge=True)
+    result = run(state, {"a": challenge})
+    assert (result.tried, result.decision.response) == (["a"], "a:401")
+    [attempt] = result.decision.attempts
+    assert (attempt.verdict, attempt.outcome) == ("accepted", "HTTP 401 (token challenge)")
+    assert state.winner == "a"
+
+
+def test_a_401_without_a_challenge_moves_on(folder: Path) -> None:
+    result = run(host(folder), {"a": Answer(401), "b": Answer(200)})
+    assert result.tried == ["a", "b"]
+    assert result.decision.attempts[0].layer == "authorization"
+
+
+def test_a_server_error_from_the_winner_is_the_servers_state(folder: Path) -> None:
+    state = host(folder)
+    run(state, {"a": PAGE, "b": Answer(200)})
+    result = run(state, {"a": PAGE, "b": Answer(502)})
+    assert (result.tried, result.decision.response) == (["b"], "b:502")
+    [attempt] = result.decision.attempts
+    assert (attempt.verdict, attempt.layer, attempt.status) == ("returned", None, 502)
+    assert state.winner == "b"
+
+
+def test_a_server_error_on_first_contact_moves_on_for_get_only(folder: Path) -> None:
+    answers: Script = {"a": Answer(503), "b": PAGE, "c": PAGE, "d": PAGE}
+    got = run(host(folder), answers)
+    # Moved on, found nothing better: the 503 is the answer, and nobody became the winner.
+    assert (got.tried, got.decision.response) == (["a", "b", "c", "d"], "a:503")
+    post = run(host(folder), answers, method="POST")
+    assert (post.tried, post.decision.response) == (["a"], "a:503")
+
+
+def test_legacy_policy_moves_on_for_any_server_error(folder: Path) -> None:
+    result = run(host(folder), {"a": Answer(500), "b": Answer(200)}, method="POST",
+                 policy=DOCKER_LEGACY)  # fmt: skip
+    assert result.tried == ["a", "b"]
+
+
+@pytest.mark.parametrize("error", [TIMEOUT, Answer(error=ssl.SSLCertVerificationError("x"))])
+def test_an_error_no_certificate_can_help_ends_the_exchange(folder: Path, error: Answer) -> None:
+    state = host(folder)
+    result = run(state, {"a": error})
+    assert result.tried == ["a"]
+    assert result.decision.error is error.error
+    assert not result.decision.rejected
+    assert result.decision.attempts[0].verdict == "error"
+    assert state.winner is None
+
+
+def test_a_tls13_refusal_reads_the_same_with_or_without_the_alert(folder: Path) -> None:
+    """The alert of a TLS 1.3 refusal races the reset; either way one text, alert kept."""
+    seen = Answer(
+        error=httpx.ReadError("[SSL: SSLV3_ALERT_BAD_CERTIFICATE] alert"), tls_version="TLSv1.3"
+    )
+    lost = Answer(error=httpx.ReadError(""), tls_version="TLSv1.3")
+    lost.error.__context__ = ConnectionResetError(104, "reset")  # type: ignore[union-attr]
+    one = run(host(folder), {"a": seen, "b": Answer()}).decision.attempts[0]
+    two = run(host(folder), {"a": lost, "b": Answer()}).decision.attempts[0]
+    assert one.outcome == two.outcome == TLS13_REFUSAL
+    assert (one.alert, two.alert) == ("bad_certificate", None)
+
+
+# --- remembered rejections -----------------------------------------------------------------------
+
+
+def test_a_certificate_rejection_is_skipped_until_recheck(
+    folder: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    now = [1000.0]
+    monkeypatch.setattr("dockercerts.flow.time.monotonic", lambda: now[0])
+    state = host(folder, recheck=60)
+    denied: Script = {"a": PAGE, "b": alert(), "c": Answer(403), "d": Answer(403)}
+    assert run(state, denied).tried == ["a", "b", "c", "d"]
+    # a and b were refused at the certificate layer; c and d only denied (not remembered).
+    assert run(state, denied).tried == ["c", "d"]
+    now[0] += 59
+    assert run(state, denied).tried == ["c", "d"]
+    now[0] += 2
+    assert run(state, denied).tried == ["a", "b", "c", "d"]
+
+
+def test_when_every_candidate_was_rejected_all_are_tried_again(folder: Path) -> None:
+    state = host(folder)
+    refused: Script = {n: alert() for n in "abcd"}
+    assert run(state, refused).tried == list("abcd")
+    assert run(state, refused).tried == list("abcd")
+
+
+def test_recheck_zero_remembers_nothing(folder: Path) -> None:
+    state = host(folder, recheck=0)
+    script: Script = {"a": PAGE, "b": Answer()}
+    run(state, script)
+    state.winner = None  # as after the winner's files changed
+    state._rank()
+    assert run(state, script).tried == ["a", "b"]
+
+
+# --- replay ---------------------------------------------------------------------------------------
+
+
+def test_a_body_already_sent_stops_the_exchange(folder: Path) -> None:
+    result = run(host(folder), {"a": Answer(403), "b": Answer()}, replayable=lambda: False)
+    assert (result.tried, result.decision.response) == (["a"], "a:403")
+    assert "could not be replayed" in result.decision.note
+
+
+# --- one search per cold host --------------------------------------------------------------------
+
+
+def test_a_cold_host_is_searched_by_one_exchange_at_a_time(folder: Path) -> None:
+    state = host(folder)
+    script: Script = {"a": alert(), "b": alert(), "c": Answer(200), "d": Answer(200)}
+    searcher = exchange(state).flow()
+    assert isinstance(next(searcher), Send)  # holds the turn, trying a
+    waiter = exchange(state).flow()
+    step = next(waiter)
+    assert isinstance(step, Wait)
+    assert not step.turn.is_set()
+    # The searcher finds c; the turn is handed back and the waiter goes straight to c.
+    searcher_run = drive_from(searcher, script, first=Sent(error=script_error(script, "a")))
+    assert searcher_run.tried == ["b", "c"]
+    assert step.turn.is_set()
+    assert drive_from(waiter, script, first=True).tried == ["c"]
+
+
+def test_a_failed_search_hands_the_turn_over(folder: Path) -> None:
+    state = host(folder)
+    searcher = exchange(state).flow()
+    next(searcher)
+    waiter = exchange(state).flow()
+    step = next(waiter)
+    assert isinstance(step, Wait)
+    searcher.close()  # cancelled mid-search (a front end closes the flow in ``finally``)
+    assert step.turn.is_set()
+    # No winner yet: the waiter searches itself, from the start.
+    run_ = drive_from(waiter, {n: Answer() for n in "abcd"}, first=True)
+    assert run_.tried == ["a"]
+
+
+def test_waiting_too_long_goes_on_without_the_turn(folder: Path) -> None:
+    state = host(folder)
+    searcher = exchange(state).flow()
+    next(searcher)
+    waiter = exchange(state).flow()
+    assert isinstance(next(waiter), Wait)
+    result = drive_from(waiter, {n: Answer() for n in "abcd"}, first=False)
+    assert result.tried == ["a"]
+    searcher.close()
+
+
+def test_waiting_threads_wake_when_the_winner_is_found(folder: Path) -> None:
+    state = host(folder)
+    searcher = exchange(state).flow()
+    next(searcher)
+    results: list[list[str]] = []
+
+    def wait_for_it() -> None:
+        flow = exchange(state).flow()
+        step = next(flow)
+        assert isinstance(step, Wait)
+        results.append(
+            drive_from(flow, {n: Answer() for n in "abcd"}, first=step.turn.wait(5)).tried
+        )
+
+    threads = [threading.Thread(target=wait_for_it) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    drive_from(searcher, {"a": alert(), "b": Answer()}, first=Sent(error=alert().error))
+    for thread in threads:
+        thread.join(5)
+    assert results == [["b"]] * 4
+
+
+def script_error(script: Script, name: str) -> Exception:
+    entry = script[name]
+    answer = entry() if callable(entry) else entry
+    assert answer.error is not None
+    return answer.error
+
+
+def drive_from(flow: Generator[Any, Any, Decision[Any]], script: Script, *, first: Any) -> Run:
+    """Go on driving a flow that is waiting for the reply ``first``."""
+    return drive(_prefixed(flow, first), script)
+
+
+def _prefixed(flow: Generator[Any, Any, Any], first: Any) -> Generator[Any, Any, Any]:
+    # The driver primes with send(None); the flow itself is sent ``first`` instead.
+    reply = first
+    while True:
+        try:
+            step = flow.send(reply)
+        except StopIteration as end:
+            return end.value
+        reply = yield step
+
+
+# --- the probe's mode decides exactly as the transport's -----------------------------------------
+
+ANSWERS = st.sampled_from(
+    [
+        Answer(200),
+        Answer(404),
+        Answer(401, challenge=True),
+        Answer(401),
+        Answer(403),
+        Answer(495),
+        Answer(502),
+        PAGE,
+        alert(),
+        Answer(error=httpx.ReadError(""), tls_version="TLSv1.3"),
+        TIMEOUT,
+    ]
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    answers=st.lists(ANSWERS, min_size=4, max_size=4),
+    method=st.sampled_from(["GET", "POST"]),
+    policy=st.sampled_from([DOCKER, DOCKER_LEGACY, RejectionPolicy.preset("tls-only")]),
+)
+def test_every_candidate_mode_decides_as_the_transport(
+    folder: Path, answers: list[Answer], method: str, policy: RejectionPolicy
+) -> None:
+    """What ``dockercerts probe`` reports (every candidate tried) is what the transport does:
+    the same answer or error, the same verdicts for the candidates both tried."""
+    script: Script = dict(zip("abcd", answers))
+    normal = run(host(folder), script, method=method, policy=policy)
+    probe_state = host(folder)
+    probe = run(probe_state, script, method=method, policy=policy, exhaustive=True)
+    assert probe.tried == list("abcd")
+    assert probe.decision.chosen == normal.decision.chosen
+    assert probe.decision.response == normal.decision.response
+    assert probe.decision.error is normal.decision.error
+    assert probe.decision.rejected == normal.decision.rejected
+    tried = len(normal.decision.attempts)
+    assert probe.decision.attempts[:tried] == normal.decision.attempts
+    # The probe changes nothing the transport remembers.
+    assert probe_state.winner is None
+    assert probe_state.order(0.0)[1] == ()
+    # Nothing is left open but the answer given back.
+    responses = [
+        f"{n}:{a.status}" for n, a in script.items() if isinstance(a, Answer) and not a.error
+    ]
+    assert sorted(
+        probe.closed + [probe.decision.response] * (probe.decision.response is not None)
+    ) == sorted(responses)
