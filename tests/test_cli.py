@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 from typing import Any, Optional
 
+import httpx
 import pytest
 
 import dockercerts
@@ -1044,3 +1045,78 @@ def test_probe_real_docker_registry(
     assert (first["detail"], first["tls_version"]) == (TLS13_REFUSAL, "TLSv1.3")
     assert (second["outcome"], second["status"]) == ("accepted", 200)
     assert report["winner"] == 2
+
+
+# --------------------------------------------------------------------------- probe == transport
+
+CHALLENGE = [("WWW-Authenticate", 'Bearer realm="https://auth.test/token"')]
+REJECTION_MATRIX = {
+    "tls": {"reject": "tls"},
+    "nginx-400": {"reject": "http"},
+    **{f"status-{s}": {"reject": "status", "status": s} for s in (401, 403, 495, 496, 500, 502)},
+    "token-challenge": {"reject": "status", "status": 401, "status_headers": CHALLENGE},
+    "outage-for-all": {"reject": "status", "status": 502, "accept": lambda info: False},
+}
+
+
+@pytest.mark.parametrize("tls", ["1.2", "1.3"])
+@pytest.mark.parametrize("server_kind", sorted(REJECTION_MATRIX))
+def test_probe_reports_what_the_transport_does(
+    run: Any,
+    tmp_path: Path,
+    mtls_server: ServerFactory,
+    stranger: CA,
+    wrong: Leaf,
+    right: Leaf,
+    server_kind: str,
+    tls: str,
+) -> None:
+    """Over the whole rejection matrix, every policy and both orders: the probe's verdicts,
+    winner and last line are what a fresh Transport does with the same request."""
+    options = dict(REJECTION_MATRIX[server_kind])
+    if options["reject"] == "status":
+        options["handshake_cas"] = [stranger]  # the wrong pair gets the status, not an alert
+    server = mtls_server(tls_version=tls, **options)
+    for order in (("a-wrong", "b-right"), ("a-right", "b-wrong")):
+        certs_d = CertsD(tmp_path / "-".join(order))
+        host = certs_d.host(server.host).ca(server.server_ca)
+        for name in order:
+            host.pair(name, right if name.endswith("right") else wrong)
+        for policy in ("docker", "docker-legacy", "tls-only"):
+            case = f"{server_kind} TLS {tls} {order} {policy}"
+            code, out, _ = run(
+                "probe", server.url, "--root", str(certs_d.path), "--json", "--policy", policy
+            )
+            report = json.loads(out)
+            transport = dockercerts.Transport(root=certs_d.path, policy=policy)
+            with httpx.Client(transport=transport, timeout=5) as http:
+                try:
+                    response = http.get(server.url + "/v2/")
+                except dockercerts.ClientCertificateRejected as exc:
+                    attempts, did = exc.attempts, "raises ClientCertificateRejected"
+                else:
+                    attempts = response.extensions["dockercerts.attempts"]
+                    did = f"HTTP {response.status_code}"
+                winner = transport.winner(server.url)
+            # Every verdict the transport reached, the probe reports the same way.
+            probed = report["attempts"][: len(attempts)]
+            assert [(a["candidate"], a["outcome"], a["layer"], a["status"]) for a in probed] == [
+                (
+                    a.candidate,
+                    "accepted" if a.verdict in ("accepted", "returned") else a.verdict,
+                    a.layer,
+                    a.status,
+                )
+                for a in attempts
+            ], case
+            # The same end: the winner settled on, or the answer or error given back.
+            if report["winner"] is not None:
+                chosen = report["attempts"][report["winner"] - 1]
+                assert (winner, did) == (chosen["candidate"], f"HTTP {chosen['status']}"), case
+                assert code == 0
+            elif did.startswith("raises"):
+                assert report["transport"].startswith(did), case
+            else:
+                assert winner is None, case
+                assert report["transport"].startswith("returns the answer of candidate"), case
+                assert f"({did} " in report["transport"], case
