@@ -203,17 +203,17 @@ class _Base:
     def __init__(
         self,
         *,
-        root: Optional[StrPath],
-        platform: Optional[str],
-        trust: Optional[Trust],
-        password: Optional[Password],
-        policy: Union[RejectionPolicy, str],
-        refresh: float,
-        recheck: float,
-        max_hosts: int,
-        trust_env: bool,
-        proxy: Optional[ProxyArg],
-        transport_options: dict[str, Any],
+        root: Optional[StrPath] = None,
+        platform: Optional[str] = None,
+        trust: Optional[Trust] = None,
+        password: Optional[Password] = None,
+        policy: Union[RejectionPolicy, str] = DOCKER,
+        refresh: float = 1.0,
+        recheck: float = 60.0,
+        max_hosts: int = 256,
+        trust_env: bool = True,
+        proxy: Optional[ProxyArg] = None,
+        **transport_options: Any,
     ) -> None:
         self._options: Options = options(root, platform, trust, password, policy, refresh, recheck)
         self._proxies = ProxyRules.make(proxy, trust_env=trust_env)
@@ -291,35 +291,6 @@ class Transport(_Base, httpx.BaseTransport):
 
     __doc__ = (__doc__ or "") + _ARGS_DOC
     _inner_type = httpx.HTTPTransport
-
-    def __init__(
-        self,
-        *,
-        root: Optional[StrPath] = None,
-        platform: Optional[str] = None,
-        trust: Optional[Trust] = None,
-        password: Optional[Password] = None,
-        policy: Union[RejectionPolicy, str] = DOCKER,
-        refresh: float = 1.0,
-        recheck: float = 60.0,
-        max_hosts: int = 256,
-        trust_env: bool = True,
-        proxy: Optional[ProxyArg] = None,
-        **transport_options: Any,
-    ) -> None:
-        super().__init__(
-            root=root,
-            platform=platform,
-            trust=trust,
-            password=password,
-            policy=policy,
-            refresh=refresh,
-            recheck=recheck,
-            max_hosts=max_hosts,
-            trust_env=trust_env,
-            proxy=proxy,
-            transport_options=transport_options,
-        )
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         if request.url.scheme != "https":
@@ -410,35 +381,6 @@ class AsyncTransport(_Base, httpx.AsyncBaseTransport):
 
     __doc__ = (__doc__ or "") + _ARGS_DOC
     _inner_type = httpx.AsyncHTTPTransport
-
-    def __init__(
-        self,
-        *,
-        root: Optional[StrPath] = None,
-        platform: Optional[str] = None,
-        trust: Optional[Trust] = None,
-        password: Optional[Password] = None,
-        policy: Union[RejectionPolicy, str] = DOCKER,
-        refresh: float = 1.0,
-        recheck: float = 60.0,
-        max_hosts: int = 256,
-        trust_env: bool = True,
-        proxy: Optional[ProxyArg] = None,
-        **transport_options: Any,
-    ) -> None:
-        super().__init__(
-            root=root,
-            platform=platform,
-            trust=trust,
-            password=password,
-            policy=policy,
-            refresh=refresh,
-            recheck=recheck,
-            max_hosts=max_hosts,
-            trust_env=trust_env,
-            proxy=proxy,
-            transport_options=transport_options,
-        )
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         if request.url.scheme != "https":
