@@ -14,8 +14,8 @@ so a server certificate issued for ``localhost`` verifies.
 What each peer can tell about the client certificate that arrived:
 
 - nginx: its access log has one JSON record per request with the client subject, issuer,
-  SHA-1 fingerprint (nginx's ``$ssl_client_fingerprint`` is SHA-1), serial, verify result and
-  TLS protocol: :meth:`NginxPeer.records`.
+  SHA-1 fingerprint (nginx's ``$ssl_client_fingerprint`` is SHA-1), serial, verify result,
+  TLS protocol and connection serial number: :meth:`NginxPeer.records`.
 - docker-registry 2.8 logs nothing about an accepted client certificate (its "response
   completed" record has no TLS fields). A rejected one shows up only as Go's
   ``http: TLS handshake error from <addr>: <reason>`` line: :meth:`RegistryPeer.handshake_errors`.
@@ -389,6 +389,10 @@ _NGINX_LOG_FIELDS = {
     "ssl_client_fingerprint": "$ssl_client_fingerprint",
     "ssl_client_serial": "$ssl_client_serial",
     "ssl_server_name": "$ssl_server_name",
+    # nginx's serial number of the client connection: records sharing it travelled on one
+    # kept-alive TLS connection, so the distinct values count the handshakes that carried
+    # a request.
+    "connection": "$connection",
 }
 
 
