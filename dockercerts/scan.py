@@ -148,6 +148,14 @@ def _list(directory: Path) -> Optional[list[str]]:
     except FileNotFoundError:
         return None
     except NotADirectoryError:
+        blocker = _file_above(directory)
+        if blocker is not None:
+            raise CertsDirReadError(
+                directory,
+                directory,
+                f"not a directory: {blocker} is a file, not a folder",
+                "The certs.d root and every folder above the host directory must be folders",
+            ) from None
         raise CertsDirReadError(
             directory,
             directory,
@@ -270,6 +278,17 @@ def _open_regular(path: Path, directory: Path) -> int:
         os.close(fd)
         raise error
     return fd
+
+
+def _file_above(directory: Path) -> Optional[Path]:
+    """The nearest parent of ``directory`` that exists and is not a folder, if any."""
+    for parent in directory.parents:
+        try:
+            if not stat.S_ISDIR(os.stat(parent).st_mode):
+                return parent
+        except OSError:
+            continue
+    return None
 
 
 def _read(path: Path, directory: Path) -> bytes:
