@@ -161,19 +161,35 @@ def subject_hash(der: bytes) -> Optional[str]:
     return f"{int.from_bytes(digest[:4], 'little'):08x}"
 
 
+_CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+
+
+def _memory_folder() -> Optional[str]:
+    """Where to make the hashed folder: ``/dev/shm`` when usable, else the temp folder.
+
+    Creating a file costs ~7 us on tmpfs and ~200 us on the development machine's disk, so
+    for 10,000 anchors the choice is 0.07 s against 2 s.
+    """
+    shm = "/dev/shm"  # noqa: S108 - a private 0700 folder with a random name is made in it
+    return shm if os.path.isdir(shm) and os.access(shm, os.W_OK | os.X_OK) else None
+
+
 class _HashedFolder:
     """A private ``capath`` folder; removed when the last context using it is gone."""
 
     def __init__(self, groups: dict[str, list[bytes]]) -> None:
-        self.path = tempfile.mkdtemp(prefix="dockercerts-anchors-")
+        self.path = tempfile.mkdtemp(prefix="dockercerts-anchors-", dir=_memory_folder())
         self._remove = weakref.finalize(self, shutil.rmtree, self.path, ignore_errors=True)
         try:
             for name, ders in groups.items():
                 # One file per hash, holding every certificate with it: OpenSSL reads all of
                 # a file's certificates, and stops at the first missing <hash>.<n>.
-                pem = "".join(ssl.DER_cert_to_PEM_cert(der) for der in ders)
-                with open(os.path.join(self.path, f"{name}.0"), "w", encoding="ascii") as out:
-                    out.write(pem)
+                pem = "".join(ssl.DER_cert_to_PEM_cert(der) for der in ders).encode("ascii")
+                fd = os.open(os.path.join(self.path, f"{name}.0"), _CREATE, 0o600)
+                try:
+                    os.write(fd, pem)
+                finally:
+                    os.close(fd)
         except BaseException:
             self._remove()
             raise
