@@ -497,3 +497,23 @@ def test_host_certs_keeps_no_password_in_a_field(certs_d: CertsD, mtls_ca: CA) -
         # replace() still carries the password to the copy: its contexts build.
         copy = dataclasses.replace(certs, trust="replace")
         assert isinstance(copy.candidates()[0].context, ssl.SSLContext)
+
+
+def test_reloads_of_an_unchanged_bundle_share_the_prepared_trust(
+    bulk: Bulk, certs_d: CertsD, mtls_ca: CA
+) -> None:
+    """A reload (the transport's, after a client pair rotated) does not prepare the same
+    10,000 anchors again while contexts of the previous load are alive."""
+    hd = certs_d.host("localhost:5445")
+    hd.file("ca.crt", bulk.pem[: len(bulk.pem) // 4])
+    hd.pair("one", mtls_ca.issue_client("one"))
+    first = load_dir(hd.path).candidates()[0]
+    context = first.context
+    hd.pair("one", mtls_ca.issue_client("one, renewed"))
+    second = load_dir(hd.path).candidates()[0]
+    assert second.context is not context
+    assert second._maker._trust is first._maker._trust
+    hd.file("ca.crt", bulk.pem[: len(bulk.pem) // 5])  # other anchors: prepared anew
+    third = load_dir(hd.path).candidates()[0]
+    assert third.context is not None
+    assert third._maker._trust is not first._maker._trust
