@@ -9,10 +9,12 @@ asked for it and keeps it, so a host whose first certificate works never pays fo
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import os
 import ssl
 import threading
+import weakref
 from collections.abc import Iterator
 from dataclasses import InitVar, dataclass, field
 from pathlib import Path
@@ -119,7 +121,7 @@ class _ContextMaker:
 
     def _new_context(self) -> ssl.SSLContext:
         if self._trust is None:
-            self._trust = Anchors(self._anchors)
+            self._trust = _prepared(self._anchors)
         return docker_context(system=self._system, anchors=self._trust)
 
     def _build(self, pair: Optional[ClientPair]) -> ssl.SSLContext:
@@ -130,6 +132,26 @@ class _ContextMaker:
             return result
         # Raised here, from a frame that holds neither the password nor the error's origin.
         raise result
+
+
+# Prepared trusts still in use, by the digest of their certificates: a reload of a folder
+# whose .crt files did not change (the transport reloads when a client pair rotates) reuses
+# the trust of the previous load while any of its contexts is alive, instead of preparing
+# the same anchors again (0.17 s for 10,000).
+_PREPARED: weakref.WeakValueDictionary[bytes, Anchors] = weakref.WeakValueDictionary()
+_PREPARED_LOCK = threading.Lock()
+
+
+def _prepared(anchors: tuple[bytes, ...]) -> Anchors:
+    """The :class:`Anchors` for ``anchors``, shared with any live one of the same content."""
+    key = hashlib.sha256(b"".join(anchors)).digest()  # DER is self-delimiting
+    with _PREPARED_LOCK:
+        found = _PREPARED.get(key)
+    if found is not None:
+        return found
+    made = Anchors(anchors)  # outside the lock: other hosts need not wait for this one
+    with _PREPARED_LOCK:
+        return _PREPARED.setdefault(key, made)
 
 
 def _load_pair(
