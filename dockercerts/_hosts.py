@@ -22,7 +22,7 @@ from typing import Any, Callable, Generic, Optional, TypeVar, Union
 import httpx
 
 from .errors import CertsDirError
-from .loader import Candidate, HostCerts, StrPath, _read_dir
+from .loader import Candidate, HostCerts, StrPath, _read_dir, _Secret
 from .locate import _platform, certs_root, host_dir
 from .rejection import RejectionPolicy
 from .scan import Password, snapshot
@@ -91,7 +91,8 @@ class Options:
     root: Path
     platform: str
     trust: Optional[Trust]
-    password: Optional[Password] = field(repr=False)
+    # Wrapped: dataclasses.asdict() and repr() of the options must not show it.
+    password: _Secret = field(repr=False)
     policy: RejectionPolicy
     refresh: float
     recheck: float
@@ -125,7 +126,7 @@ def options(
         root=certs_root(platform=plat) if root is None else Path(root),
         platform=plat,
         trust=trust,
-        password=password,
+        password=_Secret.of(password),
         policy=RejectionPolicy.preset(policy) if isinstance(policy, str) else policy,
         refresh=float(refresh),
         recheck=float(recheck),
@@ -287,7 +288,7 @@ class HostState(Generic[Inner]):
                 directory,
                 platform=self._options.platform,
                 trust=self._options.trust,
-                password=self._options.password,
+                password=self._options.password.get(),
             )
         except CertsDirError as exc:
             if current is None:

@@ -17,14 +17,17 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import ipaddress
 import json
 import logging
+import math
 import os
 import re
 import shutil
 import signal
 import ssl
+import stat
 import sys
 import tempfile
 import threading
@@ -35,7 +38,7 @@ from http import HTTPStatus
 from pathlib import Path
 from types import FrameType
 from typing import Any, Callable, Optional, TextIO, Union
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 from cryptography import x509
@@ -64,7 +67,7 @@ from .locate import (
     registry_host,
 )
 from .rejection import TLS13_REFUSAL
-from .scan import ClientPair, _is_ca, _utc, extension, sorted_names
+from .scan import ClientPair, _is_ca, _read, _utc, extension, sorted_names
 from .scan import _ca_certificates as _crt_certificates
 from .transport import Transport, docker_host_names, host_dir_for_url
 from .trust import Trust
@@ -189,13 +192,52 @@ def classify(argument: str) -> tuple[str, str]:
     if "/" not in text:
         with contextlib.suppress(InvalidHostError):
             return "host", check_host(text)
+    name = _repository_name(text)
+    if len(name) > _MAX_NAME:
+        # Docker's limit (distribution/reference NameTotalLengthMax), checked before the
+        # grammar: a 100 KB argument must be refused, not matched or echoed.
+        raise CLIError(
+            f"the repository name is {len(name)} characters long; Docker refuses names of "
+            f"more than {_MAX_NAME} characters",
+            "check the argument",
+        )
     if not is_image_reference(text):
         raise CLIError(
-            f"{argument!r} is not a registry host, URL or image reference",
+            f"{_shorten(redact(argument))!r} is not a registry host, URL or image reference",
             "write a host (reg.example.com:5000), a URL (https://reg.example.com:5000/v2/) "
             "or an image reference (reg.example.com:5000/team/app:1.0)",
         )
     return "image", registry_host(text)
+
+
+_MAX_NAME = 255  # Docker refuses repository names longer than this
+_PORT_LIKE = re.compile(r"[^:/@]+:([0-9]+)\Z")
+
+
+def _repository_name(text: str) -> str:
+    """The name part of an image reference (no digest, no tag), for its length check."""
+    name = text.split("@", 1)[0]
+    last = name.rfind(":")
+    return name[:last] if last > name.rfind("/") else name
+
+
+def _shorten(text: str, most: int = 200) -> str:
+    return text if len(text) <= most else text[:most] + "..."
+
+
+def redact(argument: str) -> str:
+    """``argument`` with the user name and password of a URL replaced by ``***``.
+
+    >>> redact("https://alice:secret@reg:5000/v2/")
+    'https://***@reg:5000/v2/'
+    """
+    if "://" not in argument or "@" not in argument:
+        return argument
+    scheme, rest = argument.split("://", 1)
+    authority, sep, tail = rest.partition("/")
+    if "@" not in authority:
+        return argument
+    return f"{scheme}://***@{authority.rsplit('@', 1)[1]}{sep}{tail}"
 
 
 _LOOPBACK_NAMES = ("localhost", "127.0.0.1", "[::1]")
@@ -240,22 +282,81 @@ def _certificates(data: bytes) -> list[x509.Certificate]:
     return [x509.load_der_x509_certificate(der) for der in _crt_certificates(data)]
 
 
-def _first_certificate(path: Path) -> Optional[x509.Certificate]:
+def _read_file(path: Path) -> Optional[bytes]:
+    """The bytes of ``path`` read as the loader reads (regular files only, capped, never
+    blocking), or ``None`` when it cannot be: the loader's error says why."""
     try:
-        found = _certificates(path.read_bytes())
-    except OSError:
+        return _read(path, path.parent)
+    except CertsDirError:
         return None
+
+
+def _is_dir(path: Path) -> bool:
+    """``Path.is_dir()`` that is ``False``, not an exception, when ``path`` cannot be
+    reached (Python 3.11 raises ``PermissionError`` for a folder that is not searchable)."""
+    try:
+        return stat.S_ISDIR(os.stat(path).st_mode)
+    except (OSError, ValueError):
+        return False
+
+
+def _root_state(path: Path) -> str:
+    """``"directory"``, ``"missing"``, ``"not-a-directory"`` or ``"unreadable"``."""
+    try:
+        mode = os.stat(path).st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        return "missing"
+    except (OSError, ValueError):
+        return "unreadable"
+    return "directory" if stat.S_ISDIR(mode) else "not-a-directory"
+
+
+def _kind(path: Path) -> tuple[str, Optional[str]]:
+    """What ``path`` is, following links, and the link's target when it is one.
+
+    ``"file"``, ``"directory"``, ``"fifo"``, ``"socket"``, ``"device"``,
+    ``"dangling-symlink"``, ``"symlink-loop"``, ``"missing"`` or ``"unreadable"``.
+    """
+    link: Optional[str] = None
+    try:
+        if stat.S_ISLNK(os.lstat(path).st_mode):
+            with contextlib.suppress(OSError):
+                link = os.readlink(path)
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return ("dangling-symlink" if link is not None else "missing"), link
+    except OSError as exc:
+        return ("symlink-loop" if exc.errno == errno.ELOOP else "unreadable"), link
+    if stat.S_ISREG(mode):
+        return "file", link
+    if stat.S_ISDIR(mode):
+        return "directory", link
+    if stat.S_ISFIFO(mode):
+        return "fifo", link
+    if stat.S_ISSOCK(mode):
+        return "socket", link
+    return "device", link
+
+
+def _first_certificate(path: Path) -> Optional[x509.Certificate]:
+    data = _read_file(path)
+    found = _certificates(data) if data is not None else []
     return found[0] if found else None
 
 
 def _key_matches(cert: x509.Certificate, key_path: Path) -> Optional[bool]:
     """Whether the (unencrypted) key at ``key_path`` belongs to ``cert``; None if unknown."""
+    data = _read_file(key_path)
+    if data is None:
+        return None
     try:
         key = serialization.load_pem_private_key(
-            key_path.read_bytes(), password=None, unsafe_skip_rsa_key_validation=True
+            data, password=None, unsafe_skip_rsa_key_validation=True
         )
-    except Exception:  # unreadable, encrypted, unsupported: we simply cannot tell
+    except Exception:  # encrypted, unsupported: we simply cannot tell
         return None
+    finally:
+        del data  # no key bytes in this frame once it is done
     spki = serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     return bool(key.public_key().public_bytes(*spki) == cert.public_key().public_bytes(*spki))
 
@@ -280,16 +381,7 @@ def _files(directory: Path) -> list[Report]:
     entries = []
     for name in sorted_names(names):
         path = directory / name
-        link: Optional[str] = None
-        if path.is_symlink():
-            with contextlib.suppress(OSError):
-                link = os.readlink(path)
-        if path.is_dir():
-            kind = "directory"
-        elif path.exists():
-            kind = "file"
-        else:
-            kind = "dangling-symlink" if link is not None else "missing"
+        kind, link = _kind(path)
         entries.append(
             {
                 "name": name,
@@ -307,9 +399,8 @@ def _ca_certificates(files: list[Report], now: datetime) -> list[Report]:
     for entry in files:
         if entry["role"] != "ca" or entry["kind"] != "file":
             continue
-        try:
-            data = Path(entry["path"]).read_bytes()
-        except OSError:
+        data = _read_file(Path(entry["path"]))
+        if data is None:
             continue
         for cert in _certificates(data):
             not_before, not_after = _utc(cert, "not_valid_before"), _utc(cert, "not_valid_after")
@@ -353,7 +444,7 @@ def _near_misses(root: Path, folder: str, host: str, platform: str, exists: bool
     folder Docker reads does not (otherwise two registries on one port would be flagged).
     """
     try:
-        entries = [e for e in os.listdir(root) if (root / e).is_dir()]
+        entries = [e for e in os.listdir(root) if _is_dir(root / e)]
     except OSError:
         return []
     name, port = _split_port(host)
@@ -559,23 +650,26 @@ def inspect_report(
         certs = load_dir(directory, platform=plat, trust=rule)
     except CertsDirError as exc:
         error = _docker_error(exc)
-    exists = directory.is_dir()
+    exists = _is_dir(directory)
     warnings = [
         _warning(w.code, w.path, w.message, w.fix) for w in (certs.warnings if certs else ())
     ]
-    warnings += _extra_warnings(certs, cas, exists, host, directory)
+    # A folder that cannot be read is not a missing one: the error says what is wrong.
+    warnings += _extra_warnings(certs, cas, exists or error is not None, host, directory)
+    root_state = _root_state(base)
     exit_code = 2 if error else 1 if warnings else 0
     return {
         "schema": SCHEMA,
         "command": "inspect",
-        "argument": argument,
+        "argument": redact(argument),
         "argument_kind": kind,
         "host": host,
         "platform": plat,
         "trust": rule,
         "uses_system_roots": certs.uses_system_roots if certs else None,
         "root": str(base),
-        "root_exists": base.is_dir(),
+        "root_exists": root_state == "directory",
+        "root_state": root_state,
         "directory": str(directory),
         "directory_exists": exists,
         "notes": notes,
@@ -608,6 +702,13 @@ def _notes(
             f"read as a registry host, as 'docker login {text}' does (as an image reference "
             f"it would be the image {name}, tag {tag}, on Docker Hub)"
         )
+    port = _PORT_LIKE.match(text)
+    if kind == "image" and port is not None and int(port.group(1)) > 65535:
+        notes.append(
+            f"read as the image {text.split(':')[0]}, tag {port.group(1)}, on Docker Hub: "
+            f"{port.group(1)} cannot be a port (ports end at 65535); if you meant a "
+            "registry, check the port"
+        )
     if host == "docker.io":
         notes.append(
             "Docker Hub: Docker reads no certs.d folder for Docker Hub pulls and pushes; a "
@@ -617,7 +718,7 @@ def _notes(
         url = httpx.URL(text)
         names = docker_host_names(url)
         dirs = [host_dir(n, root=root, platform=platform) for n in names]
-        chosen = next((d for d in dirs if d.is_dir()), dirs[0])
+        chosen = next((d for d in dirs if _is_dir(d)), dirs[0])
         if chosen != directory:
             notes.append(f"dockercerts.Transport, given this URL, reads {chosen}")
     if default_root and platform != current_platform():
@@ -641,9 +742,17 @@ def render_inspect(report: Report, style: Style) -> list[str]:
         style("bold", f"dockercerts inspect {report['argument']}")
         + f"  ({_KIND_TEXT[report['argument_kind']]} -> {report['host']})"
     ]
-    root_state = "" if report["root_exists"] else style("yellow", "  (does not exist)")
+    root_text = {
+        "directory": "",
+        "missing": "  (does not exist)",
+        "not-a-directory": "  (not a directory)",
+        "unreadable": "  (cannot be read)",
+    }[report.get("root_state", "directory" if report["root_exists"] else "missing")]
+    root_state = style("yellow", root_text) if root_text else ""
     if report["directory_exists"]:
         dir_state = ""
+    elif report["error"] or root_text:
+        dir_state = ""  # the root's state, or the error below, says what is wrong
     else:
         dir_state = style("yellow", "  (missing: system roots, no client certificate)")
     trust = (
@@ -751,26 +860,35 @@ _KIND_TEXT = {"host": "registry host", "url": "URL", "image": "image reference"}
 
 
 def _probe_url(argument: str) -> httpx.URL:
+    """The URL to probe: https only, ``/v2/`` for no path, and never a user or password
+    (probe tests client certificates; credentials would be sent as Basic auth)."""
     text = argument.strip()
+    shown = _shorten(redact(argument))
     if "://" not in text:
         try:
             check_host(text)
         except InvalidHostError:
             raise CLIError(
-                f"{argument!r} is neither an https:// URL nor a registry host",
+                f"{shown!r} is neither an https:// URL nor a registry host",
                 "write https://reg.example.com:5000/v2/ or reg.example.com:5000",
             ) from None
         text = f"https://{text}"
-    if urlsplit(text).scheme != "https":
+    try:
+        parts = urlsplit(text)
+    except ValueError as exc:  # an unclosed [ of an IPv6 literal, say
+        raise CLIError(f"{shown!r} is not a valid URL: {exc}", "check the URL") from None
+    if parts.scheme != "https":
         raise CLIError(
-            f"{argument!r}: probe needs an https:// URL (client certificates travel over TLS)",
-            f"write https://{text.split('://', 1)[1]}",
+            f"{shown!r}: probe needs an https:// URL (client certificates travel over TLS)",
+            f"write https://{redact(text).split('://', 1)[1]}",
         )
+    if "@" in parts.netloc:
+        text = urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))
     registry_host(text)  # the same host check as everywhere else
     try:
         url = httpx.URL(text)
     except httpx.InvalidURL as exc:
-        raise CLIError(f"{argument!r} is not a valid URL: {exc}", "check the URL") from None
+        raise CLIError(f"{shown!r} is not a valid URL: {exc}", "check the URL") from None
     if url.path in ("", "/"):
         url = url.copy_with(path="/v2/")
     return url
@@ -798,6 +916,17 @@ _REJECTION_HINTS = {
 def _error_hint(exc: BaseException, url: httpx.URL, timeout: float) -> str:
     text = " ".join(str(e) for e in _chain(exc))
     if "CERTIFICATE_VERIFY_FAILED" in text:
+        # Only an untrusted issuer is fixed by a ca.crt; say what else OpenSSL found.
+        if "Hostname mismatch" in text or "IP address mismatch" in text:
+            return (
+                f"the registry's server certificate is not valid for the name {url.host}: "
+                "connect with a name the certificate lists, or have it reissued with "
+                f"{url.host} among its subject alternative names"
+            )
+        if "certificate has expired" in text:
+            return "the registry's server certificate has expired: it must be renewed"
+        if "certificate is not yet valid" in text:
+            return "the registry's server certificate is not valid yet: check this machine's clock"
         return (
             "the registry's server certificate is not trusted: put its CA in the host "
             "directory as ca.crt"
@@ -945,7 +1074,7 @@ def probe_report(
         "policy": policy,
         "root": str(base),
         "directory": str(directory),
-        "directory_exists": directory.is_dir(),
+        "directory_exists": _is_dir(directory),
         "ca_files": [str(p) for p in certs.ca_files] if certs else [],
         "error": error,
         "attempts": attempts,
@@ -1323,6 +1452,32 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         log.setLevel(previous_level)
 
 
+_MAX_TIMEOUT = 86400  # a day; beyond some point the platform's clocks overflow
+
+
+def _os_error(args: argparse.Namespace, exc: OSError, out: TextIO) -> int:
+    """An ``OSError`` the report did not foresee: still a report (exit 2, JSON for --json).
+
+    Every file-system call of the reports is meant to be caught where it happens; this is
+    the net under them, so a folder nobody thought of never ends in a traceback.
+    """
+    where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
+    message = f"{exc.strerror or type(exc).__name__}{where}"
+    fix = "check the permissions and the type of the files and folders under the root"
+    if args.json:
+        report: Report = {
+            "schema": SCHEMA,
+            "command": args.command,
+            "error": {"type": type(exc).__name__, "message": message, "fix": fix, "paths": []},
+            "status": "error",
+            "exit_code": 2,
+        }
+        print(json.dumps(report, indent=2), file=out)
+    else:
+        print(_one_line(f"cannot read the folder: {message}", fix), file=sys.stderr)
+    return 2
+
+
 def _run(
     args: argparse.Namespace, parser: argparse.ArgumentParser, out: TextIO, style: Style
 ) -> int:
@@ -1333,21 +1488,36 @@ def _run(
         return run_demo(out, style, keep=args.keep)
     report: Report
     if args.command == "inspect":
-        report = inspect_report(
-            args.target, root=args.root, platform=args.platform, trust=args.trust
-        )
+        try:
+            report = inspect_report(
+                args.target, root=args.root, platform=args.platform, trust=args.trust
+            )
+        except OSError as exc:
+            return _os_error(args, exc, out)
         lines = render_inspect(report, style) if not args.json else []
     else:
-        if not args.timeout > 0:
-            raise CLIError("--timeout must be a positive number of seconds", "e.g. --timeout 5")
-        report = probe_report(
-            args.url,
-            root=args.root,
-            platform=args.platform,
-            trust=args.trust,
-            policy=args.policy,
-            timeout=args.timeout,
-        )
+        if not (math.isfinite(args.timeout) and 0 < args.timeout <= _MAX_TIMEOUT):
+            raise CLIError(
+                f"--timeout must be a positive number of seconds, at most {_MAX_TIMEOUT}",
+                "e.g. --timeout 5",
+            )
+        if "@" in args.url.split("://", 1)[-1].split("/", 1)[0]:
+            print(
+                "dockercerts: note: the user name and password in the URL are not sent "
+                "(credentials removed: probe tests client certificates only)",
+                file=sys.stderr,
+            )
+        try:
+            report = probe_report(
+                args.url,
+                root=args.root,
+                platform=args.platform,
+                trust=args.trust,
+                policy=args.policy,
+                timeout=args.timeout,
+            )
+        except OSError as exc:
+            return _os_error(args, exc, out)
         lines = render_probe(report, style) if not args.json else []
     if args.json:
         print(json.dumps(report, indent=2), file=out)

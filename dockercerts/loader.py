@@ -8,17 +8,32 @@ asked for it and keeps it, so a host whose first certificate works never pays fo
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import logging
 import os
 import ssl
 import threading
-from dataclasses import dataclass, field
+import weakref
+from collections.abc import Iterator
+from dataclasses import InitVar, dataclass, field
 from pathlib import Path
-from typing import Optional, Union
+from typing import Callable, Optional, Union
 
-from .errors import CertsDirReadError, KeyPairError
+from ._anchors import Anchors
+from .errors import CertsDirError, CertsDirReadError, KeyPairError
 from .locate import _platform, host_dir
-from .scan import CertsWarning, ClientPair, Password, Snapshot, _resolve_password, scan
+from .scan import (
+    CertsWarning,
+    ClientPair,
+    Password,
+    Scan,
+    Snapshot,
+    _detached,
+    _open_regular,
+    _resolve_password,
+    _scan,
+)
 from .trust import Trust, docker_context
 
 __all__ = ["Candidate", "HostCerts", "default_trust", "load", "load_dir"]
@@ -40,20 +55,57 @@ def default_trust(platform: Optional[str] = None) -> Trust:
 _PAIR_READS = 3  # reads of a pair that fails to load before it is reported as broken
 
 
-class _ContextMaker:
-    """Builds and caches each candidate's context; shared by a host's candidates."""
+class _Secret:
+    """A key password kept out of ``repr()``, copies and dataclass fields."""
 
-    def __init__(
-        self, system: bool, anchors: tuple[bytes, ...], password: Optional[Password]
-    ) -> None:
+    __slots__ = ("_value",)
+
+    def __init__(self, value: Optional[Password]) -> None:
+        self._value = value
+
+    @classmethod
+    def of(cls, value: Union[Password, _Secret, None]) -> _Secret:
+        return value if isinstance(value, _Secret) else cls(value)
+
+    def get(self) -> Optional[Password]:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "<password>" if self._value is not None else "<no password>"
+
+    def __copy__(self) -> _Secret:
+        return self
+
+    def __deepcopy__(self, memo: object) -> _Secret:
+        # dataclasses.asdict() deep-copies what is not a dataclass: the secret stays one.
+        return self
+
+    def __reduce__(self) -> tuple[object, ...]:
+        raise TypeError("a key password is not pickled")
+
+
+class _ContextMaker:
+    """Builds and caches each candidate's context; shared by a host's candidates.
+
+    The trust (the folder's ``.crt`` certificates, deduplicated) is prepared once, at the
+    first context, and shared by every candidate: for a large bundle it is the expensive
+    part (see :mod:`dockercerts._anchors`).
+    """
+
+    def __init__(self, system: bool, anchors: tuple[bytes, ...], secret: _Secret) -> None:
         self._system = system
         self._anchors = anchors
-        self._password = password
+        self._trust: Optional[Anchors] = None
+        self._secret = secret
         self._built: dict[Optional[str], ssl.SSLContext] = {}
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:
         return "<_ContextMaker>"
+
+    def __deepcopy__(self, memo: object) -> _ContextMaker:
+        # A shared cache with a lock: dataclasses.asdict(candidate) keeps it as it is.
+        return self
 
     def get(self, pair: Optional[ClientPair]) -> ssl.SSLContext:
         key = None if pair is None else pair.name
@@ -67,37 +119,103 @@ class _ContextMaker:
                 self._built[key] = context
         return context
 
+    def _new_context(self) -> ssl.SSLContext:
+        if self._trust is None:
+            self._trust = _prepared(self._anchors)
+        return docker_context(system=self._system, anchors=self._trust)
+
     def _build(self, pair: Optional[ClientPair]) -> ssl.SSLContext:
         if pair is None:
-            return docker_context(system=self._system, anchors=self._anchors)
-        secret = _resolve_password(self._password, pair.key)
-        for attempt in range(1, _PAIR_READS + 1):
-            context = docker_context(system=self._system, anchors=self._anchors)
-            try:
-                context.load_cert_chain(pair.cert, pair.key, password=lambda: secret or b"")
-                return context
-            except ssl.SSLError as exc:
-                if attempt < _PAIR_READS:
-                    # The pair was checked at load time, so it is most likely being rotated:
-                    # OpenSSL reads the .cert and the .key apart, one may be from before the
-                    # swap and one from after. Once the rotation is over they agree again.
-                    continue
-                raise KeyPairError(
-                    pair.cert,
-                    pair.key,
-                    f"OpenSSL cannot load the pair ({exc.reason or 'unknown reason'})",
-                    "Check that the files did not change since they were loaded",
-                ) from None
-            except OSError as exc:
-                # ssl does not say which of the two files failed: look.
-                failed = next((p for p in (pair.key, pair.cert) if not p.is_file()), pair.cert)
-                raise CertsDirReadError(
-                    failed,
-                    pair.cert.parent,
-                    exc.strerror or type(exc).__name__,
-                    "The file changed or vanished since the directory was loaded; load it again",
-                ) from None
-        raise AssertionError("unreachable: the last read returns or raises")
+            return self._new_context()
+        result = _load_pair(self._new_context, pair, self._secret)
+        if isinstance(result, ssl.SSLContext):
+            return result
+        # Raised here, from a frame that holds neither the password nor the error's origin.
+        raise result
+
+
+# Prepared trusts still in use, by the digest of their certificates: a reload of a folder
+# whose .crt files did not change (the transport reloads when a client pair rotates) reuses
+# the trust of the previous load while any of its contexts is alive, instead of preparing
+# the same anchors again (0.17 s for 10,000).
+_PREPARED: weakref.WeakValueDictionary[bytes, Anchors] = weakref.WeakValueDictionary()
+_PREPARED_LOCK = threading.Lock()
+
+
+def _prepared(anchors: tuple[bytes, ...]) -> Anchors:
+    """The :class:`Anchors` for ``anchors``, shared with any live one of the same content."""
+    key = hashlib.sha256(b"".join(anchors)).digest()  # DER is self-delimiting
+    with _PREPARED_LOCK:
+        found = _PREPARED.get(key)
+    if found is not None:
+        return found
+    made = Anchors(anchors)  # outside the lock: other hosts need not wait for this one
+    with _PREPARED_LOCK:
+        return _PREPARED.setdefault(key, made)
+
+
+def _load_pair(
+    make: Callable[[], ssl.SSLContext], pair: ClientPair, secret: _Secret
+) -> Union[ssl.SSLContext, CertsDirError]:
+    """A context with ``pair`` loaded, or the error to raise (returned, not raised: this
+    frame holds the password, and a raised error's traceback would keep it)."""
+    password = _resolve_password(secret.get(), pair.key)
+    for attempt in range(1, _PAIR_READS + 1):
+        context = make()
+        try:
+            with _opened(pair) as (cert, key):
+                context.load_cert_chain(cert, key, password=lambda: password or b"")
+            return context
+        except CertsDirError as exc:
+            return _detached(exc)
+        except ssl.SSLError as exc:
+            if attempt < _PAIR_READS:
+                # The pair was checked at load time, so it is most likely being rotated:
+                # OpenSSL reads the .cert and the .key apart, one may be from before the
+                # swap and one from after. Once the rotation is over they agree again.
+                continue
+            return KeyPairError(
+                pair.cert,
+                pair.key,
+                f"OpenSSL cannot load the pair ({exc.reason or 'unknown reason'})",
+                "Check that the files did not change since they were loaded",
+            )
+        except OSError as exc:
+            # ssl does not say which of the two files failed: look.
+            failed = next((p for p in (pair.key, pair.cert) if not p.is_file()), pair.cert)
+            return CertsDirReadError(
+                failed,
+                pair.cert.parent,
+                exc.strerror or type(exc).__name__,
+                "The file changed or vanished since the directory was loaded; load it again",
+            )
+    raise AssertionError("unreachable: the last read returns")
+
+
+@contextlib.contextmanager
+def _opened(pair: ClientPair) -> Iterator[tuple[str, str]]:
+    """Paths for OpenSSL to read the pair from, each checked to be a regular file.
+
+    OpenSSL opens files by name, so a ``.key`` replaced by a FIFO after the load would block
+    it. Where the platform has ``/dev/fd``, OpenSSL is given the descriptor checked here
+    (``/dev/fd/N`` opens the very file behind it), so nothing can be swapped in between;
+    elsewhere it gets the names, checked a moment before.
+    """
+    directory = pair.cert.parent
+    cert_fd = _open_regular(pair.cert, directory)
+    try:
+        key_fd = _open_regular(pair.key, directory)
+    except BaseException:
+        os.close(cert_fd)
+        raise
+    try:
+        paths = (f"/dev/fd/{cert_fd}", f"/dev/fd/{key_fd}")
+        if not all(os.path.exists(p) for p in paths):
+            paths = (str(pair.cert), str(pair.key))
+        yield paths
+    finally:
+        os.close(cert_fd)
+        os.close(key_fd)
 
 
 @dataclass(frozen=True)
@@ -144,11 +262,16 @@ class HostCerts:
     trust: Trust
     snapshot: Snapshot = field(repr=False, compare=False)
     ca_certificates: tuple[bytes, ...] = field(repr=False, compare=False, default=())
-    _password: Optional[Password] = field(repr=False, compare=False, default=None)
+    # Not a field: dataclasses.asdict() and fields() never see the password. It is kept
+    # under the same name, wrapped, which is what dataclasses.replace() passes on to the copy.
+    _password: InitVar[Union[Password, _Secret, None]] = None
     # Not an init field, so dataclasses.replace() gives the copy a cache of its own.
     _candidates: list[tuple[Candidate, ...]] = field(
         init=False, repr=False, compare=False, default_factory=list
     )
+
+    def __post_init__(self, _password: Union[Password, _Secret, None]) -> None:
+        object.__setattr__(self, "_password", _Secret.of(_password))
 
     @property
     def uses_system_roots(self) -> bool:
@@ -162,7 +285,8 @@ class HostCerts:
         The tuple is built once; each candidate's context is built when first used.
         """
         if not self._candidates:
-            maker = _ContextMaker(self.uses_system_roots, self.ca_certificates, self._password)
+            secret: _Secret = self.__dict__["_password"]
+            maker = _ContextMaker(self.uses_system_roots, self.ca_certificates, secret)
             pairs: tuple[Optional[ClientPair], ...] = self.pairs or (None,)
             # A race here builds two equal tuples; either one is fine to keep.
             self._candidates.append(tuple(Candidate(pair, maker) for pair in pairs))
@@ -181,13 +305,17 @@ def load_dir(
     Raises the first :class:`~dockercerts.CertsDirError` in Docker's order; a missing
     directory is not an error. ``trust`` defaults to the platform's rule (see
     :func:`default_trust`); ``password`` unlocks encrypted keys (bytes, text, or a callable
-    given the key's path), which Docker itself cannot read.
+    given the key's path), which Docker itself cannot read. Only regular files are read,
+    each up to its size cap (:data:`dockercerts.scan.MAX_CA_FILE_SIZE`,
+    :data:`dockercerts.scan.MAX_PAIR_FILE_SIZE`).
 
         >>> certs = load_dir("/etc/docker/certs.d/reg:5000")  # doctest: +SKIP
         >>> [p.name for p in certs.pairs]  # doctest: +SKIP
         ['a-team', 'b-backup']
     """
-    certs = _read_dir(path, platform=platform, trust=trust, password=password)
+    result = _gather(path, platform, trust, password)
+    del password  # the traceback of an error raised below keeps this frame
+    certs = _unwrap(result)
     for warning in certs.warnings:
         log.warning("%s: %s", certs.directory, warning)
     return certs
@@ -201,11 +329,32 @@ def _read_dir(
     password: Optional[Password] = None,
 ) -> HostCerts:
     """:func:`load_dir` without logging the warnings (the transport logs new ones only)."""
+    result = _gather(path, platform, trust, password)
+    del password  # the traceback of an error raised below keeps this frame
+    return _unwrap(result)
+
+
+def _unwrap(result: Union[HostCerts, BaseException]) -> HostCerts:
+    """The result, or its error raised from here: a frame that holds no secret."""
+    if isinstance(result, BaseException):
+        raise result
+    return result
+
+
+def _gather(
+    path: StrPath,
+    platform: Optional[str],
+    trust: Optional[Trust],
+    password: Optional[Password],
+) -> Union[HostCerts, BaseException]:
+    """The loaded folder, or the error to raise (returned: this frame holds the password)."""
     if trust is None:
         trust = default_trust(platform)
     elif trust not in ("merge", "replace"):
-        raise ValueError(f"trust must be 'merge' or 'replace', not {trust!r}")
-    found = scan(path, password=password)
+        return ValueError(f"trust must be 'merge' or 'replace', not {trust!r}")
+    found = _scan(path, password, None)
+    if not isinstance(found, Scan):
+        return found
     return HostCerts(
         directory=found.directory,
         exists=found.exists,
@@ -236,9 +385,10 @@ def load(
         >>> for candidate in certs.candidates():  # doctest: +SKIP
         ...     print(candidate.name, candidate.context)
     """
-    return load_dir(
-        host_dir(host, root=root, platform=platform),
-        platform=platform,
-        trust=trust,
-        password=password,
-    )
+    directory = host_dir(host, root=root, platform=platform)
+    result = _gather(directory, platform, trust, password)
+    del password  # the traceback of an error raised below keeps this frame
+    certs = _unwrap(result)
+    for warning in certs.warnings:
+        log.warning("%s: %s", certs.directory, warning)
+    return certs

@@ -29,6 +29,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 
 from .errors import (
+    CertsDirError,
     CertsDirReadError,
     KeyPairError,
     MissingCertificateError,
@@ -36,6 +37,8 @@ from .errors import (
 )
 
 __all__ = [
+    "MAX_CA_FILE_SIZE",
+    "MAX_PAIR_FILE_SIZE",
     "CertsWarning",
     "ClientPair",
     "Password",
@@ -145,6 +148,14 @@ def _list(directory: Path) -> Optional[list[str]]:
     except FileNotFoundError:
         return None
     except NotADirectoryError:
+        blocker = _file_above(directory)
+        if blocker is not None:
+            raise CertsDirReadError(
+                directory,
+                directory,
+                f"not a directory: {blocker} is a file, not a folder",
+                "The certs.d root and every folder above the host directory must be folders",
+            ) from None
         raise CertsDirReadError(
             directory,
             directory,
@@ -164,42 +175,188 @@ def _list(directory: Path) -> Optional[list[str]]:
         ) from None
 
 
-def _read(path: Path, directory: Path) -> bytes:
-    """Read a file Docker would read, turning each way it can fail into a clear error."""
-    try:
-        with open(path, "rb") as handle:
-            return handle.read()
-    except IsADirectoryError:
-        raise CertsDirReadError(
+#: The largest ``.crt`` file read, in bytes (8 MiB: ~13,000 PEM certificates; the biggest
+#: public bundles are under 1 MiB). A larger one is a :class:`CertsDirReadError`. Read at
+#: every load, so it can be changed at run time (``dockercerts.scan.MAX_CA_FILE_SIZE = ...``).
+MAX_CA_FILE_SIZE = 8 * 1024 * 1024
+#: The largest ``.cert`` or ``.key`` file read, in bytes (1 MiB: a chain of a thousand
+#: certificates). A larger one is a :class:`CertsDirReadError`.
+MAX_PAIR_FILE_SIZE = 1024 * 1024
+
+_CHUNK = 1 << 20
+# Opening must not block (a FIFO with no writer) and the descriptor must not leak to children.
+_OPEN_FLAGS = (
+    os.O_RDONLY
+    | getattr(os, "O_NONBLOCK", 0)
+    | getattr(os, "O_CLOEXEC", 0)
+    | getattr(os, "O_BINARY", 0)
+    | getattr(os, "O_NOCTTY", 0)
+)
+_KINDS = (
+    (stat.S_ISFIFO, "a named pipe (FIFO)"),
+    (stat.S_ISSOCK, "a socket"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+)
+
+
+def _limit(path: Path) -> int:
+    """The size cap for ``path``: :data:`MAX_CA_FILE_SIZE` for a ``.crt``, else the pair's."""
+    return MAX_CA_FILE_SIZE if extension(path.name) == ".crt" else MAX_PAIR_FILE_SIZE
+
+
+def _size_text(size: int) -> str:
+    if size >= 1024 * 1024 and size % (1024 * 1024) == 0:
+        return f"{size // (1024 * 1024)} MiB"
+    if size >= 1024 and size % 1024 == 0:
+        return f"{size // 1024} KiB"
+    return f"{size} bytes"
+
+
+def _not_regular(path: Path, directory: Path, mode: int) -> Optional[CertsDirReadError]:
+    """The error for anything but a regular file, ``None`` for one.
+
+    Go reads whatever the name points to, so Docker blocks forever on a FIFO and fills its
+    memory from ``/dev/zero``; Docker has no rule to follow here, so the file is refused.
+    """
+    if stat.S_ISREG(mode):
+        return None
+    if stat.S_ISDIR(mode):
+        return CertsDirReadError(
             path,
             directory,
             "is a directory",
             f"Docker reads every name ending in {extension(path.name)} as a file: "
             "rename or remove the folder",
-        ) from None
-    except FileNotFoundError:
+        )
+    kind = next((text for test, text in _KINDS if test(mode)), "not a file")
+    return CertsDirReadError(
+        path,
+        directory,
+        f"is {kind}, not a regular file",
+        "Docker would block on it or read it without end: replace it with a regular file "
+        "holding the PEM data (or a symbolic link to one), or remove it",
+    )
+
+
+def _too_large(path: Path, directory: Path, limit: int) -> CertsDirReadError:
+    name = "MAX_CA_FILE_SIZE" if extension(path.name) == ".crt" else "MAX_PAIR_FILE_SIZE"
+    return CertsDirReadError(
+        path,
+        directory,
+        f"is more than {_size_text(limit)}, the most dockercerts reads from a "
+        f"{extension(path.name)} file",
+        "Check that this is the right file: PEM certificates and keys are a few KiB each. "
+        f"If the bundle really is this large, raise dockercerts.scan.{name}",
+    )
+
+
+def _open_regular(path: Path, directory: Path) -> int:
+    """A descriptor of ``path`` (links followed) known to be a regular file no larger than
+    its cap; raises :class:`CertsDirReadError` otherwise. The caller closes it.
+
+    ``stat`` first, so a device is never even opened (opening some has side effects); then
+    an open that cannot block, and ``fstat`` on the descriptor, so a file swapped between the
+    two calls is judged by what was really opened.
+    """
+    try:
+        error = _not_regular(path, directory, os.stat(path).st_mode)
+        if error is None:
+            fd = os.open(path, _OPEN_FLAGS)
+    except OSError as exc:
+        error = _os_error(path, directory, exc)
+    if error is not None:
+        raise error
+    try:
+        info = os.fstat(fd)
+        error = _not_regular(path, directory, info.st_mode)
+        if error is None and info.st_size > _limit(path):
+            error = _too_large(path, directory, _limit(path))
+    except OSError as exc:
+        error = _os_error(path, directory, exc)
+    if error is not None:
+        os.close(fd)
+        raise error
+    return fd
+
+
+def _file_above(directory: Path) -> Optional[Path]:
+    """The nearest parent of ``directory`` that exists and is not a folder, if any."""
+    for parent in directory.parents:
+        try:
+            if not stat.S_ISDIR(os.stat(parent).st_mode):
+                return parent
+        except OSError:
+            continue
+    return None
+
+
+def _read(path: Path, directory: Path) -> bytes:
+    """Read a file Docker would read, turning each way it can fail into a clear error.
+
+    Only regular files, at most their cap (:data:`MAX_CA_FILE_SIZE`,
+    :data:`MAX_PAIR_FILE_SIZE`): the cap is counted while reading too, since a file may grow
+    and ``/proc``-like files report a size of 0.
+    """
+    limit = _limit(path)
+    fd = _open_regular(path, directory)
+    try:
+        data = _read_at_most(fd, limit + 1)
+    except OSError as exc:
+        error = _os_error(path, directory, exc)
+    else:
+        if data is not None:
+            return data
+        error = _too_large(path, directory, limit)
+    finally:
+        os.close(fd)
+    # Raised out here: no bytes of the file in this frame, no OSError as its context.
+    raise error
+
+
+def _read_at_most(fd: int, most: int) -> Optional[bytes]:
+    """The whole file, or ``None`` when it holds ``most`` bytes or more (those are dropped)."""
+    chunks: list[bytes] = []
+    size = 0
+    while size < most:
+        chunk = os.read(fd, min(_CHUNK, most - size))
+        if not chunk:
+            return b"".join(chunks)
+        chunks.append(chunk)
+        size += len(chunk)
+    chunks.clear()
+    return None
+
+
+def _os_error(path: Path, directory: Path, exc: OSError) -> CertsDirReadError:
+    """A :class:`CertsDirReadError` for an ``OSError`` met while opening or reading ``path``."""
+    if isinstance(exc, IsADirectoryError):
+        error = _not_regular(path, directory, stat.S_IFDIR)
+        assert error is not None
+        return error
+    if isinstance(exc, FileNotFoundError):
         target = _link_target(path)
-        problem = f"dangling symbolic link to {target}" if target is not None else "file vanished"
-        raise CertsDirReadError(
+        problem = "file vanished" if target is None else f"dangling symbolic link to {target}"
+        return CertsDirReadError(
             path,
             directory,
             problem,
             "Restore the link's target or remove the link (copies of Kubernetes secret "
             "mounts often keep the links and lose the ..data folder)",
-        ) from None
-    except PermissionError:
-        raise CertsDirReadError(
+        )
+    if isinstance(exc, PermissionError):
+        return CertsDirReadError(
             path,
             directory,
             "permission denied",
             "Run as a user that can read it, or fix its permissions",
-        ) from None
-    except OSError as exc:
-        if exc.errno == errno.ELOOP:
-            problem = "symbolic link loop"
-        else:
-            problem = exc.strerror or type(exc).__name__
-        raise CertsDirReadError(path, directory, problem, "Fix or remove the file") from None
+        )
+    if exc.errno == errno.ELOOP:
+        return CertsDirReadError(
+            path, directory, "symbolic link loop", "Fix or remove the link: it points to itself"
+        )
+    problem = exc.strerror or type(exc).__name__
+    return CertsDirReadError(path, directory, problem, "Fix or remove the file")
 
 
 def _link_target(path: Path) -> Optional[str]:
@@ -227,16 +384,23 @@ def _pem_blocks(data: bytes) -> list[tuple[str, bytes, bool]]:
     return blocks
 
 
-def _ca_certificates(data: bytes) -> list[bytes]:
-    """The certificates Go's ``AppendCertsFromPEM`` would add: the rest is passed over."""
+def _ca_certificates(data: bytes, parsed: Optional[set[bytes]] = None) -> list[bytes]:
+    """The certificates Go's ``AppendCertsFromPEM`` would add: the rest is passed over.
+
+    ``parsed`` holds certificates known to parse (shared across a folder's files), so a
+    bundle repeating one CA thousands of times parses it once.
+    """
+    known: set[bytes] = set() if parsed is None else parsed
     found = []
     for kind, der, has_headers in _pem_blocks(data):
         if kind != "CERTIFICATE" or has_headers:
             continue
-        try:
-            x509.load_der_x509_certificate(der)
-        except ValueError:
-            continue
+        if der not in known:
+            try:
+                x509.load_der_x509_certificate(der)
+            except ValueError:
+                continue
+            known.add(der)
         found.append(der)
     return found
 
@@ -300,7 +464,13 @@ def _check_pair(
     encrypted = kind == "ENCRYPTED PRIVATE KEY" or (
         has_headers and b"ENCRYPTED" in key_data.split(b"-----END", 1)[0]
     )
-    secret = _resolve_password(password, key) if encrypted else None
+    try:
+        secret = _resolve_password(password, key) if encrypted else None
+    except Exception as exc:
+        # The caller's own error, as it is, minus this frame: it holds the key's bytes.
+        if exc.__traceback__ is not None:
+            exc.__traceback__ = exc.__traceback__.tb_next
+        raise _Reraise(exc) from None
     if encrypted and secret is None:
         raise fail(
             f"{key.name} is encrypted, and Docker cannot use encrypted keys",
@@ -438,6 +608,54 @@ def scan(
         >>> result.exists, result.pairs
         (False, ())
     """
+    result = _scan(directory, password, now)
+    del password  # the traceback of the error raised below keeps this frame
+    if isinstance(result, BaseException):
+        raise result
+    return result
+
+
+def _scan(
+    directory: Union[str, os.PathLike[str]],
+    password: Optional[Password],
+    now: Optional[datetime],
+) -> Union[Scan, BaseException]:
+    """:func:`scan`, returning its error instead of raising it.
+
+    The error comes back *detached*: without the traceback and context it was raised with.
+    Those hold the frames that read the files (with the key's bytes in their locals) and
+    this one (with the password); error reporters that capture locals would send them.
+    """
+    try:
+        return _walk(directory, password, now)
+    except CertsDirError as exc:
+        return _detached(exc)
+    except _Reraise as wrapper:
+        return wrapper.error
+
+
+class _Reraise(Exception):
+    """Carries the caller's own exception (from a password callable) out of the walk."""
+
+    def __init__(self, error: BaseException) -> None:
+        super().__init__(type(error).__name__)
+        self.error = error
+
+
+def _detached(error: CertsDirError) -> CertsDirError:
+    """``error`` without its traceback and its chain (see :func:`_scan`)."""
+    error.__traceback__ = None
+    error.__context__ = None
+    error.__cause__ = None
+    error.__suppress_context__ = False
+    return error
+
+
+def _walk(
+    directory: Union[str, os.PathLike[str]],
+    password: Optional[Password],
+    now: Optional[datetime],
+) -> Scan:
     path = Path(directory)
     before = snapshot(path)
     names = _list(path)
@@ -448,12 +666,13 @@ def scan(
     ca_der: list[bytes] = []
     pairs: list[tuple[ClientPair, list[x509.Certificate]]] = []
     warnings: list[CertsWarning] = []
+    parsed: set[bytes] = set()
     for name in sorted_names(names):
         ext = extension(name)
         file = path / name
         if ext == ".crt":
             data = _read(file, path)
-            found = _ca_certificates(data)
+            found = _ca_certificates(data, parsed)
             ca_files.append(file)
             ca_der.extend(found)
             if not found:

@@ -161,6 +161,8 @@ def _deliver(decision: Decision[httpx.Response], request: httpx.Request) -> http
             decision.directory, decision.attempts, request=request, note=decision.note
         ) from error
     assert error is not None
+    if isinstance(error, CertsDirError):
+        raise _folder_error(error, request) from error
     if isinstance(error, (ssl.SSLError, OSError)) and not isinstance(error, httpx.HTTPError):
         # anyio lets an ssl.SSLError through unwrapped; a completed handshake means the
         # failure came after connecting.
@@ -343,8 +345,11 @@ class Transport(_Base, httpx.BaseTransport):
 
     def _send(self, slot: _Slot[httpx.HTTPTransport], request: httpx.Request) -> Sent[Any]:
         watch = Watch()
-        inner = slot.acquire()
         start = time.perf_counter()
+        try:
+            inner = slot.acquire()
+        except CertsDirError as exc:  # a pair broken since the load: the flow raises it
+            return _failed(exc, watch, start)
         try:
             with watch:
                 response = inner.handle_request(request)
@@ -434,10 +439,13 @@ class AsyncTransport(_Base, httpx.AsyncBaseTransport):
         self, slot: _Slot[httpx.AsyncHTTPTransport], request: httpx.Request
     ) -> Sent[Any]:
         watch = Watch()
-        if not slot.built:  # the context (system roots, CA files, key) off the event loop
-            await anyio.to_thread.run_sync(slot.build)
-        inner = slot.acquire()
         start = time.perf_counter()
+        try:
+            if not slot.built:  # the context (system roots, CA files, key) off the event loop
+                await anyio.to_thread.run_sync(slot.build)
+            inner = slot.acquire()
+        except CertsDirError as exc:  # a pair broken since the load: the flow raises it
+            return _failed(exc, watch, start)
         try:
             with watch:
                 response = await inner.handle_async_request(request)

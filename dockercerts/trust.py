@@ -17,11 +17,20 @@ import ssl
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal, Optional
+from typing import Literal, Optional, Union
 
 import certifi
 
-__all__ = ["DOCKER_CIPHERS", "SystemTrust", "Trust", "docker_context", "system_trust"]
+from ._anchors import Anchors, as_anchors
+
+__all__ = [
+    "DOCKER_CIPHERS",
+    "Anchors",
+    "SystemTrust",
+    "Trust",
+    "docker_context",
+    "system_trust",
+]
 
 log = logging.getLogger("dockercerts")
 
@@ -148,26 +157,34 @@ def _count_hashed(path: str) -> int:
 def docker_context(
     *,
     system: bool,
-    anchors: Sequence[bytes] = (),
+    anchors: Union[Sequence[bytes], Anchors] = (),
     environ: Optional[Mapping[str, str]] = None,
 ) -> ssl.SSLContext:
     """A client context with Docker's settings, trusting the system roots and/or ``anchors``.
 
     TLS 1.2 minimum with Docker's suites, no maximum; certificate and host name checks on.
-    ``anchors`` are DER certificates (from the host directory's ``.crt`` files).
+    ``anchors`` are DER certificates (from the host directory's ``.crt`` files), or an
+    :class:`Anchors` prepared once for many contexts: preparing is the expensive part for
+    large bundles (see :mod:`dockercerts._anchors`), so the loader does it once per folder.
 
         >>> ctx = docker_context(system=True)
         >>> ctx.minimum_version, ctx.check_hostname, ctx.verify_mode
         (<TLSVersion.TLSv1_2: 771>, True, <VerifyMode.CERT_REQUIRED: 2>)
     """
+    prepared = as_anchors(anchors) if anchors else None
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     context.set_ciphers(DOCKER_CIPHERS)
     context.verify_flags |= _PARTIAL_CHAIN
+    if prepared is not None:
+        # Before the system folder: OpenSSL searches hashed folders in the order they were
+        # added and stops at the first that knows a subject, so the folder's own CAs come
+        # first, as they do when loaded eagerly (cached certificates are searched first).
+        prepared.load_lazy(context)
     if system:
         system_trust(environ).load_into(context)
-    if anchors:
-        context.load_verify_locations(cadata=b"".join(anchors))
+    if prepared is not None:
+        prepared.load_eager(context)
     keylog = (os.environ if environ is None else environ).get("SSLKEYLOGFILE")
     if keylog:
         # As httpx and browsers do: lets Wireshark decrypt a failing mTLS exchange.

@@ -367,6 +367,7 @@ INSPECT_KEYS: Shape = {
     "uses_system_roots": (bool, type(None)),
     "root": str,
     "root_exists": bool,
+    "root_state": str,
     "directory": str,
     "directory_exists": bool,
     "notes": list,

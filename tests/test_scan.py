@@ -180,14 +180,14 @@ def test_unreadable_crt_is_an_error(hd, mtls_ca: CA) -> None:
 def test_unreadable_file_is_an_error(hd, mtls_ca: CA, monkeypatch: pytest.MonkeyPatch) -> None:
     # Root-proof variant of the test above: EACCES is injected where the loader opens files.
     hd.ca(mtls_ca)
-    real_open = open
+    real_open = os.open
 
     def fake_open(file, *args, **kwargs):  # type: ignore[no-untyped-def]
         if Path(file).name == "ca.crt":
             raise PermissionError(errno.EACCES, "Permission denied", str(file))
         return real_open(file, *args, **kwargs)
 
-    monkeypatch.setattr(dockercerts.scan, "open", fake_open, raising=False)
+    monkeypatch.setattr(os, "open", fake_open)
     with pytest.raises(CertsDirReadError) as info:
         load_dir(hd.path)
     assert "permission denied" in info.value.problem

@@ -37,6 +37,7 @@ from dockercerts import (
     CertsDirTransportError,
     ClientCertificateRejected,
     InvalidHostError,
+    KeyPairError,
     MissingKeyError,
     Transport,
     _watch,
@@ -1694,3 +1695,32 @@ def test_catalog_example_follows_pages() -> None:
     refuse = httpx.MockTransport(lambda request: httpx.Response(403))
     with httpx.Client(transport=refuse) as http, pytest.raises(httpx.HTTPStatusError):
         module.list_repositories(http, "https://reg.test:5000/")
+
+
+def test_a_pair_broken_after_the_load_is_a_transport_error(
+    mtls_server: Any, certs_d: CertsD, leaves: Leaves
+) -> None:
+    """A pair that fails when its context is built (a file swapped for a FIFO or an
+    oversized one after the load) reaches the caller as httpx expects: a TransportError."""
+    srv = mtls_server(reject="tls")
+    host_dir(certs_d, srv, leaves.layout("right"))
+    broken = KeyPairError(Path("x.cert"), Path("x.key"), "unreadable now", "fix it")
+
+    class Broken(Transport):
+        def _make(self, candidate: Candidate, proxy: Any = None) -> httpx.HTTPTransport:
+            raise broken
+
+    http = httpx.Client(transport=Broken(root=certs_d.root))
+    with http, pytest.raises(CertsDirTransportError) as err:
+        http.get(srv.url + "/v2/")
+    assert err.value.error is broken
+    assert isinstance(err.value, httpx.TransportError)
+
+
+def test_the_password_is_no_field_of_the_options(tmp_path: Path) -> None:
+    import dataclasses
+
+    secret = "s3cr3t-passw0rd"
+    opts = _options(tmp_path, "linux", None, secret, "docker", 1.0)
+    assert secret not in repr(dataclasses.asdict(opts)) + repr(opts)
+    assert opts.password.get() == secret
