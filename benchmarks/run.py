@@ -36,6 +36,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Awaitable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -48,11 +49,22 @@ import httpx
 
 import dockercerts
 from dockercerts.scan import snapshot
-from dockercerts.testing import CA, CertsD, MTLSServer
+from dockercerts.testing import CA, CertsD, ClientCertInfo, MTLSServer
 
 HERE = Path(__file__).resolve()
 RESULTS = HERE.parent / "results.md"
-SECTIONS = ("wrapper", "change", "context", "steady", "handshakes", "cold", "memory", "scale")
+SECTIONS = (
+    "wrapper",
+    "change",
+    "context",
+    "steady",
+    "handshakes",
+    "concurrent",
+    "denied",
+    "cold",
+    "memory",
+    "scale",
+)
 SERVER_DEADLINE = 900.0  # a server process never outlives this, whatever its client does
 CHILD_TIMEOUT = 480.0  # a section that overruns is stopped and reported as FAILED
 REPLY_TIMEOUT = 60.0
@@ -70,6 +82,8 @@ FULL: dict[str, int] = {
     "context_calls": 4,
     "context_rounds": 9,
     "context_memory": 30,
+    "concurrent_rounds": 3,  # the worst of the rounds is the figure
+    "denied_requests": 100,
     "cold_rounds": 15,
     "memory_hosts": 20,
     "memory_requests": 10000,
@@ -88,6 +102,8 @@ QUICK: dict[str, int] = {
     "context_calls": 2,
     "context_rounds": 5,
     "context_memory": 10,
+    "concurrent_rounds": 1,
+    "denied_requests": 100,
     "cold_rounds": 7,
     "memory_hosts": 10,
     "memory_requests": 2000,
@@ -265,16 +281,30 @@ def serve(spec: dict[str, Any]) -> None:
     server_ca, client_ca = CA(name="bench server CA"), CA(name="bench client CA")
     untrusted = CA(name="bench untrusted CA")
     _write_pki(folder, server_ca, client_ca, spec.get("wrong", 0), untrusted)
+    # nginx-like HTTP rejections need the refused pairs to pass the handshake first.
+    handshake_cas = [untrusted] if spec["reject"] != "tls" else []
+    refusing = threading.Event()
+    extra: dict[str, Any] = {}
+    if spec.get("refusable"):
+        # An authorization rule (reject="status"): the client CA's pair passes the handshake
+        # and gets 200 until the "refuse" command, then 403; pairs from other CAs fail the
+        # handshake itself (unknown_ca), as they are in no CA the handshake trusts.
+        handshake_cas = []
+
+        def accept(info: Optional[ClientCertInfo]) -> bool:
+            return info is not None and info.trusted and not refusing.is_set()
+
+        extra = {"accept": accept, "status": spec.get("status", 403)}
     server = MTLSServer(
         server_cert=server_ca.issue_server("localhost", "127.0.0.1", *spec.get("names", ())),
         client_ca=client_ca,
         reject=spec["reject"],
-        # nginx-like HTTP rejections need the refused pairs to pass the handshake first.
-        handshake_cas=[untrusted] if spec["reject"] != "tls" else (),
+        handshake_cas=handshake_cas,
         tls_version=spec.get("tls"),
         max_workers=spec.get("max_workers", 16),
         idle_timeout=120.0,
         handshake_timeout=10.0,
+        **extra,
     )
     deadline = time.monotonic() + SERVER_DEADLINE
     with server:
@@ -289,8 +319,12 @@ def serve(spec: dict[str, Any]) -> None:
             if remaining <= 0 or not select.select([sys.stdin], [], [], remaining)[0]:
                 break
             command = sys.stdin.readline().strip()
-            if command not in ("stats", "take"):
+            if command not in ("stats", "take", "refuse", "allow"):
                 break
+            if command == "refuse":
+                refusing.set()
+            elif command == "allow":
+                refusing.clear()
             records = server.requests
             reply = {
                 "handshakes": server.handshakes,
@@ -396,12 +430,12 @@ def _ok(request: httpx.Request) -> httpx.Response:
 class MockedTransport(dockercerts.Transport):
     """The real wrapper around an in-memory inner transport: measures the wrapper alone."""
 
-    def _make(self, candidate: dockercerts.Candidate) -> Any:
+    def _make(self, candidate: dockercerts.Candidate, proxy: Optional[httpx.Proxy] = None) -> Any:
         return httpx.MockTransport(_ok)
 
 
 class MockedAsyncTransport(dockercerts.AsyncTransport):
-    def _make(self, candidate: dockercerts.Candidate) -> Any:
+    def _make(self, candidate: dockercerts.Candidate, proxy: Optional[httpx.Proxy] = None) -> Any:
         return httpx.MockTransport(_ok)
 
 
@@ -434,8 +468,10 @@ class LoopbackTransport(dockercerts.Transport):
         self.port = port
         super().__init__(**options)
 
-    def _make(self, candidate: dockercerts.Candidate) -> httpx.HTTPTransport:
-        return resolve_to_loopback(super()._make(candidate), self.port)
+    def _make(
+        self, candidate: dockercerts.Candidate, proxy: Optional[httpx.Proxy] = None
+    ) -> httpx.HTTPTransport:
+        return resolve_to_loopback(super()._make(candidate, proxy), self.port)
 
 
 def contexts_built(transport: Any) -> Optional[int]:
@@ -906,6 +942,227 @@ def section_handshakes(cfg: dict[str, Any]) -> dict[str, Any]:
     return {"cases": cases}
 
 
+# --- 2b. cold concurrency: N first requests at once on a new transport ---------------------
+
+CONCURRENT_N = 32
+CONCURRENT_KS = (1, 2, 3, 5)
+
+
+@dataclasses.dataclass
+class Burst:
+    """What N concurrent first requests got: each one's status (or error), and the winner."""
+
+    outcomes: list[Any]
+    winner: Optional[str]
+
+
+def _outcome(exc: Exception) -> str:
+    return f"{type(exc).__name__}: {exc}"
+
+
+def sync_burst(root: Path, url: str, n: int) -> Burst:
+    """``n`` threads send their first request together through one new transport."""
+    transport = dockercerts.Transport(root=root)
+    start = threading.Barrier(n, timeout=30)
+    with client(transport) as c:
+
+        def one() -> Any:
+            start.wait()
+            try:
+                return c.get(url).status_code
+            except httpx.HTTPError as exc:
+                return _outcome(exc)
+
+        with ThreadPoolExecutor(n) as pool:
+            outcomes = [f.result() for f in [pool.submit(one) for _ in range(n)]]
+        return Burst(outcomes, transport.winner(url))
+
+
+def async_burst(root: Path, url: str, n: int) -> Burst:
+    """``n`` tasks send their first request together through one new transport."""
+
+    async def amain() -> Burst:
+        transport = dockercerts.AsyncTransport(root=root)
+        async with aclient(transport) as c:
+
+            async def one() -> Any:
+                try:
+                    return (await c.get(url)).status_code
+                except httpx.HTTPError as exc:
+                    return _outcome(exc)
+
+            outcomes = await asyncio.gather(*(one() for _ in range(n)))
+            return Burst(list(outcomes), transport.winner(url))
+
+    return asyncio.run(amain())
+
+
+def section_concurrent(cfg: dict[str, Any]) -> dict[str, Any]:
+    """Handshakes at the server for N concurrent first requests (HTTP/1.1) with the right
+    pair k-th: one request looks for the winner while the others wait, so at most
+    (k - 1) refused + N accepted handshakes, where N x k would be paid without the wait."""
+    n, rounds = CONCURRENT_N, cfg["concurrent_rounds"]
+    bursts: dict[str, Callable[[Path, str, int], Burst]] = {
+        "sync": sync_burst,
+        "async": async_burst,
+    }
+    cases = []
+    with (
+        tempfile.TemporaryDirectory(prefix="dockercerts-bench-") as tmp,
+        ServerProcess(Path(tmp) / "pki", wrong=max(CONCURRENT_KS) - 1, max_workers=n + 16) as srv,
+    ):
+        host = f"127.0.0.1:{srv.port}"
+        url = f"https://{host}/v2/"
+        for k in CONCURRENT_KS:
+            root = Path(tmp) / f"certs.d-{k}"
+            write_host(root, host, srv.pki, pairs=max(CONCURRENT_KS), right_at=k)
+            for mode, burst in bursts.items():
+                trials = []
+                for _ in range(rounds):
+                    srv.take()
+                    result = burst(root, url, n)
+                    stats = srv.settled()
+                    srv.take()
+                    trials.append(
+                        {
+                            "handshakes": stats["handshakes"] + stats["failed"],
+                            "completed": stats["handshakes"],
+                            "failed": stats["failed"],
+                            "connections": stats["connections"],
+                            "ok_responses": sum(o == 200 for o in result.outcomes),
+                            "other": sorted({str(o) for o in result.outcomes if o != 200}),
+                            "winner": result.winner,
+                        }
+                    )
+                bound = n + k - 1
+                worst = max(trials, key=lambda t: t["handshakes"])
+                case = {
+                    "mode": mode,
+                    "k": k,
+                    "n": n,
+                    "bound": bound,
+                    "naive": n * k,
+                    "trials": trials,
+                    "worst": worst,
+                    "ok": all(
+                        t["handshakes"] <= bound
+                        and t["ok_responses"] == n
+                        and t["winner"] == f"p{k:02d}"
+                        for t in trials
+                    ),
+                }
+                log(
+                    f"  concurrent: {mode} k={k}: handshakes "
+                    f"{[t['handshakes'] for t in trials]} (bound {bound}), "
+                    f"200s {[t['ok_responses'] for t in trials]} of {n}"
+                )
+                cases.append(case)
+    return {"n": n, "rounds": rounds, "cases": cases}
+
+
+# --- 2c. denied requests from a known winner --------------------------------------------------
+
+
+def sync_denied(url: str, root: Path, srv: ServerProcess, count: int) -> dict[str, Any]:
+    """A first request that settles the winner, then ``count`` that the server answers 403."""
+    transport = dockercerts.Transport(root=root)
+    with client(transport) as c:
+        first = c.get(url).status_code
+        winner = transport.winner(url)
+        before = srv.settled()
+        srv.take()
+        srv.command("refuse")
+        responses = [c.get(url) for _ in range(count)]
+        after = srv.settled()
+        return _denied_summary(first, winner, before, after, responses, transport.winner(url))
+
+
+def async_denied(url: str, root: Path, srv: ServerProcess, count: int) -> dict[str, Any]:
+    async def amain() -> dict[str, Any]:
+        transport = dockercerts.AsyncTransport(root=root)
+        async with aclient(transport) as c:
+            first = (await c.get(url)).status_code
+            winner = transport.winner(url)
+            before = srv.settled()
+            srv.take()
+            srv.command("refuse")
+            responses = [await c.get(url) for _ in range(count)]
+            after = srv.settled()
+            return _denied_summary(first, winner, before, after, responses, transport.winner(url))
+
+    return asyncio.run(amain())
+
+
+def _denied_summary(
+    first: int,
+    winner: Optional[str],
+    before: dict[str, Any],
+    after: dict[str, Any],
+    responses: list[httpx.Response],
+    winner_after: Optional[str],
+) -> dict[str, Any]:
+    statuses: dict[str, int] = {}
+    for response in responses:
+        statuses[str(response.status_code)] = statuses.get(str(response.status_code), 0) + 1
+    attempts = responses[-1].extensions.get("dockercerts.attempts", ()) if responses else ()
+    new = after["handshakes"] + after["failed"]
+    return {
+        "first_status": first,
+        "first_handshakes": before["handshakes"] + before["failed"],
+        "first_failed": before["failed"],
+        "winner": winner,
+        "winner_after": winner_after,
+        "requests": len(responses),
+        "statuses": statuses,
+        "new_handshakes": new,
+        "new_connections": after["connections"],
+        "per_request": new / max(1, len(responses)),
+        "last_attempts": [f"{a.describe()} ({a.verdict})" for a in attempts],
+    }
+
+
+def section_denied(cfg: dict[str, Any]) -> dict[str, Any]:
+    """Handshakes per request once the winner is known and the server starts answering it
+    403 (an authorization rule): the winner's 403 moves on to the other pair, which was
+    refused in TLS by the first request and is skipped for ``recheck`` seconds."""
+    count = cfg["denied_requests"]
+    cases = []
+    with (
+        tempfile.TemporaryDirectory(prefix="dockercerts-bench-") as tmp,
+        ServerProcess(Path(tmp) / "pki", reject="status", refusable=True, wrong=1) as srv,
+    ):
+        host = f"127.0.0.1:{srv.port}"
+        url = f"https://{host}/v2/"
+        runs: dict[str, Callable[[str, Path, ServerProcess, int], dict[str, Any]]] = {
+            "sync": sync_denied,
+            "async": async_denied,
+        }
+        for mode, run in runs.items():
+            # The wrong pair first: the first request is refused in TLS with it, then
+            # accepted with the right pair, which becomes the winner.
+            root = Path(tmp) / f"certs.d-{mode}"
+            write_host(root, host, srv.pki, pairs=2, right_at=2)
+            srv.command("allow")
+            srv.take()
+            case = {"mode": mode, **run(url, root, srv, count)}
+            srv.take()
+            case["ok"] = (
+                case["first_status"] == 200
+                and case["first_handshakes"] == 2
+                and case["winner"] == "p02"
+                and case["statuses"] == {"403": count}
+                and case["new_handshakes"] == 0
+                and case["winner_after"] == "p02"
+            )
+            log(
+                f"  denied: {mode}: first request {case['first_status']} with "
+                f"{case['first_handshakes']} handshakes (winner {case['winner']}); next "
+                f"{count}: {case['statuses']}, {case['new_handshakes']} new handshakes"
+            )
+            cases.append(case)
+    return {"requests": count, "cases": cases}
+
+
 # --- 3. cold start ---------------------------------------------------------------------------
 
 
@@ -1089,6 +1346,8 @@ CHILDREN: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
     "context": section_context,
     "steady": section_steady,
     "handshakes": section_handshakes,
+    "concurrent": section_concurrent,
+    "denied": section_denied,
     "cold": section_cold,
     "memory": section_memory,
     "scale": section_scale,
@@ -1301,6 +1560,12 @@ def evaluate(results: dict[str, Any]) -> list[Row]:
                     "met" if case["ok"] else "FAILED",
                 )
             )
+    concurrent = results.get("concurrent")
+    if concurrent:
+        rows += [_concurrent_row(case, concurrent["rounds"]) for case in concurrent["cases"]]
+    denied = results.get("denied")
+    if denied:
+        rows += [_denied_row(case) for case in denied["cases"]]
     cold = results.get("cold")
     if cold:
         for mode, data in cold.items():
@@ -1441,6 +1706,38 @@ def evaluate(results: dict[str, Any]) -> list[Row]:
     for key, data in (results.get("scale") or {}).items():
         rows.append(_scale_row(key, data))
     return rows
+
+
+def _concurrent_row(case: dict[str, Any], rounds: int) -> Row:
+    worst, n, k = case["worst"], case["n"], case["k"]
+    responses = f"{worst['ok_responses']} of {n} answered 200"
+    if worst["other"]:
+        responses += f"; other outcomes: {', '.join(worst['other'])}"
+    handshakes = [t["handshakes"] for t in case["trials"]]
+    return Row(
+        f"2b. cold concurrency, {n} first requests at once ({case['mode']}, HTTP/1.1), "
+        f"right pair {k}-th: handshakes at the server",
+        f"{worst['handshakes']} ({worst['completed']} completed + {worst['failed']} failed), "
+        f"worst of {rounds} round{'s' if rounds != 1 else ''}",
+        f"<= N + k - 1 = {case['bound']}",
+        "met" if case["ok"] else "FAILED",
+        f"rounds {' / '.join(map(str, handshakes))}; {responses}; N x k would be {case['naive']}",
+    )
+
+
+def _denied_row(case: dict[str, Any]) -> Row:
+    count = case["requests"]
+    statuses = ", ".join(f"{n} x {s}" for s, n in sorted(case["statuses"].items()))
+    return Row(
+        f"2c. handshakes per denied request, known winner ({case['mode']}): server answers "
+        "the winner 403, the other pair refused in TLS",
+        f"{case['per_request']:.2f} ({case['new_handshakes']} new handshakes in {count} requests)",
+        "0",
+        "met" if case["ok"] else "FAILED",
+        f"first request {case['first_status']} after {case['first_handshakes']} handshakes "
+        f"(winner {case['winner']}, still {case['winner_after']} after); next {count}: "
+        f"{statuses}",
+    )
 
 
 def _scale_row(key: str, data: dict[str, Any]) -> Row:
@@ -1653,6 +1950,8 @@ def details(results: dict[str, Any]) -> list[str]:
                 f"{c['later_requests']} | {c['subject']} |"
             )
         out.append("")
+    out += _concurrent_details(results.get("concurrent"))
+    out += _denied_details(results.get("denied"))
     cold = results.get("cold")
     if cold:
         out += [
@@ -1761,6 +2060,70 @@ def details(results: dict[str, Any]) -> list[str]:
                 for c in d["chunks"]
             ]
             out.append("")
+    return out
+
+
+def _concurrent_details(concurrent: Optional[dict[str, Any]]) -> list[str]:
+    if not concurrent:
+        return []
+    n = concurrent["n"]
+    out = [
+        f"### 2b. Cold concurrency: {n} first requests at once on a new transport",
+        "",
+        f"{n} threads (sync, one `httpx.Client`) or {n} tasks (async, one `AsyncClient`) send "
+        'their first request together, HTTP/1.1, to an `MTLSServer(reject="tls")`; certs.d '
+        f"holds 1 CA and {max(CONCURRENT_KS)} pairs, the right one k-th. One request looks "
+        "for the winner while the others wait for it, then they all go to "
+        f"the winner, reusing a connection when one is free: at most (k - 1) refused + {n} "
+        f"accepted handshakes. {concurrent['rounds']} round"
+        f"{'s' if concurrent['rounds'] != 1 else ''} per case, each on a new transport.",
+        "",
+        "| mode | right pair | handshakes per round (completed + failed) | connections | "
+        "200 answers | winner | bound N + k - 1 | N x k |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for case in concurrent["cases"]:
+        trials = case["trials"]
+        out.append(
+            f"| {case['mode']} | {case['k']}-th | "
+            + " / ".join(f"{t['handshakes']} ({t['completed']} + {t['failed']})" for t in trials)
+            + f" | {' / '.join(str(t['connections']) for t in trials)} | "
+            f"{' / '.join(str(t['ok_responses']) for t in trials)} | "
+            f"{' / '.join(str(t['winner']) for t in trials)} | {case['bound']} | "
+            f"{case['naive']} |"
+        )
+    out.append("")
+    return out
+
+
+def _denied_details(denied: Optional[dict[str, Any]]) -> list[str]:
+    if not denied:
+        return []
+    out = [
+        "### 2c. Denied requests from a known winner",
+        "",
+        'An `MTLSServer(reject="status", status=403, accept=...)`: certs.d holds the wrong '
+        "pair first (from a CA the handshake does not trust: refused with `unknown_ca`) and "
+        "the right pair second. The first request is refused in TLS with the wrong pair and "
+        "answered 200 with the right one, the winner; then the server's rule starts refusing "
+        f"it (403) and {denied['requests']} more requests are sent, one after another. The "
+        "winner's 403 is an authorization rejection, so the flow would move on; the wrong "
+        "pair is skipped for `recheck` seconds (60 by default), so no connection is opened.",
+        "",
+        "| mode | first request: status / handshakes (failed) | winner before / after | "
+        "next requests | new handshakes / connections | per request | last request's "
+        "attempts |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for c in denied["cases"]:
+        statuses = ", ".join(f"{n} x {s}" for s, n in sorted(c["statuses"].items()))
+        out.append(
+            f"| {c['mode']} | {c['first_status']} / {c['first_handshakes']} "
+            f"({c['first_failed']}) | {c['winner']} / {c['winner_after']} | {statuses} | "
+            f"{c['new_handshakes']} / {c['new_connections']} | {c['per_request']:.2f} | "
+            f"{'; '.join(c['last_attempts'])} |"
+        )
+    out.append("")
     return out
 
 

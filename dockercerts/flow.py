@@ -41,7 +41,7 @@ import logging
 import threading
 import time
 from collections.abc import Generator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Generic, Optional, TypeVar, Union
 
@@ -89,7 +89,7 @@ class Close(Generic[R]):
 Step = Union[Wait, Send, "Read[Any]", "Close[Any]"]
 
 
-@dataclass(frozen=True)
+@dataclass
 class Sent(Generic[R]):
     """What one try produced: an answer (``response`` with its ``status``) or an ``error``.
 
@@ -254,7 +254,13 @@ class Exchange(Generic[R]):
         if decided is not None:
             if best is not None and best.response is not None:
                 yield Close(best.response)
-            return replace(decided, attempts=attempts, directory=directory)
+            return Decision(
+                decided.response,
+                decided.error,
+                attempts=attempts,
+                chosen=decided.chosen,
+                directory=directory,
+            )
         assert best is not None, "an exchange tries at least one candidate"
         return Decision(
             response=best.response,
