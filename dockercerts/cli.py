@@ -56,6 +56,7 @@ from .errors import (
     MissingKeyError,
 )
 from .flow import Decision
+from .gochoice import leaf_without_intermediate
 from .loader import HostCerts, default_trust, load_dir
 from .locate import (
     _split_port,
@@ -606,18 +607,9 @@ def _extra_warnings(
                     "replace it with the registry's current CA certificate",
                 )
             )
-    intermediates = {ca["subject"] for ca in cas if ca["is_ca"] and not ca["self_signed"]}
-    for pair in certs.pairs if certs is not None else ():
-        if pair.chain_length == 1 and pair.issuer in intermediates:
-            found.append(
-                _warning(
-                    "leaf-without-intermediate",
-                    pair.cert,
-                    f"the .cert holds only the leaf, issued by the intermediate {pair.issuer}",
-                    f"append that intermediate to {pair.cert.name} (leaf first): servers that "
-                    "advertise only the root get no certificate from Go (moby#21148)",
-                )
-            )
+    if certs is not None:
+        for w in leaf_without_intermediate(certs.pairs, certs.ca_certificates):
+            found.append(_warning(w.code, w.path, w.message, w.fix))
     return found
 
 
