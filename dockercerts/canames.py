@@ -28,9 +28,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Optional
 
 import httpx
-from cryptography import x509
 
 from .errors import CANamesError, MissingExtraError
+from .gochoice import name_text
 
 if TYPE_CHECKING:
     from OpenSSL import SSL
@@ -138,7 +138,7 @@ def read_ca_names(
         return ServerCANames(requested=False, tls_version=version)
     names = tuple(_der(name) for name in seen[0])
     return ServerCANames(
-        requested=True, names=names, texts=tuple(_text(n) for n in names), tls_version=version
+        requested=True, names=names, texts=tuple(name_text(n) for n in names), tls_version=version
     )
 
 
@@ -267,15 +267,6 @@ def _der(name: Any) -> bytes:
     # cryptography's Name, which can only re-encode.
     der = getattr(name, "der", None)
     return bytes(der()) if der is not None else bytes(name.public_bytes())
-
-
-def _text(der: bytes) -> str:
-    """RFC 4514 text of a DER name; its hex where this cryptography cannot parse one."""
-    from_bytes = getattr(x509.Name, "from_bytes", None)
-    if from_bytes is not None:
-        with contextlib.suppress(ValueError):
-            return str(from_bytes(der).rfc4514_string())
-    return "0x" + der.hex()
 
 
 def _ssl_reason(exc: Exception) -> str:

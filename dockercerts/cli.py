@@ -59,7 +59,7 @@ from .errors import (
     MissingKeyError,
 )
 from .flow import Decision
-from .gochoice import go_sends, issuer_listed, leaf_without_intermediate
+from .gochoice import go_sends, issuer_listed, leaf_without_intermediate, name_text
 from .loader import HostCerts, default_trust, load_dir
 from .locate import (
     _split_port,
@@ -1038,6 +1038,7 @@ def probe_report(
         error = _docker_error(exc)
     if certs is not None:
         subjects = {p.name: p.subject for p in certs.pairs}
+        chains = {p.name: p.chain_issuers for p in certs.pairs}
         # refresh=0: read the folder now, as Docker does for each pull. No redirect is
         # followed: a probe reaches only this host (through the environment's proxy, if any,
         # as the transport does).
@@ -1059,6 +1060,9 @@ def probe_report(
                 record["hint"] = (
                     "not a client-certificate rejection: another certificate cannot help"
                 )
+            chain = chains.get(attempt.candidate or "", ())
+            record["issuers"] = [name_text(der) for der in chain]
+            record["issuer_listed"] = None  # known once the server's CA names are
             attempts.append(record)
     winner, transport = _what_the_transport_does(decision, attempts)
     names: Optional[Report] = None
@@ -1141,8 +1145,8 @@ def _what_go_does(
     listed = frozenset(found.names)
     for attempt in attempts:
         chain = chains.get(attempt["candidate"] or "")
-        known = found.requested and bool(listed) and chain is not None
-        attempt["issuer_listed"] = issuer_listed(chain, listed) if chain and known else None
+        if found.requested and listed and chain is not None:
+            attempt["issuer_listed"] = issuer_listed(chain, listed)
     pairs = [chains[a["candidate"]] for a in attempts if a["candidate"] is not None]
     chosen = go_sends(pairs, found.names if found.requested else None)
     answer: Optional[Report]
@@ -1233,34 +1237,30 @@ def render_probe(report: Report, style: Style) -> list[str]:
         state = "(missing: system roots, no client certificate)"
     lines += table([["directory", f"{report['directory']}  {state}"]], style)
     lines += _refusal(report, style)
-    names = report.get("ca_names")
-    lines += _render_ca_names(names, style)
-    listed = bool(names and names["read"] and names["requested"] and names["names"])
     if report["attempts"]:
         lines.append("")
-        head: list[Cell] = ["#", "candidate", "subject", "result", "detail", "TLS", "time"]
-        rows: list[list[Cell]] = [[*head, "listed"] if listed else head]
+        rows: list[list[Cell]] = [["#", "candidate", "subject", "result", "detail", "TLS", "time"]]
         colours = {"accepted": "green", "rejected": "red", "error": "yellow"}
         for attempt in report["attempts"]:
             detail = attempt["detail"]
             if attempt["title"] and attempt["title"] not in detail:
                 detail += f" ({attempt['title']})"
-            row: list[Cell] = [
-                str(attempt["index"]),
-                attempt["candidate"] or "(none)",
-                attempt["subject"] or "-",
-                (colours[attempt["outcome"]], attempt["outcome"]),
-                detail,
-                attempt["tls_version"] or "-",
-                f"{attempt['elapsed_ms']:.0f} ms",
-            ]
-            if listed:
-                row.append({True: "yes", False: "no", None: "-"}[attempt.get("issuer_listed")])
-            rows.append(row)
+            rows.append(
+                [
+                    str(attempt["index"]),
+                    attempt["candidate"] or "(none)",
+                    attempt["subject"] or "-",
+                    (colours[attempt["outcome"]], attempt["outcome"]),
+                    detail,
+                    attempt["tls_version"] or "-",
+                    f"{attempt['elapsed_ms']:.0f} ms",
+                ]
+            )
         lines += table(rows, style)
         for attempt in report["attempts"]:
             if attempt["hint"]:
                 lines.append(f"  {attempt['index']}: {attempt['hint']}")
+    lines += _render_ca_names(report.get("ca_names"), report["attempts"], style)
     lines.append("")
     go = report.get("go")
     if go is not None:
@@ -1271,8 +1271,8 @@ def render_probe(report: Report, style: Style) -> list[str]:
     return lines
 
 
-def _render_ca_names(names: Optional[Report], style: Style) -> list[str]:
-    """What the server asks for, or one line saying why it is not shown."""
+def _render_ca_names(names: Optional[Report], attempts: list[Report], style: Style) -> list[str]:
+    """What the server asks for and which pairs it lists, or one line saying why not."""
     if names is None:
         return []
     if not names["read"]:
@@ -1286,11 +1286,26 @@ def _render_ca_names(names: Optional[Report], style: Style) -> list[str]:
     version = f" ({names['tls_version']})" if names["tls_version"] else ""
     lines = ["", style("bold", f"CA names the server asks for{version}")]
     if not names["requested"]:
-        lines.append("  none: the server asks for no client certificate")
-    elif not names["names"]:
-        lines.append("  an empty list: any CA (Go sends the first pair)")
-    else:
-        lines += [f"  {text}" for text in names["names"]]
+        return [*lines, "  none: the server asks for no client certificate"]
+    if not names["names"]:
+        return [*lines, "  an empty list: any CA (Go sends the first pair)"]
+    lines += [f"  {text}" for text in names["names"]]
+    rows: list[list[Cell]] = [["#", "candidate", "issued by", "listed"]]
+    for attempt in attempts:
+        if attempt.get("issuer_listed") is None:
+            continue
+        listed = attempt["issuer_listed"]
+        rows.append(
+            [
+                str(attempt["index"]),
+                attempt["candidate"],
+                ", ".join(attempt["issuers"]),
+                ("green", "yes") if listed else ("yellow", "no"),
+            ]
+        )
+    if len(rows) > 1:
+        lines += ["", "  The pairs' chains, as Go matches them against those names:"]
+        lines += table(rows, style)
     return lines
 
 

@@ -18,6 +18,7 @@ so it is not modelled.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Collection, Sequence
 from typing import Optional
 
@@ -25,7 +26,7 @@ from cryptography import x509
 
 from .scan import CertsWarning, ClientPair, _is_ca, tbs_names
 
-__all__ = ["go_sends", "issuer_listed", "leaf_without_intermediate"]
+__all__ = ["go_sends", "issuer_listed", "leaf_without_intermediate", "name_text"]
 
 
 def issuer_listed(chain_issuers: Sequence[bytes], ca_names: Collection[bytes]) -> bool:
@@ -63,6 +64,20 @@ def go_sends(
         return 0
     listed = frozenset(ca_names)
     return next((i for i, chain in enumerate(chains) if issuer_listed(chain, listed)), None)
+
+
+def name_text(der: bytes) -> str:
+    """A DER name as RFC 4514 text; ``0x`` and its hex when it does not parse (or this
+    cryptography, older than 45, cannot parse a bare name).
+
+        >>> name_text(x509.Name.from_rfc4514_string("CN=registry clients").public_bytes())
+        'CN=registry clients'
+    """
+    from_bytes = getattr(x509.Name, "from_bytes", None)
+    if from_bytes is not None:
+        with contextlib.suppress(ValueError):
+            return str(from_bytes(der).rfc4514_string())
+    return "0x" + der.hex()
 
 
 def leaf_without_intermediate(
