@@ -1,5 +1,12 @@
-"""The CA names servers ask for, what Go sends for them, and ``order="ca-names"``, against
-real nginx (TLS 1.2 and 1.3) and real skopeo (a Go client of containers/image).
+"""The CA names servers ask for, what Go sends for them, and ``order="ca-names"``.
+
+1. Reading the names from real nginx (TLS 1.2 and 1.3), directly and through tinyproxy.
+2. The probe's "what Docker would send" against real skopeo (a Go client of
+   containers/image) on the same folder and server.
+3. ``order="ca-names"`` against nginx: which pairs are tried, in which order.
+4. ``order="ca-names"`` against :class:`~dockercerts.testing.MTLSServer`, which counts
+   connections: handshakes of a first request, when the names are read, a failed read,
+   concurrency; without pyOpenSSL; bad values.
 
 nginx lists in its CertificateRequest the names of ``ssl_client_certificate`` and trusts
 ``ssl_trusted_certificate`` without listing it, which gives every case Go cares about:
@@ -18,32 +25,45 @@ Each folder has a pair no server trusts first, then the pair under test: issued 
 by its intermediate with the intermediate in the ``.cert``, or by the intermediate as a bare
 leaf (moby#21148). ``dockercerts probe`` says what Go sends and whether it is accepted;
 skopeo, run on the same folder against the same server, must agree: it succeeds exactly when
-the probe says so, and nginx logs the certificate the probe says Go sends.
+the probe says so, and nginx logs the certificate the probe says Go sends. The ``peers``
+marker is on sections 1-3.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
+import sys
+import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, Optional
 
 import anyio
 import httpx
 import pytest
 from peers import NginxPeer, TinyproxyPeer, require_peer, require_pyopenssl
 
-from dockercerts import AsyncTransport, Transport
+from dockercerts import AsyncTransport, Transport, canames
 from dockercerts.canames import read_ca_names
 from dockercerts.cli import main, probe_report
-from dockercerts.errors import Attempt, CANamesError
-from dockercerts.testing import CA, CertsD, Leaf
+from dockercerts.errors import Attempt, CANamesError, MissingExtraError
+from dockercerts.pytest_plugin import CAFactory, ServerFactory
+from dockercerts.testing import CA, CertsD, Leaf, MTLSServer
 
 peers = pytest.mark.peers
 
 TLS_VERSIONS = ("1.2", "1.3")
+MODES = ("sync", "async")
+K = 4  # the right pair's place in Docker's order, in section 4
+
+
+@pytest.fixture(autouse=True)
+def _pyopenssl() -> None:
+    require_pyopenssl()
 
 
 @dataclass
@@ -123,7 +143,23 @@ def folder(certs_d: CertsD, peer: NginxPeer, pki: Pki, under_test: str) -> Path:
     return host.path
 
 
-# --- reading the names ------------------------------------------------------------------------
+def get(mode: str, transport: Any, url: str) -> httpx.Response:
+    if mode == "sync":
+        with httpx.Client(transport=transport) as client:
+            return client.get(url)
+
+    async def run() -> httpx.Response:
+        async with httpx.AsyncClient(transport=transport) as client:
+            return await client.get(url)
+
+    return anyio.run(run)
+
+
+def make(mode: str, **options: Any) -> Any:
+    return (Transport if mode == "sync" else AsyncTransport)(**options)
+
+
+# --- 1. reading the names ---------------------------------------------------------------------
 
 
 @peers
@@ -173,7 +209,7 @@ def tinyproxy_peer() -> Iterator[TinyproxyPeer]:
         yield peer
 
 
-# --- the probe's Go column, checked against skopeo ---------------------------------------------
+# --- 2. the probe's Go column, checked against skopeo ------------------------------------------
 
 # (server, pair under test) -> (what Go sends, accepted); a-stranger is always first.
 GO_CASES = {
@@ -279,19 +315,7 @@ def test_probe_text_and_inspect_for_moby_21148(
     assert "[leaf-without-intermediate]" in out
 
 
-# --- order="ca-names" against nginx -----------------------------------------------------------
-
-
-def _get(transport: Union[Transport, AsyncTransport], url: str) -> httpx.Response:
-    if isinstance(transport, Transport):
-        with httpx.Client(transport=transport) as client:
-            return client.get(url)
-
-    async def main() -> httpx.Response:
-        async with httpx.AsyncClient(transport=transport) as client:
-            return await client.get(url)
-
-    return anyio.run(main)
+# --- 3. order="ca-names" against nginx --------------------------------------------------------
 
 
 def _tried(response: httpx.Response) -> list[tuple[Optional[str], str]]:
@@ -328,9 +352,8 @@ def test_order_ca_names_tries_listed_pairs_first(
         hostdir = folder(certs_d, peer, pki, pair)
         (hostdir / "a2-stranger.cert").write_bytes(pki.stranger.cert_pem)
         (hostdir / "a2-stranger.key").write_bytes(pki.stranger.key_pem())
-        factory = Transport if mode == "sync" else AsyncTransport
         uri = f"/v2/?t=order-{mode}"
-        response = _get(factory(root=certs_d.path, order="ca-names"), peer.url + uri)
+        response = get(mode, make(mode, root=certs_d.path, order="ca-names"), peer.url + uri)
         assert response.status_code == 200
         assert _tried(response) == [
             *((name, "rejected") for name in tried[:-1]),
@@ -357,7 +380,7 @@ def test_order_ca_names_learns_through_the_proxy(
         folder(certs_d, peer, pki, "right")
         before = len(tinyproxy_peer.connects())
         transport = Transport(root=certs_d.path, order="ca-names", proxy=tinyproxy_peer.url)
-        response = _get(transport, peer.url + "/v2/")
+        response = get("sync", transport, peer.url + "/v2/")
         # One tunnel to learn the names, one for the listed pair.
         assert tinyproxy_peer.connects()[before:] == [peer.host, peer.host]
     assert _tried(response) == [("b-right", "accepted")]
@@ -367,3 +390,211 @@ def test_read_ca_names_refuses_a_socks_proxy() -> None:
     require_pyopenssl()
     with pytest.raises(CANamesError, match=r"a socks5:// proxy is in the way"):
         read_ca_names("localhost", 1, proxy=httpx.Proxy("socks5://127.0.0.1:1"))
+
+
+# --- 4. order="ca-names" against MTLSServer ---------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def strangers(mtls_ca_factory: CAFactory) -> list[Leaf]:
+    stranger = mtls_ca_factory(name="order stranger CA")
+    return [stranger.issue_client(f"stranger-{n}") for n in range(K - 1)]
+
+
+@pytest.fixture(scope="module")
+def right(mtls_ca: CA) -> Leaf:
+    return mtls_ca.issue_client("right")
+
+
+class Reads:
+    """Counts the transport's reads of CA names (each one handshake), passing them on, or
+    failing them when ``fail`` is set."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.calls: list[tuple[str, int]] = []
+        self.fail = False
+        self._real = canames.read_ca_names
+        self._lock = threading.Lock()
+        monkeypatch.setattr(canames, "read_ca_names", self)
+
+    def __call__(self, host: str, port: int, **options: Any) -> canames.ServerCANames:
+        with self._lock:
+            self.calls.append((host, port))
+        if self.fail:
+            raise CANamesError(host, port, "no answer within 5 s")
+        return self._real(host, port, **options)
+
+
+@dataclass
+class Scene:
+    """An MTLSServer refusing untrusted pairs in TLS, its folder under ``certs_d`` (``p1``..
+    ``p3`` untrusted, the right pair ``p4`` last), and the count of CA-name reads."""
+
+    mtls_server: ServerFactory
+    certs_d: CertsD
+    strangers: list[Leaf]
+    right: Leaf
+    reads: Reads
+
+    def start(self, tls: str = "1.3", send: bool = True) -> MTLSServer:
+        server = self.mtls_server(reject="tls", tls_version=tls, send_ca_names=send)
+        if send and not server.ca_names_sent:
+            pytest.skip("this Python's OpenSSL cannot be reached to set the CA names")
+        host = self.certs_d.host(server.host).ca(server.server_ca)
+        for number, leaf in enumerate(self.strangers, 1):
+            host.pair(f"p{number}", leaf)
+        host.pair(f"p{K}", self.right)
+        return server
+
+    def transport(self, mode: str = "sync", **options: Any) -> Any:
+        return make(mode, root=self.certs_d.path, **options)
+
+
+@pytest.fixture
+def scene(
+    mtls_server: ServerFactory,
+    certs_d: CertsD,
+    strangers: list[Leaf],
+    right: Leaf,
+    monkeypatch: pytest.MonkeyPatch,
+) -> Scene:
+    return Scene(mtls_server, certs_d, strangers, right, Reads(monkeypatch))
+
+
+def tried(response: httpx.Response) -> list[Optional[str]]:
+    return [a.candidate for a in response.extensions["dockercerts.attempts"]]
+
+
+ALL = [f"p{n}" for n in range(1, K + 1)]
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("tls", TLS_VERSIONS)
+@pytest.mark.parametrize("send", [True, False], ids=["names", "no-names"])
+def test_first_request_handshakes(scene: Scene, mode: str, tls: str, send: bool) -> None:
+    """Listed names: one handshake to read them, one with the right pair. None listed:
+    Docker's order, at the cost of that one handshake."""
+    server = scene.start(tls, send)
+    response = get(mode, scene.transport(mode, order="ca-names"), server.url + "/v2/")
+    assert response.status_code == 200
+    assert scene.reads.calls == [("localhost", server.port)]
+    if send:
+        assert (server.connections, server.handshakes) == (2, 1)
+        assert tried(response) == [f"p{K}"]
+    else:
+        assert (server.connections, server.handshakes) == (K + 1, 1)
+        assert tried(response) == ALL
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_off_by_default_nothing_is_read(scene: Scene, mode: str) -> None:
+    server = scene.start()
+    assert get(mode, scene.transport(mode), server.url + "/v2/").status_code == 200
+    assert scene.reads.calls == []
+    assert server.connections == K
+
+
+def test_read_once_per_host_and_again_after_the_folder_changes(scene: Scene, mtls_ca: CA) -> None:
+    server = scene.start()
+    hostdir = scene.certs_d.path / server.host
+    url = server.url + "/v2/"
+    with httpx.Client(transport=scene.transport(order="ca-names", refresh=0)) as c:
+        for _ in range(3):
+            assert c.get(url).status_code == 200
+        assert len(scene.reads.calls) == 1  # later requests go to the winner: no search
+        # A new pair leaves the winner's files alone: still no search, nothing read.
+        (hostdir / "p0.cert").write_bytes(scene.strangers[0].cert_pem)
+        (hostdir / "p0.key").write_bytes(scene.strangers[0].key_pem())
+        assert c.get(url).status_code == 200
+        assert len(scene.reads.calls) == 1
+        # The winner's certificate replaced: a new search, which reads the names again.
+        newer = mtls_ca.issue_client("right-renewed")
+        (hostdir / f"p{K}.cert").write_bytes(newer.cert_pem)
+        (hostdir / f"p{K}.key").write_bytes(newer.key_pem())
+        response = c.get(url)
+    assert response.status_code == 200
+    assert len(scene.reads.calls) == 2
+    assert tried(response) == [f"p{K}"]
+
+
+def test_a_failed_read_falls_back_to_dockers_order(
+    scene: Scene, caplog: pytest.LogCaptureFixture
+) -> None:
+    server = scene.start()
+    scene.reads.fail = True
+    with caplog.at_level(logging.INFO, logger="dockercerts"):
+        response = get("sync", scene.transport(order="ca-names"), server.url)
+    assert response.status_code == 200
+    assert len(scene.reads.calls) == 1
+    assert tried(response) == ALL
+    assert "no answer within 5 s; trying client certificates in Docker's order" in caplog.text
+
+
+def test_one_pair_reads_nothing(scene: Scene) -> None:
+    server = scene.start()
+    for number in range(1, K):
+        (scene.certs_d.path / server.host / f"p{number}.cert").unlink()
+        (scene.certs_d.path / server.host / f"p{number}.key").unlink()
+    response = get("sync", scene.transport(order="ca-names"), server.url + "/v2/")
+    assert response.status_code == 200
+    assert (scene.reads.calls, server.connections) == ([], 1)
+
+
+def test_concurrent_first_requests_read_once(scene: Scene) -> None:
+    server = scene.start()
+    url = server.url + "/v2/"
+    with (
+        httpx.Client(transport=scene.transport(order="ca-names")) as client,
+        ThreadPoolExecutor(8) as pool,
+    ):
+        codes = list(pool.map(lambda _: client.get(url).status_code, range(8)))
+    assert codes == [200] * 8
+    # The one request looking for the winner reads the names; the others wait for it.
+    assert len(scene.reads.calls) == 1
+    assert server.failed_handshakes == 1  # the read's own, without a certificate
+
+
+# --- without pyOpenSSL, and bad values ----------------------------------------------------------
+
+
+@pytest.fixture
+def no_pyopenssl(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``import OpenSSL`` raises ImportError, as when the extra is not installed."""
+    for name in list(sys.modules):
+        if name == "OpenSSL" or name.startswith("OpenSSL."):
+            monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "OpenSSL", None)
+
+
+@pytest.mark.usefixtures("no_pyopenssl")
+@pytest.mark.parametrize("factory", [Transport, AsyncTransport])
+def test_order_ca_names_without_pyopenssl_fails_at_construction(factory: Any) -> None:
+    with pytest.raises(MissingExtraError) as caught:
+        factory(order="ca-names")
+    assert str(caught.value) == (
+        "order='ca-names' needs pyOpenSSL, which is not installed: pip install 'dockercerts[probe]'"
+    )
+    assert isinstance(caught.value, ImportError)
+    factory()  # the default needs nothing
+    assert canames.available() is False
+
+
+@pytest.mark.parametrize("order", ["CA-names", "issuer", None, 1])
+def test_order_must_be_docker_or_ca_names(order: Optional[object]) -> None:
+    with pytest.raises(ValueError, match="order must be 'docker' or 'ca-names', not"):
+        Transport(order=order)  # type: ignore[arg-type]
+
+
+@pytest.mark.usefixtures("no_pyopenssl")
+def test_probe_without_pyopenssl_says_how_to_get_the_section(
+    scene: Scene, capsys: pytest.CaptureFixture[str]
+) -> None:
+    server = scene.start(send=False)
+    assert main(["probe", server.url, "--root", str(scene.certs_d.path)]) == 0
+    out = capsys.readouterr().out
+    lines = [line for line in out.splitlines() if "CA names" in line or "Docker (Go)" in line]
+    assert lines == [
+        "CA names the server asks for: not shown, pyOpenSSL is not installed "
+        "(pip install 'dockercerts[probe]' shows them, and what Docker would send)"
+    ]
+    assert f"The transport settles on p{K} ({K}th of {K})." in out
