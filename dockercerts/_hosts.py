@@ -426,7 +426,7 @@ class HostState(Generic[Inner]):
             self.ca_names, self.learn_pending = ca_names, False
             self._rank()
         log.debug(
-            "%s: the server lists %d CA name(s); order: %s",
+            "%s: %d CA names to go by; order: %s",
             self.names[0],
             len(ca_names),
             [slot.candidate.name for slot in self.ranked],

@@ -2,7 +2,7 @@
 raw issuer names it compares (:func:`dockercerts.scan.tbs_names`), and the candidate order
 of ``order="ca-names"`` (:func:`dockercerts._hosts.listed_first`).
 
-What real Go does on the wire is checked against skopeo in ``test_canames_peers.py``.
+What real Go does on the wire is checked against skopeo in ``test_canames.py``.
 """
 
 from __future__ import annotations
