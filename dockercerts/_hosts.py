@@ -166,12 +166,14 @@ class _Slot(Generic[Inner]):
     user either is seen and keeps the transport, or reads ``None`` and waits for the lock.
     """
 
-    __slots__ = ("_inner", "_lock", "_make", "_retired", "_users", "candidate", "key")
+    __slots__ = ("_inner", "_lock", "_make", "_retired", "_users", "candidate", "key", "name")
 
     def __init__(
         self, candidate: Candidate, key: tuple[object, ...], make: Callable[[Candidate], Inner]
     ) -> None:
         self.candidate = candidate
+        #: The candidate's name, read on every request (``Candidate.name`` is a property).
+        self.name = candidate.name
         self.key = key
         self._make: Callable[[Candidate], Inner] = make
         self._inner: Optional[Inner] = None
@@ -315,7 +317,7 @@ class HostState(Generic[Inner]):
     def _install(self, certs: HostCerts) -> None:
         """Swap in new candidates, keeping the slots of those whose files did not change."""
         old = {slot.key: slot for slot in self.slots}
-        before = {slot.candidate.name: slot.key for slot in self.slots}
+        before = {slot.name: slot.key for slot in self.slots}
         slots = []
         trust = _trust_identity(certs)  # hashed once for all the candidates
         for candidate in certs.candidates():
@@ -324,7 +326,7 @@ class HostState(Generic[Inner]):
             slots.append(slot)
         for slot in old.values():
             self._retire(slot)
-        after = {slot.candidate.name: slot.key for slot in slots}
+        after = {slot.name: slot.key for slot in slots}
         if self.winner is not None and before.get(self.winner) != after.get(self.winner):
             log.info(
                 "%s: %s changed; trying candidates in order again", certs.directory, self.winner
@@ -335,7 +337,7 @@ class HostState(Generic[Inner]):
         self._rejected = {k: t for k, t in self._rejected.items() if k in keys}
         self.certs, self.slots = certs, tuple(slots)
         self._rank()
-        log.debug("%s: candidates %s", certs.directory, [s.candidate.name for s in slots])
+        log.debug("%s: candidates %s", certs.directory, [s.name for s in slots])
 
     def _retire(self, slot: _Slot[Inner]) -> None:
         inner = slot.retire()
@@ -343,14 +345,14 @@ class HostState(Generic[Inner]):
             self.closable.append(inner)
 
     def _rank(self) -> None:
-        first = [slot for slot in self.slots if slot.candidate.name == self.winner]
+        first = [slot for slot in self.slots if slot.name == self.winner]
         self.ranked = tuple(first + [slot for slot in self.slots if slot not in first])
 
     # --- what the flow asks and tells ---------------------------------------------------------
 
     def is_winner(self, slot: _Slot[Any]) -> bool:
         """Whether ``slot`` is the candidate this host last accepted (its files unchanged)."""
-        return self.winner is not None and slot.candidate.name == self.winner and slot in self.slots
+        return self.winner is not None and slot.name == self.winner and slot in self.slots
 
     def order(self, now: float) -> tuple[tuple[_Slot[Inner], ...], tuple[_Slot[Inner], ...]]:
         """The slots to try, and those skipped because they were rejected recently.
@@ -368,7 +370,7 @@ class HostState(Generic[Inner]):
 
     def settle(self, slot: _Slot[Inner]) -> None:
         """Remember ``slot`` as the one to try first from now on; end the search for it."""
-        name = slot.candidate.name
+        name = slot.name
         if self.winner == name and self._turn is None and slot.key not in self._rejected:
             return  # the steady state: nothing to change, no lock
         with self._lock:

@@ -251,7 +251,7 @@ class Exchange(Generic[R]):
                     log.debug(
                         "%s: skipping %s, rejected less than recheck seconds ago",
                         host.names[0],
-                        slot.candidate.name,
+                        slot.name,
                     )
             return (yield from self._try(slots))
         finally:
@@ -275,12 +275,16 @@ class Exchange(Generic[R]):
                 log.warning("%s: %s", self.host.names[0], note)
                 break
             sent: Sent[R] = yield Send(slot)
-            response, body = sent.response, b""
-            if response is not None and self.policy.needs_body(sent.status):
-                length = sent.length
-                if length is not None and length <= PEEK_LIMIT:
-                    body, response = yield Read(response, PEEK_LIMIT)
-            verdict = self._judge(sent, body)
+            response = sent.response
+            if sent.error is None and not self.policy.judges(sent.status):
+                verdict = None  # a 2xx or 3xx: the steady state, nothing to look at
+            else:
+                body = b""
+                if response is not None and self.policy.needs_body(sent.status):
+                    length = sent.length
+                    if length is not None and length <= PEEK_LIMIT:
+                        body, response = yield Read(response, PEEK_LIMIT)
+                verdict = self._judge(sent, body)
             if chosen is not None:  # exhaustive: record what the others would get
                 self._record(slot, sent, verdict, settled=False)
                 if response is not None:
@@ -338,8 +342,6 @@ class Exchange(Generic[R]):
                 responded=sent.responded,
                 tls_version=sent.tls_version,
             )
-        if not self.policy.judges(sent.status):
-            return None
         return self.policy.judge_answer(
             self.method, sent.status, challenge=sent.challenge, body=body
         )
@@ -368,7 +370,7 @@ class Exchange(Generic[R]):
         # Positional: this runs for every request.
         self.attempts.append(
             Attempt(
-                slot.candidate.name,
+                slot.name,
                 outcome,
                 kind,
                 None if verdict is None or returned else verdict.layer,
@@ -386,7 +388,7 @@ class Exchange(Generic[R]):
         log.info(
             "%s: client certificate %s rejected (%s)%s",
             self.host.names[0],
-            slot.candidate.name or "(none)",
+            slot.name or "(none)",
             verdict.reason,
             "" if last else "; trying the next one",
         )
