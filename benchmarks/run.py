@@ -763,7 +763,9 @@ def section_steady(cfg: dict[str, Any]) -> dict[str, Any]:
         write_host(root, host, srv.pki, pairs=5)
         url = f"https://{host}/v2/"
         modes: dict[str, Any] = {}
-        new_connections = {"dockercerts": 0, "bare": 0}
+        # "control" is a second bare client measured in the same rounds: bare against control
+        # (an A/A comparison) shows how far two identical clients drift apart on this machine.
+        new_connections = {"dockercerts": 0, "bare": 0, "control": 0}
 
         def timed(fn: Callable[[], None], variant: str, cpu: list[float]) -> Callable[[], float]:
             def run() -> float:
@@ -781,6 +783,9 @@ def section_steady(cfg: dict[str, Any]) -> dict[str, Any]:
             "bare": client(
                 httpx.HTTPTransport(verify=srv.pki.bare_context(), limits=STEADY_LIMITS)
             ),
+            "control": client(
+                httpx.HTTPTransport(verify=srv.pki.bare_context(), limits=STEADY_LIMITS)
+            ),
         }
         with ThreadPoolExecutor(8) as pool:
 
@@ -796,33 +801,39 @@ def section_steady(cfg: dict[str, Any]) -> dict[str, Any]:
 
             for mode, shape in (("sync", sequential), ("8 threads", threaded)):
                 log(f"  steady: {mode}")
-                shape(variants["dockercerts"], warm)()  # connections opened, winner settled
-                shape(variants["bare"], warm)()
+                for variant in variants.values():  # connections opened, winner settled
+                    shape(variant, warm)()
                 srv.take()
-                wrapped = shape(variants["dockercerts"], n // STEADY_SLICES)
-                bare = shape(variants["bare"], n // STEADY_SLICES)
-                cpu_a: list[float] = []
-                cpu_b: list[float] = []
-                a, b = interleaved(
+                cpu: dict[str, list[float]] = {name: [] for name in variants}
+                a, b, control = interleaved(
                     rounds * STEADY_SLICES,
-                    timed(wrapped, "dockercerts", cpu_a),
-                    timed(bare, "bare", cpu_b),
+                    *(
+                        timed(shape(variant, n // STEADY_SLICES), name, cpu[name])
+                        for name, variant in variants.items()
+                    ),
                 )
-                modes[mode] = _steady_summary(a, b, cpu_a, cpu_b, n)
+                modes[mode] = _steady_summary(a, b, control, cpu["dockercerts"], cpu["bare"], n)
                 modes[mode]["new_connections"] = dict(new_connections)
-                new_connections.update(dockercerts=0, bare=0)
+                new_connections.update(dockercerts=0, bare=0, control=0)
         for c in variants.values():
             c.close()
 
         async def amain() -> None:
             wrapped_transport = dockercerts.AsyncTransport(root=root, limits=STEADY_LIMITS)
-            bare_transport = httpx.AsyncHTTPTransport(
-                verify=srv.pki.bare_context(), limits=STEADY_LIMITS
+            bare_transport, control_transport = (
+                httpx.AsyncHTTPTransport(verify=srv.pki.bare_context(), limits=STEADY_LIMITS)
+                for _ in range(2)
             )
             async with (
                 aclient(wrapped_transport) as wrapped_client,
                 aclient(bare_transport) as bare_client,
+                aclient(control_transport) as control_client,
             ):
+                avariants = {
+                    "dockercerts": wrapped_client,
+                    "bare": bare_client,
+                    "control": control_client,
+                }
 
                 def atimed(
                     fn: Callable[[], Awaitable[None]], variant: str, cpu: list[float]
@@ -848,21 +859,22 @@ def section_steady(cfg: dict[str, Any]) -> dict[str, Any]:
 
                 for mode, shape in (("async", asequential), ("64 tasks", tasks)):
                     log(f"  steady: {mode}")
-                    await shape(wrapped_client, warm)()
-                    await shape(bare_client, warm)()
+                    for avariant in avariants.values():
+                        await shape(avariant, warm)()
                     srv.take()
-                    wrapped = shape(wrapped_client, n // STEADY_SLICES)
-                    bare = shape(bare_client, n // STEADY_SLICES)
-                    cpu_a: list[float] = []
-                    cpu_b: list[float] = []
-                    a, b = await ainterleaved(
+                    acpu: dict[str, list[float]] = {name: [] for name in avariants}
+                    a, b, control = await ainterleaved(
                         rounds * STEADY_SLICES,
-                        atimed(wrapped, "dockercerts", cpu_a),
-                        atimed(bare, "bare", cpu_b),
+                        *(
+                            atimed(shape(avariant, n // STEADY_SLICES), name, acpu[name])
+                            for name, avariant in avariants.items()
+                        ),
                     )
-                    modes[mode] = _steady_summary(a, b, cpu_a, cpu_b, n)
+                    modes[mode] = _steady_summary(
+                        a, b, control, acpu["dockercerts"], acpu["bare"], n
+                    )
                     modes[mode]["new_connections"] = dict(new_connections)
-                    new_connections.update(dockercerts=0, bare=0)
+                    new_connections.update(dockercerts=0, bare=0, control=0)
 
         asyncio.run(amain())
     return {"requests": n, "rounds": rounds, "modes": modes}
@@ -874,11 +886,20 @@ def _rounds(slices: list[float]) -> list[float]:
 
 
 def _steady_summary(
-    wrapped: list[float], bare: list[float], cpu_a: list[float], cpu_b: list[float], n: int
+    wrapped: list[float],
+    bare: list[float],
+    control: list[float],
+    cpu_a: list[float],
+    cpu_b: list[float],
+    n: int,
 ) -> dict[str, float]:
-    wrapped, bare, cpu_a, cpu_b = map(_rounds, (wrapped, bare, cpu_a, cpu_b))
+    wrapped, bare, control, cpu_a, cpu_b = map(_rounds, (wrapped, bare, control, cpu_a, cpu_b))
     ratios = [b / a for a, b in zip(wrapped, bare)]
+    controls = [b / c for c, b in zip(control, bare)]
     return {
+        "control_ratio": median(controls),
+        "control_min": min(controls),
+        "control_max": max(controls),
         "cpu_ratio": median([b / a for a, b in zip(cpu_a, cpu_b)]),
         "wrapped_cpu_us": median(cpu_a) / n * 1e6,
         "bare_cpu_us": median(cpu_b) / n * 1e6,
@@ -1625,8 +1646,17 @@ def evaluate(results: dict[str, Any]) -> list[Row]:
                         f"{data['bare_us']:.0f} µs. "
                     )
                 why = (
-                    f"{own}The rest is within the drift of this shared "
-                    f"machine: per-round ratios {data['ratio_min']:.2f}..{data['ratio_max']:.2f}, "
+                    f"{own}Two identical bare clients measured in the same rounds (A/A control) "
+                    f"came out at {data['control_ratio']:.3f}x, per round "
+                    f"{data['control_min']:.2f}..{data['control_max']:.2f}: "
+                    + (
+                        "a difference of this run's size is within what the machine alone "
+                        "produces. "
+                        if abs(1 - data["control_ratio"]) >= target - ratio
+                        or data["control_min"] <= ratio
+                        else "the machine alone does not explain this miss. "
+                    )
+                    + f"Per-round ratios {data['ratio_min']:.2f}..{data['ratio_max']:.2f}, "
                     f"best rounds {data['best_ratio']:.3f}x, client CPU per request "
                     f"{data['cpu_ratio']:.3f}x."
                 )
@@ -1637,7 +1667,8 @@ def evaluate(results: dict[str, Any]) -> list[Row]:
                     f">= {target:.2f}x",
                     "met" if ratio >= target else f"missed by {(target - ratio) * 100:.1f} points",
                     f"rounds {data['ratio_min']:.3f}..{data['ratio_max']:.3f}; best-of "
-                    f"{data['best_ratio']:.3f}x; client CPU {data['cpu_ratio']:.3f}x",
+                    f"{data['best_ratio']:.3f}x; client CPU {data['cpu_ratio']:.3f}x; "
+                    f"A/A control {data['control_ratio']:.3f}x",
                     why,
                 )
             )
@@ -2011,8 +2042,9 @@ def details(results: dict[str, Any]) -> list[str]:
             "",
             "| Mode | dockercerts µs/req | bare µs/req | throughput ratio (median) | "
             "per-round ratios | best-of ratio | client CPU µs/req (dockercerts / bare) | "
-            "client CPU ratio | new connections in timed runs (dockercerts / bare) |",
-            "|---|---|---|---|---|---|---|---|---|",
+            "client CPU ratio | A/A control (bare / second bare) | "
+            "new connections in timed runs (dockercerts / bare) |",
+            "|---|---|---|---|---|---|---|---|---|---|",
         ]
         for mode, d in steady["modes"].items():
             nc = d["new_connections"]
@@ -2020,14 +2052,18 @@ def details(results: dict[str, Any]) -> list[str]:
                 f"| {mode} | {d['wrapped_us']:.0f} | {d['bare_us']:.0f} | "
                 f"{d['throughput_ratio']:.3f}x | {d['ratio_min']:.3f}..{d['ratio_max']:.3f} | "
                 f"{d['best_ratio']:.3f}x | {d['wrapped_cpu_us']:.0f} / {d['bare_cpu_us']:.0f} | "
-                f"{d['cpu_ratio']:.3f}x | {nc['dockercerts']} / {nc['bare']} |"
+                f"{d['cpu_ratio']:.3f}x | {d['control_ratio']:.3f}x "
+                f"({d['control_min']:.2f}..{d['control_max']:.2f}) | "
+                f"{nc['dockercerts']} / {nc['bare']} |"
             )
         out += [
             "",
             "Throughput ratio: bare time / dockercerts time per round (wall clock, the target's "
             "figure). Best-of: the fastest round of each. Client CPU: this process's CPU time "
             "per request (all its threads; the server is another process), which time spent "
-            "waiting for the shared CPUs does not inflate.",
+            "waiting for the shared CPUs does not inflate. A/A control: the bare client against "
+            "a second, identical bare client in the same rounds; its distance from 1.000x is "
+            "the machine's own noise in this run.",
             "",
             "New connections: TCP connections the server accepted during the timed runs "
             "(0: every request reused a kept-alive connection).",

@@ -178,12 +178,14 @@ class _Slot(Generic[Inner]):
     user either is seen and keeps the transport, or reads ``None`` and waits for the lock.
     """
 
-    __slots__ = ("_inner", "_lock", "_make", "_retired", "_users", "candidate", "key")
+    __slots__ = ("_inner", "_lock", "_make", "_retired", "_users", "candidate", "key", "name")
 
     def __init__(
         self, candidate: Candidate, key: tuple[object, ...], make: Callable[[Candidate], Inner]
     ) -> None:
         self.candidate = candidate
+        #: The candidate's name, read on every request (``Candidate.name`` is a property).
+        self.name = candidate.name
         self.key = key
         self._make: Callable[[Candidate], Inner] = make
         self._inner: Optional[Inner] = None
@@ -363,7 +365,7 @@ class HostState(Generic[Inner]):
     def _install(self, certs: HostCerts) -> None:
         """Swap in new candidates, keeping the slots of those whose files did not change."""
         old = {slot.key: slot for slot in self.slots}
-        before = {slot.candidate.name: slot.key for slot in self.slots}
+        before = {slot.name: slot.key for slot in self.slots}
         slots = []
         trust = _trust_identity(certs)  # hashed once for all the candidates
         for candidate in certs.candidates():
@@ -372,7 +374,7 @@ class HostState(Generic[Inner]):
             slots.append(slot)
         for slot in old.values():
             self._retire(slot)
-        after = {slot.candidate.name: slot.key for slot in slots}
+        after = {slot.name: slot.key for slot in slots}
         if self.winner is not None and before.get(self.winner) != after.get(self.winner):
             log.info(
                 "%s: %s changed; trying candidates in order again", certs.directory, self.winner
@@ -387,7 +389,7 @@ class HostState(Generic[Inner]):
         self.ca_names = None
         self.learn_pending = self._options.order == "ca-names" and len(slots) > 1
         self._rank()
-        log.debug("%s: candidates %s", certs.directory, [s.candidate.name for s in slots])
+        log.debug("%s: candidates %s", certs.directory, [s.name for s in slots])
 
     def _retire(self, slot: _Slot[Inner]) -> None:
         inner = slot.retire()
@@ -396,14 +398,14 @@ class HostState(Generic[Inner]):
 
     def _rank(self) -> None:
         slots = listed_first(self.slots, _chain_issuers, self.ca_names or ())
-        first = [slot for slot in slots if slot.candidate.name == self.winner]
+        first = [slot for slot in slots if slot.name == self.winner]
         self.ranked = tuple(first + [slot for slot in slots if slot not in first])
 
     # --- what the flow asks and tells ---------------------------------------------------------
 
     def is_winner(self, slot: _Slot[Any]) -> bool:
         """Whether ``slot`` is the candidate this host last accepted (its files unchanged)."""
-        return self.winner is not None and slot.candidate.name == self.winner and slot in self.slots
+        return self.winner is not None and slot.name == self.winner and slot in self.slots
 
     def order(self, now: float) -> tuple[tuple[_Slot[Inner], ...], tuple[_Slot[Inner], ...]]:
         """The slots to try, and those skipped because they were rejected recently.
@@ -429,12 +431,12 @@ class HostState(Generic[Inner]):
             "%s: %d CA names to go by; order: %s",
             self.names[0],
             len(ca_names),
-            [slot.candidate.name for slot in self.ranked],
+            [slot.name for slot in self.ranked],
         )
 
     def settle(self, slot: _Slot[Inner]) -> None:
         """Remember ``slot`` as the one to try first from now on; end the search for it."""
-        name = slot.candidate.name
+        name = slot.name
         if self.winner == name and self._turn is None and slot.key not in self._rejected:
             return  # the steady state: nothing to change, no lock
         with self._lock:

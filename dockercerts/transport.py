@@ -117,12 +117,10 @@ def _exchange(
 
 def _sent(response: httpx.Response, slot: _Slot[Any], watch: Watch, start: float) -> Sent[Any]:
     response.stream = _Release(response.stream, slot)
-    length = response.headers.get("content-length", "")
     return Sent(
-        response=response,
-        status=response.status_code,
-        challenge="www-authenticate" in response.headers,
-        length=int(length) if length.isdigit() else None,
+        response,
+        response.status_code,
+        response.headers,
         fresh=watch.fresh,
         responded=True,
         tls_version=watch.tls_version,

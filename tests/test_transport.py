@@ -25,6 +25,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, Callable, Optional
 
 import httpx
@@ -461,7 +462,7 @@ class FakeInner:
 
 
 def a_slot(make: Callable[[Candidate], Any] = lambda c: FakeInner()) -> _Slot[Any]:
-    return _Slot(None, (), make)  # type: ignore[arg-type]
+    return _Slot(SimpleNamespace(name="pair"), (), make)  # type: ignore[arg-type]
 
 
 def test_a_retired_slot_is_handed_over_by_its_last_user() -> None:
