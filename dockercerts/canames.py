@@ -96,7 +96,7 @@ def read_ca_names(
     without pyOpenSSL.
 
         >>> names = read_ca_names("registry.example.com", 5000)  # doctest: +SKIP
-        >>> names.texts
+        >>> names.texts  # doctest: +SKIP
         ('CN=registry clients CA',)
     """
     require("reading a server's CA names")
