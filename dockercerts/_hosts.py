@@ -456,8 +456,20 @@ class Hosts(Generic[Inner]):
         self._lock = threading.Lock()
         self.closable: list[Inner] = []
 
+    def current(self, url: httpx.URL) -> Optional[HostState[Inner]]:
+        """The host's state when using it needs no look at the disk now, else ``None``
+        (then :meth:`get` reads; an async front end calls it in a worker thread)."""
+        state = self._states.get((url.raw_host, url.port))
+        if state is None or state.evicted:
+            return None
+        now = time.monotonic()
+        if now >= state.due:
+            return None
+        state.used = now
+        return state
+
     def get(self, url: httpx.URL) -> HostState[Inner]:
-        """The host's state, refreshed when due."""
+        """The host's state, refreshed when due (file system calls: they may block)."""
         key = (url.raw_host, url.port)
         now = time.monotonic()
         while True:
