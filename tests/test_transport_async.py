@@ -7,6 +7,7 @@ backend, whose exceptions differ from anyio's).
 
 from __future__ import annotations
 
+import os
 import socket
 import threading
 import time
@@ -31,6 +32,7 @@ from test_transport import (
     chain_text,
     client_sockets,
     closed_port,
+    count_folder_reads,
     host_dir,
     ipv6_loopback,
     nginx_400_then_stall,
@@ -48,6 +50,7 @@ from test_transport import (
 
 from dockercerts import (
     AsyncTransport,
+    CertsDirReadError,
     CertsDirTransportError,
     ClientCertificateRejected,
     MissingKeyError,
@@ -700,6 +703,38 @@ async def test_bytes_body_is_replayed(
         (subject("a-wrong"), BODY),
         (subject("b-right"), BODY),
     ]
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs named pipes (os.mkfifo)")
+async def test_a_folder_that_failed_to_load_is_read_again_only_at_the_next_refresh(
+    mtls_server: Any, certs_d: CertsD, leaves: Leaves, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    srv = mtls_server(reject="tls")
+    directory = host_dir(certs_d, srv, leaves.layout("right"))
+    os.mkfifo(directory / "z-pipe.crt")
+    reads = count_folder_reads(monkeypatch)
+    refresh = 0.3
+    async with client(certs_d, refresh=refresh) as http:
+        errors = []
+        for _ in range(3):
+            with pytest.raises(CertsDirTransportError) as err:
+                await http.get(srv.url + "/v2/")
+            errors.append(err.value)
+        loaded = time.monotonic()
+        assert len(reads) == 1
+        assert {type(e.error) for e in errors} == {CertsDirReadError}
+        assert {str(e) for e in errors} == {str(errors[0])}
+        assert "z-pipe.crt" in str(errors[0])
+        assert len({id(e.error) for e in errors}) == 3
+        directory.remove("z-pipe.crt")
+        if time.monotonic() - loaded < refresh:
+            with pytest.raises(CertsDirTransportError):
+                await http.get(srv.url + "/v2/")
+            assert len(reads) == 1
+        await anyio.sleep(refresh + 0.05)
+        assert (await http.get(srv.url + "/v2/")).status_code == 200
+    assert len(reads) == 2
+    assert srv.connections == 1
 
 
 # --- changes on disk ---------------------------------------------------------------------------
