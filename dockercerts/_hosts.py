@@ -133,6 +133,14 @@ def options(
     )
 
 
+def _copy(error: CertsDirError) -> CertsDirError:
+    """A new exception like ``error`` (type, message, attributes) without its traceback: a
+    kept error is raised to many requests, possibly at once, and each gets its own."""
+    copy = type(error).__new__(type(error), *error.args)
+    copy.__dict__.update(error.__dict__)
+    return copy
+
+
 def _identity(
     trust: tuple[object, ...], certs: HostCerts, candidate: Candidate
 ) -> tuple[object, ...]:
@@ -245,6 +253,9 @@ class HostState(Generic[Inner]):
         self._lock = threading.Lock()
         self.due = float("-inf")  # when to look at the directory again
         self._broken_since: Optional[str] = None
+        # Why the folder could not be loaded, if it never was: raised again (a copy) until
+        # ``due``, instead of reading the folder for every request.
+        self._failure: Optional[CertsDirError] = None
         self._said: set[tuple[str, str]] = set()
         self.certs: Optional[HostCerts] = None
         self.slots: tuple[_Slot[Inner], ...] = ()
@@ -265,22 +276,43 @@ class HostState(Generic[Inner]):
     def _directory(self) -> Path:
         return _first_dir(self._dirs)
 
+    @property
+    def failed(self) -> bool:
+        """Whether the folder was never loaded, its last read having failed."""
+        return self._failure is not None
+
     def refresh(self, now: float) -> None:
-        """Reload when ``due`` has come and the directory changed on disk."""
+        """Reload when ``due`` has come and the directory changed on disk.
+
+        A folder that was never loaded raises the error of its last read until ``due``.
+        """
         with self._lock:
             if now < self.due:
-                return
-            directory = self._directory()
-            current = self.certs
-            if (
-                current is not None
-                and current.directory == directory
-                and snapshot(directory) == current.snapshot
-            ):
-                self._broken_since = None
+                failure = self._failure
             else:
+                failure = None
+                self._look(now)
+        if failure is not None:
+            raise _copy(failure)
+
+    def _look(self, now: float) -> None:
+        directory = self._directory()
+        current = self.certs
+        if (
+            current is not None
+            and current.directory == directory
+            and snapshot(directory) == current.snapshot
+        ):
+            self._broken_since = None
+        else:
+            try:
                 self._reload(directory, current)
-            self.due = now + self._options.refresh
+            except CertsDirError as exc:  # only when there is no last good load to keep
+                self._failure = _copy(exc)  # without the traceback, which holds this request
+                self.due = now + self._options.refresh
+                raise
+            self._failure = None
+        self.due = now + self._options.refresh
 
     def _reload(self, directory: Path, current: Optional[HostCerts]) -> None:
         try:
@@ -463,7 +495,7 @@ class Hosts(Generic[Inner]):
         if state is None or state.evicted:
             return None
         now = time.monotonic()
-        if now >= state.due:
+        if now >= state.due or state.failed:
             return None
         state.used = now
         return state
@@ -477,7 +509,7 @@ class Hosts(Generic[Inner]):
             if state is None or state.evicted:
                 state = self._insert(key, url, now)
             state.used = now
-            if now >= state.due:
+            if now >= state.due or state.failed:
                 state.refresh(now)
             # Evicted meanwhile by another thread: its slots are retired; look up again.
             if not state.evicted:
