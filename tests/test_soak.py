@@ -597,12 +597,16 @@ def test_hostile_files_appear_in_a_host_folder_while_clients_run(
                 step()
                 phase[0] += 1
 
-        def sync_worker(offset: int) -> None:
+        def turns(offset: int) -> Iterator[tuple[str, str, int]]:
+            """``(host, url, phase)`` for each request of a worker, the hosts in turn."""
             for number in range(offset, offset + MAX_REQUESTS_PER_WORKER):
                 if time.monotonic() >= deadline:
                     return
                 host, url = urls[number % 2]
-                started = phase[0]
+                yield host, url, phase[0]
+
+        def sync_worker(offset: int) -> None:
+            for host, url, started in turns(offset):
                 try:
                     outcome = str(client.get(url).status_code)
                 except Exception as exc:
@@ -610,11 +614,7 @@ def test_hostile_files_appear_in_a_host_folder_while_clients_run(
                 sync_tally.add(host, started, outcome)
 
         async def task_worker(aclient: httpx.AsyncClient, offset: int) -> None:
-            for number in range(offset, offset + MAX_REQUESTS_PER_WORKER):
-                if time.monotonic() >= deadline:
-                    return
-                host, url = urls[number % 2]
-                started = phase[0]
+            for host, url, started in turns(offset):
                 try:
                     outcome = str((await aclient.get(url)).status_code)
                 except Exception as exc:
