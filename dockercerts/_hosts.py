@@ -145,6 +145,14 @@ def options(
     )
 
 
+def _copy(error: CertsDirError) -> CertsDirError:
+    """A new exception like ``error`` (type, message, attributes) without its traceback: a
+    kept error is raised to many requests, possibly at once, and each gets its own."""
+    copy = type(error).__new__(type(error), *error.args)
+    copy.__dict__.update(error.__dict__)
+    return copy
+
+
 def _identity(
     trust: tuple[object, ...], certs: HostCerts, candidate: Candidate
 ) -> tuple[object, ...]:
@@ -289,6 +297,9 @@ class HostState(Generic[Inner]):
         self._lock = threading.Lock()
         self.due = float("-inf")  # when to look at the directory again
         self._broken_since: Optional[str] = None
+        # Why the folder could not be loaded, if it never was: raised again (a copy) until
+        # ``due``, instead of reading the folder for every request.
+        self._failure: Optional[CertsDirError] = None
         self._said: set[tuple[str, str]] = set()
         self.certs: Optional[HostCerts] = None
         self.slots: tuple[_Slot[Inner], ...] = ()
@@ -315,22 +326,43 @@ class HostState(Generic[Inner]):
     def _directory(self) -> Path:
         return _first_dir(self._dirs)
 
+    @property
+    def failed(self) -> bool:
+        """Whether the folder was never loaded, its last read having failed."""
+        return self._failure is not None
+
     def refresh(self, now: float) -> None:
-        """Reload when ``due`` has come and the directory changed on disk."""
+        """Reload when ``due`` has come and the directory changed on disk.
+
+        A folder that was never loaded raises the error of its last read until ``due``.
+        """
         with self._lock:
             if now < self.due:
-                return
-            directory = self._directory()
-            current = self.certs
-            if (
-                current is not None
-                and current.directory == directory
-                and snapshot(directory) == current.snapshot
-            ):
-                self._broken_since = None
+                failure = self._failure
             else:
+                failure = None
+                self._look(now)
+        if failure is not None:
+            raise _copy(failure)
+
+    def _look(self, now: float) -> None:
+        directory = self._directory()
+        current = self.certs
+        if (
+            current is not None
+            and current.directory == directory
+            and snapshot(directory) == current.snapshot
+        ):
+            self._broken_since = None
+        else:
+            try:
                 self._reload(directory, current)
-            self.due = now + self._options.refresh
+            except CertsDirError as exc:  # only when there is no last good load to keep
+                self._failure = _copy(exc)  # without the traceback, which holds this request
+                self.due = now + self._options.refresh
+                raise
+            self._failure = None
+        self.due = now + self._options.refresh
 
     def _reload(self, directory: Path, current: Optional[HostCerts]) -> None:
         try:
@@ -524,8 +556,20 @@ class Hosts(Generic[Inner]):
         self._lock = threading.Lock()
         self.closable: list[Inner] = []
 
+    def current(self, url: httpx.URL) -> Optional[HostState[Inner]]:
+        """The host's state when using it needs no look at the disk now, else ``None``
+        (then :meth:`get` reads; an async front end calls it in a worker thread)."""
+        state = self._states.get((url.raw_host, url.port))
+        if state is None or state.evicted:
+            return None
+        now = time.monotonic()
+        if now >= state.due or state.failed:
+            return None
+        state.used = now
+        return state
+
     def get(self, url: httpx.URL) -> HostState[Inner]:
-        """The host's state, refreshed when due."""
+        """The host's state, refreshed when due (file system calls: they may block)."""
         key = (url.raw_host, url.port)
         now = time.monotonic()
         while True:
@@ -533,7 +577,7 @@ class Hosts(Generic[Inner]):
             if state is None or state.evicted:
                 state = self._insert(key, url, now)
             state.used = now
-            if now >= state.due:
+            if now >= state.due or state.failed:
                 state.refresh(now)
             # Evicted meanwhile by another thread: its slots are retired; look up again.
             if not state.evicted:
