@@ -6,6 +6,8 @@ The data's path, one module per step:
 * :mod:`~dockercerts.scan`: what is in it, by Docker's rules;
 * :mod:`~dockercerts.trust` and :mod:`~dockercerts.loader`: which ``ssl`` contexts it makes;
 * :mod:`~dockercerts.rejection`: what an answer says about a certificate;
+* :mod:`~dockercerts.gochoice`: which pair Docker (Go) sends for a server's CA names, and
+  :mod:`~dockercerts.canames`: reading those names (``pip install 'dockercerts[probe]'``);
 * :mod:`~dockercerts.flow`: every decision of one exchange (order, verdicts, replay, answer),
   over the per-host memory of ``_hosts``;
 * :mod:`~dockercerts.transport`: the httpx front ends that drive the flow (``_watch``: which
@@ -17,6 +19,7 @@ import logging
 
 from .errors import (
     Attempt,
+    CANamesError,
     CertsDirError,
     CertsDirReadError,
     CertsDirTransportError,
@@ -24,6 +27,7 @@ from .errors import (
     InvalidHostError,
     KeyPairError,
     MissingCertificateError,
+    MissingExtraError,
     MissingKeyError,
 )
 from .loader import Candidate, HostCerts, default_trust, load, load_dir
@@ -45,6 +49,7 @@ __all__ = [
     "TLS_ONLY",
     "AsyncTransport",
     "Attempt",
+    "CANamesError",
     "Candidate",
     "CertsDirError",
     "CertsDirReadError",
@@ -56,6 +61,7 @@ __all__ = [
     "InvalidHostError",
     "KeyPairError",
     "MissingCertificateError",
+    "MissingExtraError",
     "MissingKeyError",
     "RejectionPolicy",
     "SystemTrust",

@@ -23,6 +23,7 @@ import httpx
 
 __all__ = [
     "Attempt",
+    "CANamesError",
     "CertsDirError",
     "CertsDirReadError",
     "CertsDirTransportError",
@@ -30,6 +31,7 @@ __all__ = [
     "InvalidHostError",
     "KeyPairError",
     "MissingCertificateError",
+    "MissingExtraError",
     "MissingKeyError",
 ]
 
@@ -217,3 +219,34 @@ class ClientCertificateRejected(httpx.TransportError):
             f"the server rejected every client certificate from {directory}: {lines}{tail}",
             request=request,
         )
+
+
+class MissingExtraError(ImportError):
+    """A feature needs an optional dependency that is not installed.
+
+    ``extra`` is the name to install (``pip install 'dockercerts[<extra>]'``), ``feature``
+    what needed it.
+    """
+
+    def __init__(self, feature: str, extra: str, module: str) -> None:
+        self.feature = feature
+        self.extra = extra
+        super().__init__(
+            f"{feature} needs {module}, which is not installed: pip install 'dockercerts[{extra}]'",
+            name=module,
+        )
+
+
+class CANamesError(Exception):
+    """The CA names a server asks client certificates from could not be read.
+
+    ``host`` and ``port`` name the server; ``reason`` says what went wrong (no answer, a
+    handshake that failed before the server's certificate request, an unsupported proxy).
+    """
+
+    def __init__(self, host: str, port: int, reason: str) -> None:
+        self.host = host
+        self.port = port
+        self.reason = reason
+        where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        super().__init__(f"cannot read the CA names {where} asks for: {reason}")
