@@ -28,6 +28,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 
+from ._gil import let_others_run
 from .errors import (
     CertsDirError,
     CertsDirReadError,
@@ -374,7 +375,8 @@ def _link_target(path: Path) -> Optional[str]:
 def _pem_blocks(data: bytes) -> list[tuple[str, bytes, bool]]:
     """``(type, der, has_headers)`` for every PEM block; undecodable bodies are skipped."""
     blocks = []
-    for match in _PEM_BLOCK.finditer(data):
+    for done, match in enumerate(_PEM_BLOCK.finditer(data)):
+        let_others_run(done)
         kind = match.group(1).decode("ascii")
         body = match.group(2)
         has_headers = b":" in body
@@ -397,7 +399,8 @@ def _ca_certificates(data: bytes, parsed: Optional[set[bytes]] = None) -> list[b
     """
     known: set[bytes] = set() if parsed is None else parsed
     found = []
-    for kind, der, has_headers in _pem_blocks(data):
+    for done, (kind, der, has_headers) in enumerate(_pem_blocks(data)):
+        let_others_run(done)
         if kind != "CERTIFICATE" or has_headers:
             continue
         if der not in known:
