@@ -439,6 +439,15 @@ class HostState(Generic[Inner]):
         """Whether ``slot`` is the candidate this host last accepted (its files unchanged)."""
         return self.winner is not None and slot.name == self.winner and slot in self.slots
 
+    def steady(self) -> Optional[_Slot[Inner]]:
+        """The winner's slot when :meth:`order` would certainly put it first: a winner is
+        known and no rejection is remembered (then :meth:`order` decides). Nobody searches
+        while a winner is known, so no turn is needed either."""
+        if self.winner is None or self._rejected:
+            return None
+        slot = self.ranked[0]
+        return slot if slot.name == self.winner else None
+
     def order(self, now: float) -> tuple[tuple[_Slot[Inner], ...], tuple[_Slot[Inner], ...]]:
         """The slots to try, and those skipped because they were rejected recently.
 

@@ -243,7 +243,34 @@ class Exchange(Generic[R]):
         #: The answer kept as the best so far: a driver interrupted mid-flow closes it.
         self.held: Optional[R] = None
 
-    def flow(self) -> Generator[Step, Any, Decision[R]]:
+    # --- the direct try: the steady state without a generator ----------------------------------
+
+    def direct(self) -> Optional[_Slot[Any]]:
+        """The slot to send with at once, before :meth:`flow`: the host's known winner, when
+        nothing else could come first (see :meth:`HostState.steady`). ``None``: drive
+        :meth:`flow` from its start.
+
+        A driver sends with it, then calls :meth:`settle_direct` with what came back. This is
+        the flow's first step taken without the generator, which costs more than the rest of a
+        steady request's decisions together."""
+        return None if self.exhaustive else self.host.steady()
+
+    def settle_direct(self, slot: _Slot[Any], sent: Sent[R]) -> Optional[Decision[R]]:
+        """The decision when the direct try's answer ends the exchange: an answer no verdict
+        looks at (see :meth:`_unjudged`), accepted. ``None``: drive ``flow(first=(slot,
+        sent))``, which judges that answer as if it had sent it itself."""
+        if not self._unjudged(sent):
+            return None
+        self._record(slot, sent, None, settled=True)
+        return self._given(sent.response, None, 0)
+
+    # --- the whole exchange ---------------------------------------------------------------------
+
+    def flow(
+        self, first: Optional[tuple[_Slot[Any], Sent[R]]] = None
+    ) -> Generator[Step, Any, Decision[R]]:
+        """The exchange, step by step (see the module docstring). ``first``: the direct try
+        already made, the first of the tries to judge."""
         host, turn = self.host, None
         try:
             if self.exhaustive:
@@ -265,12 +292,16 @@ class Exchange(Generic[R]):
                         host.names[0],
                         slot.name,
                     )
-            return (yield from self._try(slots))
+            if first is not None:
+                slots = (first[0], *(slot for slot in slots if slot is not first[0]))
+            return (yield from self._try(slots, first))
         finally:
             if turn is not None:
                 host.end_turn(turn)
 
-    def _try(self, slots: tuple[_Slot[Any], ...]) -> Generator[Step, Any, Decision[R]]:
+    def _try(
+        self, slots: tuple[_Slot[Any], ...], first: Optional[tuple[_Slot[Any], Sent[R]]]
+    ) -> Generator[Step, Any, Decision[R]]:
         # ``chosen`` is the index in ``attempts`` of what is given back (the answer or the error
         # of a try with no verdict), ``None`` while every try so far was rejected.
         chosen: Optional[int] = None
@@ -286,10 +317,14 @@ class Exchange(Generic[R]):
                 note = _BODY_NOTE
                 log.warning("%s: %s", self.host.names[0], note)
                 break
-            sent: Sent[R] = yield Send(slot)
+            sent: Sent[R]
+            if first is not None:
+                sent, first = first[1], None
+            else:
+                sent = yield Send(slot)
             response = sent.response
-            if sent.error is None and not self.policy.judges(sent.status):
-                verdict = None  # a 2xx or 3xx: the steady state, nothing to look at
+            if self._unjudged(sent):
+                verdict = None
             else:
                 body = b""
                 if response is not None and self.policy.needs_body(sent.status):
@@ -332,9 +367,7 @@ class Exchange(Generic[R]):
         if chosen is not None:
             if best is not None and best.response is not None:
                 yield Close(best.response)
-            return Decision(
-                answer, error, False, tuple(self.attempts), "", chosen, self.host.directory
-            )
+            return self._given(answer, error, chosen)
         assert best is not None, "an exchange tries at least one candidate"
         return Decision(
             response=best.response,
@@ -345,6 +378,14 @@ class Exchange(Generic[R]):
             chosen=best.index,
             directory=self.host.directory,
         )
+
+    def _given(self, answer: Optional[R], error: Optional[Exception], chosen: int) -> Decision[R]:
+        """Give back the answer, or raise the error, of the try recorded at ``chosen``."""
+        return Decision(answer, error, False, tuple(self.attempts), "", chosen, self.host.directory)
+
+    def _unjudged(self, sent: Sent[R]) -> bool:
+        """An answer no verdict looks at (a 2xx or 3xx): the steady state's answer."""
+        return sent.error is None and not self.policy.judges(sent.status)
 
     def _judge(self, sent: Sent[R], body: bytes) -> Optional[Verdict]:
         if sent.error is not None:

@@ -326,16 +326,26 @@ class Transport(_Base, httpx.BaseTransport):
             done.close()
         stream = request.stream
         exchange = _exchange(request, state, self._options.policy, every_candidate)
-        flow = exchange.flow()
+        first = None
         try:
-            step = next(flow)
-            while True:
-                step = flow.send(self._step(step, request))
-        except StopIteration as end:
-            decision: Decision[httpx.Response] = end.value
-            return decision
+            slot = exchange.direct()
+            if slot is not None:  # the steady state: the winner, judged without the generator
+                sent = self._send(slot, request)
+                decided = exchange.settle_direct(slot, sent)
+                if decided is not None:
+                    return decided
+                first = (slot, sent)
+            flow = exchange.flow(first)
+            try:
+                step = next(flow)
+                while True:
+                    step = flow.send(self._step(step, request))
+            except StopIteration as end:
+                decision: Decision[httpx.Response] = end.value
+                return decision
+            finally:
+                flow.close()
         finally:
-            flow.close()
             request.stream = stream
             if exchange.held is not None:  # interrupted while keeping an answer
                 exchange.held.close()
@@ -420,16 +430,26 @@ class AsyncTransport(_Base, httpx.AsyncBaseTransport):
             await done.aclose()
         stream = request.stream
         exchange = _exchange(request, state, self._options.policy, every_candidate)
-        flow = exchange.flow()
+        first = None
         try:
-            step = next(flow)
-            while True:
-                step = flow.send(await self._step(step, request))
-        except StopIteration as end:
-            decision: Decision[httpx.Response] = end.value
-            return decision
+            slot = exchange.direct()
+            if slot is not None:  # the steady state: the winner, judged without the generator
+                sent = await self._send(slot, request)
+                decided = exchange.settle_direct(slot, sent)
+                if decided is not None:
+                    return decided
+                first = (slot, sent)
+            flow = exchange.flow(first)
+            try:
+                step = next(flow)
+                while True:
+                    step = flow.send(await self._step(step, request))
+            except StopIteration as end:
+                decision: Decision[httpx.Response] = end.value
+                return decision
+            finally:
+                flow.close()
         finally:
-            flow.close()
             request.stream = stream
             if exchange.held is not None:  # interrupted while keeping an answer
                 with anyio.CancelScope(shield=True):

@@ -103,21 +103,7 @@ def drive(
             if isinstance(step, Send):
                 name = step.slot.candidate.name
                 tried.append(name)
-                entry = script[name]
-                answer = entry() if callable(entry) else entry
-                if answer.error is not None:
-                    reply = Sent(
-                        error=answer.error, fresh=answer.fresh, tls_version=answer.tls_version
-                    )
-                else:
-                    reply = Sent(
-                        response=f"{name}:{answer.status}",
-                        status=answer.status,
-                        headers=answer.headers(),
-                        fresh=answer.fresh,
-                        responded=True,
-                        tls_version=answer.tls_version,
-                    )
+                reply = sent_for(name, script)
             elif isinstance(step, Read):
                 reply = (script_body(script, step.response), step.response)
             elif isinstance(step, Close):
@@ -129,6 +115,22 @@ def drive(
                 reply = wait()
     except StopIteration as end:
         return Run(end.value, tried, closed, waits)
+
+
+def sent_for(name: str, script: Script) -> Sent[Any]:
+    """What a try with ``name`` produces under ``script``."""
+    entry = script[name]
+    answer = entry() if callable(entry) else entry
+    if answer.error is not None:
+        return Sent(error=answer.error, fresh=answer.fresh, tls_version=answer.tls_version)
+    return Sent(
+        response=f"{name}:{answer.status}",
+        status=answer.status,
+        headers=answer.headers(),
+        fresh=answer.fresh,
+        responded=True,
+        tls_version=answer.tls_version,
+    )
 
 
 def script_body(script: Script, response: str) -> bytes:
@@ -473,3 +475,76 @@ def test_hand_written_constructors_match_the_fields(record: type) -> None:
     assert all(getattr(made, name) is value for name, value in values.items())
     with pytest.raises(dataclasses.FrozenInstanceError):
         made.note = "changed"  # type: ignore[misc]
+
+
+# --- the direct try (the steady state without the generator) -------------------------------------
+
+
+def warm(folder: Path, winner: str) -> HostState[Any]:
+    """A host whose winner is ``winner``, found by an exchange that rejected the ones before."""
+    state = host(folder)
+    script: Script = {name: Answer(403) for name in "abcd"}
+    script[winner] = Answer(200)
+    assert run(state, script).decision.response == f"{winner}:200"
+    return state
+
+
+def test_no_direct_try_without_a_known_winner_or_in_the_probes_mode(folder: Path) -> None:
+    assert exchange(host(folder)).direct() is None  # cold: the search decides
+    state = warm(folder, "a")
+    assert exchange(state, exhaustive=True).direct() is None
+    direct = exchange(state).direct()
+    assert direct is not None
+    assert direct.name == "a"
+    # A certificate rejection remembered: order() decides what is skipped.
+    run(state, {"a": alert(), "b": Answer(200)})
+    assert state.winner == "b"
+    assert [slot.name for slot in state.order(0.0)[1]] == ["a"]  # skipped: order() decides
+    assert exchange(state).direct() is None
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    answers=st.lists(ANSWERS, min_size=4, max_size=4),
+    method=st.sampled_from(["GET", "POST"]),
+    winner=st.sampled_from("abcd"),
+)
+def test_the_direct_try_decides_as_the_flow(
+    folder: Path, answers: list[Answer], method: str, winner: str
+) -> None:
+    """Sending the winner's try directly, then handing its answer to the flow when it must be
+    judged, ends as the flow alone would: same answer or error, records, tries and memory."""
+    script: Script = dict(zip("abcd", answers))
+    alone_state, direct_state = warm(folder, winner), warm(folder, winner)
+    alone = run(alone_state, script, method=method)
+
+    ex = exchange(direct_state, method=method)
+    slot = ex.direct()
+    assert slot is not None
+    assert slot.name == winner
+    sent = sent_for(winner, script)
+    decided = ex.settle_direct(slot, sent)
+    if decided is None:
+        rest = drive(ex.flow((slot, sent)), script)
+        decision, tried, closed = rest.decision, [winner, *rest.tried], rest.closed
+    else:
+        decision, tried, closed = decided, [winner], []
+        assert script[winner].status < 400
+        assert script[winner].error is None
+    assert tried == alone.tried
+    assert closed == alone.closed
+    assert decision.response == alone.decision.response
+    assert decision.error is alone.decision.error
+    assert (decision.rejected, decision.chosen, decision.note) == (
+        alone.decision.rejected,
+        alone.decision.chosen,
+        alone.decision.note,
+    )
+    assert decision.attempts == alone.decision.attempts
+    assert direct_state.winner == alone_state.winner
+    assert names(direct_state.order(1.0)) == names(alone_state.order(1.0))
+
+
+def names(order: tuple[tuple[Any, ...], tuple[Any, ...]]) -> tuple[list[str], list[str]]:
+    tried, skipped = order
+    return [slot.name for slot in tried], [slot.name for slot in skipped]
