@@ -39,7 +39,7 @@ def test_watch_under_urllib3_sees_a_tls13_refusal_before_any_byte(
     srv = mtls_server(reject="tls", tls_version="1.3")
     stranger = mtls_ca_factory(name="watch urllib3 stranger").issue_client("wrong")
     context = _watch.watched(srv.client_context(stranger))
-    with urllib3.PoolManager(ssl_context=context, retries=False) as pool:
-        with _watch.Watch() as watch, pytest.raises(urllib3.exceptions.HTTPError):
-            pool.request("GET", srv.url + "/v2/")
+    pool = urllib3.PoolManager(ssl_context=context, retries=False)
+    with pool, _watch.Watch() as watch, pytest.raises(urllib3.exceptions.HTTPError):
+        pool.request("GET", srv.url + "/v2/")
     assert (watch.fresh, watch.tls_version, watch.responded) == (True, "TLSv1.3", False)
