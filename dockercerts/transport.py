@@ -21,6 +21,7 @@ from typing import Any, Callable, Optional, Union
 import anyio
 import httpx
 
+from ._drive import answered, failed, run
 from ._hosts import Hosts, HostState, Options, _Slot, docker_host_names, host_dir_for_url, options
 from ._watch import Watch, watched
 from .errors import CertsDirError, CertsDirTransportError, ClientCertificateRejected
@@ -116,27 +117,7 @@ def _exchange(
 
 def _sent(response: httpx.Response, slot: _Slot[Any], watch: Watch, start: float) -> Sent[Any]:
     response.stream = _Release(response.stream, slot)
-    length = response.headers.get("content-length", "")
-    return Sent(
-        response=response,
-        status=response.status_code,
-        challenge="www-authenticate" in response.headers,
-        length=int(length) if length.isdigit() else None,
-        fresh=watch.fresh,
-        responded=True,
-        tls_version=watch.tls_version,
-        elapsed=time.perf_counter() - start,
-    )
-
-
-def _failed(exc: Exception, watch: Watch, start: float) -> Sent[Any]:
-    return Sent(
-        error=exc,
-        fresh=watch.fresh,
-        responded=watch.responded,
-        tls_version=watch.tls_version,
-        elapsed=time.perf_counter() - start,
-    )
+    return answered(response, response.status_code, response.headers, watch, start)
 
 
 def _in_memory(response: httpx.Response, raw: bytes) -> httpx.Response:
@@ -313,19 +294,10 @@ class Transport(_Base, httpx.BaseTransport):
             done.close()
         stream = request.stream
         exchange = _exchange(request, state, self._options.policy, every_candidate)
-        flow = exchange.flow()
         try:
-            step = next(flow)
-            while True:
-                step = flow.send(self._step(step, request))
-        except StopIteration as end:
-            decision: Decision[httpx.Response] = end.value
-            return decision
+            return run(exchange, lambda step: self._step(step, request), httpx.Response.close)
         finally:
-            flow.close()
             request.stream = stream
-            if exchange.held is not None:  # interrupted while keeping an answer
-                exchange.held.close()
 
     def _step(self, step: Any, request: httpx.Request) -> Any:
         if isinstance(step, Send):
@@ -349,7 +321,7 @@ class Transport(_Base, httpx.BaseTransport):
         try:
             inner = slot.acquire()
         except CertsDirError as exc:  # a pair broken since the load: the flow raises it
-            return _failed(exc, watch, start)
+            return failed(exc, watch, start)
         try:
             with watch:
                 response = inner.handle_request(request)
@@ -359,7 +331,7 @@ class Transport(_Base, httpx.BaseTransport):
                 released.close()
             if not isinstance(exc, Exception):
                 raise  # KeyboardInterrupt and the like: no verdict, slot given back
-            return _failed(exc, watch, start)
+            return failed(exc, watch, start)
         return _sent(response, slot, watch, start)
 
     def close(self) -> None:
@@ -445,7 +417,7 @@ class AsyncTransport(_Base, httpx.AsyncBaseTransport):
                 await anyio.to_thread.run_sync(slot.build)
             inner = slot.acquire()
         except CertsDirError as exc:  # a pair broken since the load: the flow raises it
-            return _failed(exc, watch, start)
+            return failed(exc, watch, start)
         try:
             with watch:
                 response = await inner.handle_async_request(request)
@@ -456,7 +428,7 @@ class AsyncTransport(_Base, httpx.AsyncBaseTransport):
                     await released.aclose()
             if not isinstance(exc, Exception):
                 raise  # a cancellation and the like: no verdict, slot given back
-            return _failed(exc, watch, start)
+            return failed(exc, watch, start)
         return _sent(response, slot, watch, start)
 
     async def aclose(self) -> None:
