@@ -143,8 +143,9 @@ class Attempt:
       that connection negotiated; ``elapsed``: seconds the try took; ``alert``: the TLS
       alert read, if any (after a TLS 1.3 handshake it may be lost to the connection's reset).
 
-    The records of an exchange are ``response.extensions["dockercerts.attempts"]`` and
-    :attr:`ClientCertificateRejected.attempts`.
+    The records of an exchange are ``response.extensions["dockercerts.attempts"]`` (httpx),
+    ``response.dockercerts_attempts`` (requests: ``dockercerts.requests.attempts(response)``)
+    and :attr:`EveryCertificateRejected.attempts`.
     """
 
     candidate: Optional[str]
