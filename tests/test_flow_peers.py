@@ -1,8 +1,10 @@
 """The one-attempt flow (:mod:`dockercerts.flow`) against real servers and real handshakes.
 
-Every scenario runs with :class:`dockercerts.Transport` under ``httpx.Client`` and with
+Every scenario runs with :class:`dockercerts.Transport` under ``httpx.Client``, with
 :class:`dockercerts.AsyncTransport` under ``httpx.AsyncClient`` (in an asyncio loop of its
-own, reached through an anyio blocking portal, so one test body drives both). The certs.d
+own, reached through an anyio blocking portal) and with :class:`dockercerts.requests.Adapter`
+under ``requests.Session``, so one test body drives the three front ends of the flow (requests
+speaks HTTP/1.1 only: its HTTP/2 cases skip). The certs.d
 folder holds a pair the server does not trust first (``a-wrong``) and the right one second
 (``b-right``) unless a case says otherwise. What the servers saw is read from their own
 records: nginx's access log (``$connection`` tells TLS connections apart), haproxy's
@@ -17,8 +19,8 @@ tinyproxy's CONNECT log.
 3. Cold concurrency: N first requests cost at most N + k - 1 handshakes.
 4. Denials (a 403 for the right pair) with remembered certificate rejections: no handshake
    after the first request.
-5. haproxy's TLS alerts: TLS 1.2, 1.3, HTTP/2; every pair refused raises
-   ``ClientCertificateRejected``, worded the same in sync and async.
+5. haproxy's TLS alerts: TLS 1.2, 1.3, HTTP/2; every pair refused raises each front end's
+   ``ClientCertificateRejected``, worded the same by all three.
 6. Proxies (tinyproxy CONNECT): environment, ``NO_PROXY``, ``trust_env=False``, ``proxy=``.
 7. Options checked when the transport is made.
 """
@@ -39,6 +41,7 @@ import anyio
 import anyio.from_thread
 import httpx
 import pytest
+import requests
 from peers import (
     HAProxyPeer,
     NginxPeer,
@@ -49,8 +52,9 @@ from peers import (
 )
 from tokenserver import TokenServer
 
+import dockercerts.requests
 from dockercerts import AsyncTransport, Transport
-from dockercerts.errors import Attempt, ClientCertificateRejected
+from dockercerts.errors import Attempt, EveryCertificateRejected
 from dockercerts.loader import Candidate
 from dockercerts.rejection import TLS13_REFUSAL
 from dockercerts.testing import CA, CertsD, Leaf
@@ -58,7 +62,13 @@ from dockercerts.testing import CA, CertsD, Leaf
 # Every test but the last group starts real servers.
 peers = pytest.mark.peers
 
-MODES = ("sync", "async")
+MODES = ("sync", "async", "requests")
+# What each front end's errors derive from, as its library expects of it.
+LIBRARY_ERROR = {
+    "sync": httpx.TransportError,
+    "async": httpx.TransportError,
+    "requests": requests.exceptions.SSLError,
+}
 TLS_VERSIONS = ("1.2", "1.3")
 # The token server's grants: team/app is pull-only, team/rw can be pushed to.
 GRANTS = {"repository:team/app": ["pull"], "repository:team/rw": ["pull", "push"]}
@@ -126,54 +136,72 @@ def _pin(context: ssl.SSLContext, tls: Optional[str]) -> None:
         context.minimum_version = ssl.TLSVersion.TLSv1_3
 
 
-class PinnedTransport(Transport):
+class Pinned:
     """Offers exactly one TLS version (docker-registry only has a minimum)."""
 
     def __init__(self, *, tls: Optional[str] = None, **options: Any) -> None:
         self._tls = tls
         super().__init__(**options)
 
-    def _make(self, candidate: Candidate, proxy: Optional[httpx.Proxy] = None) -> Any:
+    def _make(self, candidate: Candidate, *proxy: Any) -> Any:
         _pin(candidate.context, self._tls)
-        return super()._make(candidate, proxy)
+        return super()._make(candidate, *proxy)  # type: ignore[misc]
 
 
-class PinnedAsyncTransport(AsyncTransport):
-    def __init__(self, *, tls: Optional[str] = None, **options: Any) -> None:
-        self._tls = tls
-        super().__init__(**options)
-
-    def _make(self, candidate: Candidate, proxy: Optional[httpx.Proxy] = None) -> Any:
-        _pin(candidate.context, self._tls)
-        return super()._make(candidate, proxy)
+class PinnedTransport(Pinned, Transport):
+    pass
 
 
-Outcome = Union[httpx.Response, BaseException]
+class PinnedAsyncTransport(Pinned, AsyncTransport):
+    pass
+
+
+class PinnedAdapter(Pinned, dockercerts.requests.Adapter):
+    pass
+
+
+Response = Union[httpx.Response, requests.Response]
+RESPONSES = (httpx.Response, requests.Response)
+Outcome = Union[Response, BaseException]
+TIMEOUT = 10.0
 
 
 class Driver:
-    """An ``httpx.Client`` over :class:`Transport` (``mode="sync"``) or an
-    ``httpx.AsyncClient`` over :class:`AsyncTransport` (``"async"``: it lives in an asyncio
-    loop in a thread of its own and is called through an anyio blocking portal), with the
-    same blocking methods, so one test body proves both front ends."""
+    """An ``httpx.Client`` over :class:`Transport` (``mode="sync"``), an ``httpx.AsyncClient``
+    over :class:`AsyncTransport` (``"async"``: it lives in an asyncio loop in a thread of its
+    own and is called through an anyio blocking portal) or a ``requests.Session`` over
+    :class:`dockercerts.requests.Adapter` (``"requests"``: ``trust_env`` and ``proxy`` become
+    the session's ``trust_env`` and ``proxies``; ``http2=True`` skips), with the same blocking
+    methods, so one test body proves the three front ends."""
 
     def __init__(self, mode: str, *, tls: Optional[str] = None, **options: Any) -> None:
         self.mode = mode
-        cls = PinnedTransport if mode == "sync" else PinnedAsyncTransport
-        self.transport: Union[Transport, AsyncTransport] = cls(tls=tls, **options)
+        self._session: dict[str, Any] = {}
+        if mode == "requests":
+            if options.pop("http2", False):
+                pytest.skip("requests speaks HTTP/1.1 only")
+            self._session["trust_env"] = options.pop("trust_env", True)
+            proxy = options.pop("proxy", None)
+            self._session["proxies"] = {} if proxy is None else {"https": proxy}
+        cls = {"sync": PinnedTransport, "async": PinnedAsyncTransport, "requests": PinnedAdapter}
+        self.transport: Any = cls[mode](tls=tls, **options)
         self._portal_cm: Any = None
         self._portal: Optional[anyio.from_thread.BlockingPortal] = None
         self._client: Any = None
 
     def __enter__(self) -> Driver:
         if self.mode == "sync":
-            assert isinstance(self.transport, Transport)
-            self._client = httpx.Client(transport=self.transport, timeout=10.0)
+            self._client = httpx.Client(transport=self.transport, timeout=TIMEOUT)
+        elif self.mode == "requests":
+            self._client = requests.Session()
+            self._client.mount("https://", self.transport)
+            self._client.trust_env = self._session["trust_env"]
+            self._client.proxies.update(self._session["proxies"])
         else:
             assert isinstance(self.transport, AsyncTransport)
             self._portal_cm = anyio.from_thread.start_blocking_portal("asyncio")
             self._portal = self._portal_cm.__enter__()
-            self._client = httpx.AsyncClient(transport=self.transport, timeout=10.0)
+            self._client = httpx.AsyncClient(transport=self.transport, timeout=TIMEOUT)
         return self
 
     def __exit__(
@@ -190,15 +218,17 @@ class Driver:
         finally:
             self._portal_cm.__exit__(exc_type, exc, tb)
 
-    def request(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
+    def request(self, method: str, url: str, **kwargs: Any) -> Response:
+        if self.mode == "requests":
+            kwargs.setdefault("timeout", TIMEOUT)
         call = functools.partial(self._client.request, method, url, **kwargs)
         if self._portal is None:
-            response: httpx.Response = call()
+            response: Response = call()
         else:
             response = self._portal.call(call)
         return response
 
-    def get(self, url: str, **kwargs: Any) -> httpx.Response:
+    def get(self, url: str, **kwargs: Any) -> Response:
         return self.request("GET", url, **kwargs)
 
     def winner(self, url: str) -> Optional[str]:
@@ -212,7 +242,7 @@ class Driver:
             def one(url: str) -> Outcome:
                 start.wait(timeout=10)
                 try:
-                    return self._client.get(url)  # type: ignore[no-any-return]
+                    return self.get(url)
                 except Exception as exc:
                     return exc
 
@@ -236,9 +266,13 @@ class Driver:
         return self._portal.call(gather)
 
 
-def attempts_of(response: httpx.Response) -> tuple[Attempt, ...]:
-    attempts = response.extensions["dockercerts.attempts"]
+def attempts_of(response: Response) -> tuple[Attempt, ...]:
+    if isinstance(response, requests.Response):
+        attempts = dockercerts.requests.attempts(response)
+    else:
+        attempts = response.extensions["dockercerts.attempts"]
     assert isinstance(attempts, tuple)
+    assert attempts
     assert all(isinstance(a, Attempt) for a in attempts)
     return attempts
 
@@ -646,9 +680,9 @@ def test_cold_concurrent_requests_search_once(
     with Driver(mode, root=certs_d.root) as http:
         results = http.many(urls)
         assert http.winner(haproxy.url) == right
-    errors = [r for r in results if not isinstance(r, httpx.Response)]
+    errors = [r for r in results if not isinstance(r, RESPONSES)]
     assert not errors, errors
-    responses = [r for r in results if isinstance(r, httpx.Response)]
+    responses = [r for r in results if isinstance(r, RESPONSES)]
     assert [r.status_code for r in responses] == [200] * CONCURRENT
     # Exactly one request searched: it alone tried the wrong pairs.
     searches = [r for r in responses if len(attempts_of(r)) > 1]
@@ -777,7 +811,7 @@ def test_haproxy_wrong_first_right_wins_over_http2(
     with Driver(mode, root=certs_d.root, http2=True) as http:
         responses = [http.get(haproxy_h2.url + uri) for uri in uris]
         assert http.winner(haproxy_h2.url) == "b-right"
-    assert [(r.status_code, r.http_version) for r in responses] == [(200, "HTTP/2")] * 2
+    assert [(r.status_code, http_version(r)) for r in responses] == [(200, "HTTP/2")] * 2
     assert summary(attempts_of(responses[0])) == [
         ("a-wrong", "rejected", "certificate"),
         ("b-right", "accepted", None),
@@ -791,19 +825,19 @@ def test_haproxy_wrong_first_right_wins_over_http2(
 
 
 @peers
-def test_haproxy_every_pair_refused_raises_the_same_in_sync_and_async(
+def test_haproxy_every_pair_refused_raises_the_same_in_every_front_end(
     haproxy: HAProxyPeer, pki: Pki, certs_d: CertsD
 ) -> None:
     folder(certs_d, haproxy.host, pki, "a-wrong", "b-wrong2")
-    raised: dict[str, ClientCertificateRejected] = {}
+    raised: dict[str, EveryCertificateRejected] = {}
     for mode in MODES:
         with Driver(mode, root=certs_d.root) as http:
-            with pytest.raises(ClientCertificateRejected) as info:
+            with pytest.raises(EveryCertificateRejected) as info:
                 http.get(haproxy.url + "/v2/")
             assert http.winner(haproxy.url) is None
         raised[mode] = info.value
-    for exc in raised.values():
-        assert isinstance(exc, httpx.TransportError)
+    for mode, exc in raised.items():
+        assert isinstance(exc, LIBRARY_ERROR[mode])
         assert exc.directory == certs_d.root / haproxy.host
         assert summary(exc.attempts) == [
             ("a-wrong", "rejected", "certificate"),
@@ -812,9 +846,10 @@ def test_haproxy_every_pair_refused_raises_the_same_in_sync_and_async(
         expected = "TLS alert unknown_ca" if haproxy.tls_version == "1.2" else TLS13_REFUSAL
         assert [a.outcome for a in exc.attempts] == [expected, expected]
         assert f"a-wrong: {expected}; b-wrong2: {expected}" in str(exc)
-    sync, asynchronous = raised["sync"], raised["async"]
-    assert [a.describe() for a in sync.attempts] == [a.describe() for a in asynchronous.attempts]
-    assert str(sync) == str(asynchronous)
+    sync = raised["sync"]
+    for other in (raised["async"], raised["requests"]):
+        assert [a.describe() for a in sync.attempts] == [a.describe() for a in other.attempts]
+        assert str(sync) == str(other)
 
 
 # --- 6. proxies ---------------------------------------------------------------------------------
@@ -839,11 +874,17 @@ def target(request: pytest.FixtureRequest, haproxy_h2: HAProxyPeer) -> Target:
     return Target(haproxy_h2, http2, tls)
 
 
-def check_through(response: httpx.Response, target: Target) -> None:
+def http_version(response: Response) -> str:
+    if isinstance(response, requests.Response):
+        return {10: "HTTP/1.0", 11: "HTTP/1.1"}[response.raw.version]
+    return response.http_version
+
+
+def check_through(response: Response, target: Target) -> None:
     """The rotation worked in the tunnel: a-wrong refused, b-right's 200 in the asked
     HTTP and TLS versions."""
     assert response.status_code == 200
-    assert response.http_version == ("HTTP/2" if target.http2 else "HTTP/1.1")
+    assert http_version(response) == ("HTTP/2" if target.http2 else "HTTP/1.1")
     attempts = attempts_of(response)
     assert summary(attempts) == [
         ("a-wrong", "rejected", "certificate"),
