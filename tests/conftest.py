@@ -3,4 +3,52 @@
 The ``mtls_ca``, ``mtls_ca_factory``, ``certs_d`` and ``mtls_server`` fixtures come from the
 ``dockercerts`` pytest plugin, loaded through its ``pytest11`` entry point: install the package
 (``pip install -e .``) before running the tests.
+
+Here: what the modules that start real peers (``peers.py``) share. The peers' binaries
+(each fixture skips, or fails under ``DOCKERCERTS_REQUIRE_PEERS=1``, when its binary is
+missing), and a token server with a plain-HTTP registry using it (``tokenserver.py``).
 """
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from peers import RegistryPeer, require_peer
+from tokenserver import TokenServer
+
+# The token server's grants: team/app is pull-only, team/rw can be pushed to.
+GRANTS = {"repository:team/app": ["pull"], "repository:team/rw": ["pull", "push"]}
+
+
+@pytest.fixture(scope="session")
+def nginx_bin() -> str:
+    return require_peer("nginx")
+
+
+@pytest.fixture(scope="session")
+def registry_bin() -> str:
+    return require_peer("docker-registry")
+
+
+@pytest.fixture(scope="session")
+def haproxy_bin() -> str:
+    return require_peer("haproxy")
+
+
+@pytest.fixture(scope="session")
+def tinyproxy_bin() -> str:
+    return require_peer("tinyproxy")
+
+
+@pytest.fixture(scope="module")
+def tokens() -> Iterator[TokenServer]:
+    with TokenServer(grant=GRANTS) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def token_registry(registry_bin: str, tokens: TokenServer) -> Iterator[RegistryPeer]:
+    """Plain-HTTP registry with token auth: the upstream TLS fronts proxy to."""
+    with RegistryPeer(token_auth=tokens.auth, binary=registry_bin) as peer:
+        yield peer

@@ -48,7 +48,6 @@ from peers import (
     RegistryPeer,
     TinyproxyPeer,
     free_port,
-    require_peer,
 )
 from tokenserver import TokenServer
 
@@ -70,8 +69,6 @@ LIBRARY_ERROR = {
     "requests": requests.exceptions.SSLError,
 }
 TLS_VERSIONS = ("1.2", "1.3")
-# The token server's grants: team/app is pull-only, team/rw can be pushed to.
-GRANTS = {"repository:team/app": ["pull"], "repository:team/rw": ["pull", "push"]}
 PROXY_VARIABLES = (
     "HTTPS_PROXY",
     "HTTP_PROXY",
@@ -317,37 +314,9 @@ def ssl_conns(peer: HAProxyPeer) -> int:
 # --- peers ----------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def nginx_bin() -> str:
-    return require_peer("nginx")
-
-
-@pytest.fixture(scope="module")
-def haproxy_bin() -> str:
-    return require_peer("haproxy")
-
-
-@pytest.fixture(scope="module")
-def registry_bin() -> str:
-    return require_peer("docker-registry")
-
-
-@pytest.fixture(scope="module")
-def tinyproxy_bin() -> str:
-    return require_peer("tinyproxy")
-
-
-@pytest.fixture(scope="module")
-def tokens() -> Iterator[TokenServer]:
-    with TokenServer(grant=GRANTS) as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
-def token_upstream(registry_bin: str, tokens: TokenServer) -> Iterator[RegistryPeer]:
-    """Plain-HTTP registry with token auth, behind nginx."""
-    with RegistryPeer(token_auth=tokens.auth, binary=registry_bin) as peer:
-        yield peer
+def nginx_with(tls: str, nginx_bin: str, pki: Pki, **options: Any) -> NginxPeer:
+    """nginx offering TLS ``tls`` only, with the flow peers' server and client CA files."""
+    return NginxPeer(protocols=(f"TLSv{tls}",), binary=nginx_bin, **pki.peer, **options)
 
 
 @pytest.fixture(scope="module", params=TLS_VERSIONS)
@@ -406,19 +375,14 @@ def token_front(
     tokens: TokenServer,
     registry_bin: str,
     nginx_bin: str,
-    token_upstream: RegistryPeer,
+    token_registry: RegistryPeer,
 ) -> Iterator[TokenFront]:
     kind, tls = request.param
     peer: Union[RegistryPeer, NginxPeer]
     if kind == "registry":
         peer = RegistryPeer(token_auth=tokens.auth, binary=registry_bin, **pki.peer)
     else:
-        peer = NginxPeer(
-            upstream=token_upstream.address,
-            protocols=(f"TLSv{tls}",),
-            binary=nginx_bin,
-            **pki.peer,
-        )
+        peer = nginx_with(tls, nginx_bin, pki, upstream=token_registry.address)
     with peer:
         yield TokenFront(kind, tls, peer)
 
@@ -542,12 +506,7 @@ def test_push_with_pull_only_token_is_insufficient_scope(
 @pytest.fixture(scope="module", params=TLS_VERSIONS)
 def nginx_outage(request: pytest.FixtureRequest, nginx_bin: str, pki: Pki) -> Iterator[NginxPeer]:
     """nginx mTLS (verify) whose upstream nobody listens on: 502 for a trusted pair."""
-    with NginxPeer(
-        upstream=f"127.0.0.1:{free_port()}",
-        protocols=(f"TLSv{request.param}",),
-        binary=nginx_bin,
-        **pki.peer,
-    ) as peer:
+    with nginx_with(request.param, nginx_bin, pki, upstream=f"127.0.0.1:{free_port()}") as peer:
         yield peer
 
 
@@ -585,77 +544,58 @@ def test_first_contact_502_outranks_the_certificate_page(
     ]
 
 
-@peers
-@pytest.mark.parametrize("mode", MODES)
-def test_5xx_from_the_known_winner_is_returned_at_once_nginx(
-    mode: str, nginx_bin: str, registry_bin: str, pki: Pki, certs_d: CertsD
-) -> None:
-    """nginx in front of a registry that goes down after the winner is known."""
-    with (
-        RegistryPeer(binary=registry_bin) as backend,
-        NginxPeer(upstream=backend.address, binary=nginx_bin, **pki.peer) as nginx,
-    ):
-        folder(certs_d, nginx.host, pki)
-        uris = [f"/v2/?t=winner-{mode}-{n}" for n in range(3)]
-        with Driver(mode, root=certs_d.root) as http:
-            up = http.get(nginx.url + uris[0])
-            assert up.status_code == 200
-            assert summary(attempts_of(up)) == [
-                ("a-wrong", "rejected", "certificate"),
-                ("b-right", "accepted", None),
-            ]
-            assert http.winner(nginx.url) == "b-right"
-            backend.stop()  # the outage
-            down = [http.get(nginx.url + uri) for uri in uris[1:]]
-            assert http.winner(nginx.url) == "b-right"
-        for response in down:
-            assert response.status_code == 502
-            (attempt,) = attempts_of(response)
-            assert (attempt.candidate, attempt.verdict, attempt.layer) == (
-                "b-right",
-                "returned",
-                None,
-            )
-            assert (attempt.status, attempt.fresh) == (502, False)
-        # Server side: the three requests on b-right's one connection, a-wrong not asked again.
-        connections = nginx_connections(nginx, uris)
-        assert len(set(connections)) == 1, connections
-        subjects = [r["ssl_client_s_dn"] for r in nginx.records() if r["uri"] in uris]
-        assert subjects.count("CN=wrong") == 1
-        assert len(subjects) == 4
+# The front's own answer when the registry behind it is down.
+OUTAGE_STATUS = {"nginx": 502, "haproxy": 503}
 
 
 @peers
+@pytest.mark.parametrize("kind", sorted(OUTAGE_STATUS))
 @pytest.mark.parametrize("mode", MODES)
-def test_5xx_from_the_known_winner_is_returned_at_once_haproxy(
-    mode: str, haproxy_bin: str, registry_bin: str, pki: Pki, certs_d: CertsD
+def test_5xx_from_the_known_winner_is_returned_at_once(
+    mode: str,
+    kind: str,
+    nginx_bin: str,
+    haproxy_bin: str,
+    registry_bin: str,
+    pki: Pki,
+    certs_d: CertsD,
 ) -> None:
-    """haproxy (TLS alerts) in front of a registry that goes down: its 503, no handshake."""
+    """A TLS front (nginx: certificate pages; haproxy: TLS alerts) in front of a registry
+    that goes down after the winner is known: the front's 5xx, given back at once on the
+    winner's connection; no handshake, the winner kept."""
+    front_type, binary = (NginxPeer, nginx_bin) if kind == "nginx" else (HAProxyPeer, haproxy_bin)
+    status = OUTAGE_STATUS[kind]
     with (
         RegistryPeer(binary=registry_bin) as backend,
-        HAProxyPeer(upstream=backend.address, binary=haproxy_bin, **pki.peer) as front,
+        front_type(upstream=backend.address, binary=binary, **pki.peer) as front,
     ):
         folder(certs_d, front.host, pki)
+        uris = [f"/v2/?t=winner-{mode}-{n}" for n in range(4)]
         with Driver(mode, root=certs_d.root) as http:
-            up = http.get(front.url + "/v2/")
+            up = http.get(front.url + uris[0])
             assert up.status_code == 200
             assert summary(attempts_of(up)) == [
                 ("a-wrong", "rejected", "certificate"),
                 ("b-right", "accepted", None),
             ]
             assert http.winner(front.url) == "b-right"
-            handshakes = ssl_conns(front)
-            assert handshakes == 2
-            backend.stop()
-            down = [http.get(f"{front.url}/v2/?n={n}") for n in range(3)]
+            backend.stop()  # the outage
+            down = [http.get(front.url + uri) for uri in uris[1:]]
             assert http.winner(front.url) == "b-right"
-            assert ssl_conns(front) == handshakes
-        assert [r.status_code for r in down] == [503, 503, 503]
         for response in down:
-            assert [(a.candidate, a.verdict, a.status, a.fresh) for a in attempts_of(response)] == [
-                ("b-right", "returned", 503, False)
-            ]
-        assert len(front.wait_for_handshake_failures(1)) == 1
+            assert response.status_code == status
+            assert [
+                (a.candidate, a.verdict, a.layer, a.status, a.fresh) for a in attempts_of(response)
+            ] == [("b-right", "returned", None, status, False)]
+        # Server side: a-wrong refused once, every request on b-right's one connection.
+        if isinstance(front, NginxPeer):
+            assert len(set(nginx_connections(front, uris))) == 1
+            subjects = [r["ssl_client_s_dn"] for r in front.records() if r["uri"] in uris]
+            assert (subjects.count("CN=wrong"), len(subjects)) == (1, 5)
+        else:
+            assert len({front.record_for(uri)["client"] for uri in uris}) == 1
+            assert len(front.wait_for_handshake_failures(1)) == 1
+            assert ssl_conns(front) == 2
 
 
 # --- 3. cold concurrency ----------------------------------------------------------------------
@@ -718,14 +658,8 @@ def test_cold_concurrent_requests_search_once(
 def nginx_denies(request: pytest.FixtureRequest, nginx_bin: str, pki: Pki) -> Iterator[NginxPeer]:
     """``optional``: an untrusted pair gets nginx's 400 page; a trusted one reaches the rule,
     which allows no subject: 403."""
-    with NginxPeer(
-        mode="status",
-        verify_client="optional",
-        allowed_subjects=[],
-        protocols=(f"TLSv{request.param}",),
-        binary=nginx_bin,
-        **pki.peer,
-    ) as peer:
+    denies = {"mode": "status", "verify_client": "optional", "allowed_subjects": []}
+    with nginx_with(request.param, nginx_bin, pki, **denies) as peer:
         yield peer
 
 
@@ -895,33 +829,8 @@ def check_through(response: Response, target: Target) -> None:
 
 @peers
 @pytest.mark.parametrize("mode", MODES)
-def test_environment_proxy_carries_the_rotation(
-    mode: str,
-    target: Target,
-    tinyproxy: TinyproxyPeer,
-    pki: Pki,
-    certs_d: CertsD,
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    server, http2 = target.peer, target.http2
-    folder(certs_d, server.host, pki)
-    clear_proxy_env(monkeypatch)
-    monkeypatch.setenv("HTTPS_PROXY", tinyproxy.url)
-    before = len(tinyproxy.connects())
-    uri = f"/v2/?t=proxy-env-{mode}-{http2}-{target.tls}"
-    with Driver(mode, tls=target.tls, root=certs_d.root, http2=http2) as http:
-        response = http.get(server.url + uri)
-        assert http.winner(server.url) == "b-right"
-    check_through(response, target)
-    # One CONNECT per TLS connection: a-wrong's and b-right's, both to the registry.
-    assert tinyproxy.connects()[before:] == [server.host, server.host]
-    assert server.record_for(uri)["ssl_client_s_dn"] == "CN=right"
-
-
-@peers
-@pytest.mark.parametrize("mode", MODES)
-@pytest.mark.parametrize("how", ["no_proxy", "trust_env_false"])
-def test_proxy_environment_can_be_bypassed(
+@pytest.mark.parametrize("how", ["environment", "no_proxy", "trust_env_false", "explicit"])
+def test_proxies(
     mode: str,
     how: str,
     target: Target,
@@ -930,48 +839,31 @@ def test_proxy_environment_can_be_bypassed(
     certs_d: CertsD,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    """``HTTPS_PROXY`` carries the rotation: one CONNECT per TLS connection (a-wrong's and
+    b-right's), none for the next request on the winner's kept-alive tunnel. ``NO_PROXY``
+    and ``trust_env=False`` bypass it; ``proxy=`` works without the environment."""
     server, http2 = target.peer, target.http2
     folder(certs_d, server.host, pki)
     clear_proxy_env(monkeypatch)
-    monkeypatch.setenv("HTTPS_PROXY", tinyproxy.url)
     options: dict[str, Any] = {}
+    if how == "explicit":
+        options["proxy"] = tinyproxy.url
+    else:
+        monkeypatch.setenv("HTTPS_PROXY", tinyproxy.url)
     if how == "no_proxy":
         monkeypatch.setenv("NO_PROXY", "localhost")
-    else:
+    elif how == "trust_env_false":
         options["trust_env"] = False
     before = len(tinyproxy.connects())
-    uri = f"/v2/?t=direct-{how}-{mode}-{http2}-{target.tls}"
+    uris = [f"/v2/?t=proxy-{how}-{mode}-{http2}-{target.tls}-{n}" for n in range(2)]
     with Driver(mode, tls=target.tls, root=certs_d.root, http2=http2, **options) as http:
-        response = http.get(server.url + uri)
-        assert http.winner(server.url) == "b-right"
-    check_through(response, target)
-    server.record_for(uri)
-    # The answer arrived, straight from the server: the proxy saw nothing.
-    assert tinyproxy.connects()[before:] == []
-
-
-@peers
-@pytest.mark.parametrize("mode", MODES)
-def test_explicit_proxy_without_environment(
-    mode: str,
-    target: Target,
-    tinyproxy: TinyproxyPeer,
-    pki: Pki,
-    certs_d: CertsD,
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    server, http2 = target.peer, target.http2
-    folder(certs_d, server.host, pki)
-    clear_proxy_env(monkeypatch)
-    before = len(tinyproxy.connects())
-    uris = [f"/v2/?t=proxy-arg-{mode}-{http2}-{target.tls}-{n}" for n in range(2)]
-    with Driver(mode, tls=target.tls, root=certs_d.root, http2=http2, proxy=tinyproxy.url) as http:
         responses = [http.get(server.url + uri) for uri in uris]
         assert http.winner(server.url) == "b-right"
     check_through(responses[0], target)
     assert [(a.candidate, a.fresh) for a in attempts_of(responses[1])] == [("b-right", False)]
-    # Two tunnels for the search, none for the second request (the winner's is kept alive).
-    assert tinyproxy.connects()[before:] == [server.host, server.host]
+    assert server.record_for(uris[0])["ssl_client_s_dn"] == "CN=right"
+    proxied = how in ("environment", "explicit")
+    assert tinyproxy.connects()[before:] == ([server.host] * 2 if proxied else [])
 
 
 # --- 7. options checked at construction ---------------------------------------------------------
