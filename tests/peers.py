@@ -415,6 +415,13 @@ class NginxPeer(_Peer):
       untrusted certificate, 496 for none.
 
     ``protocols`` is the ``ssl_protocols`` list (``"TLSv1.2"``, ``"TLSv1.3"``).
+
+    ``ca_names``: the acceptable-CA list of the CertificateRequest, which decides what Go
+    (Docker) sends. ``True``: the ``client_ca`` subjects (``ssl_client_certificate``);
+    ``False``: none (``client_ca`` goes to ``ssl_trusted_certificate``, which verifies without
+    naming; nginx before 1.27 allows that with ``optional_no_ca`` only, so ``mode="status"``);
+    a path: the subjects of the CA certificates in that file, a decoy (``client_ca`` still
+    verifies, through ``ssl_trusted_certificate``).
     ``/v2/`` answers 200 ``{}`` with ``Docker-Distribution-API-Version: registry/2.0``;
     ``/v2/_catalog`` answers ``{"repositories":["team/app"]}``.
 
@@ -440,6 +447,7 @@ class NginxPeer(_Peer):
         allowed_subjects: Optional[Iterable[str]] = None,
         verify_client: Optional[str] = None,
         upstream: Optional[str] = None,
+        ca_names: Union[bool, StrPath] = True,
         binary: Optional[str] = None,
         workdir: Optional[StrPath] = None,
         startup_timeout: float = 10.0,
@@ -461,7 +469,10 @@ class NginxPeer(_Peer):
         self.allowed_subjects = None if allowed_subjects is None else list(allowed_subjects)
         default_verify = "optional_no_ca" if mode == "status" else "on"
         self.verify_client = verify_client or default_verify
+        if ca_names is False and self.verify_client != "optional_no_ca":
+            raise ValueError("ca_names=False needs ssl_verify_client optional_no_ca: mode='status'")
         self.upstream = upstream
+        self.ca_names = ca_names if isinstance(ca_names, bool) else Path(ca_names).resolve()
 
     @property
     def config_path(self) -> Path:
@@ -548,8 +559,7 @@ class NginxPeer(_Peer):
             f"        ssl_certificate {self.server_cert};",
             f"        ssl_certificate_key {self.server_key};",
             f"        ssl_protocols {' '.join(self.protocols)};",
-            # Sent as the acceptable-CA list in the CertificateRequest as well.
-            f"        ssl_client_certificate {self.client_ca};",
+            *self._client_ca_lines(),
             f"        ssl_verify_client {self.verify_client};",
             "        ssl_verify_depth 4;",
         ]
@@ -606,6 +616,16 @@ class NginxPeer(_Peer):
             "}",
         ]
         return "\n".join(lines) + "\n"
+
+    def _client_ca_lines(self) -> list[str]:
+        # ssl_client_certificate verifies and is sent as the CertificateRequest's CA list;
+        # ssl_trusted_certificate only verifies.
+        if self.ca_names is True:
+            return [f"        ssl_client_certificate {self.client_ca};"]
+        lines = [f"        ssl_trusted_certificate {self.client_ca};"]
+        if self.ca_names is not False:
+            lines.append(f"        ssl_client_certificate {self.ca_names};")
+        return lines
 
     def error_log(self) -> str:
         return _read(self.error_log_path)
