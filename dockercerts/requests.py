@@ -60,7 +60,7 @@ except ImportError as exc:  # pragma: no cover - exercised in a test by hiding r
 import httpx
 
 from ._drive import answered, failed, run
-from ._hosts import Hosts, HostState, _Slot, options
+from ._hosts import OPTIONS_DOC, Hosts, HostState, _Slot, options
 from ._watch import Watch, watched
 from .errors import (
     Attempt,
@@ -234,15 +234,17 @@ class Adapter(HTTPAdapter):
         >>> session.mount("https://", dockercerts.requests.Adapter(root="./certs.d"))
         >>> session.get("https://registry.example.com:5000/v2/")  # doctest: +SKIP
 
-    ``root``, ``platform``, ``trust``, ``password``, ``policy``, ``refresh``, ``recheck`` and
-    ``max_hosts`` are :class:`~dockercerts.Transport`'s. ``refresh`` is how often (seconds) a
-    host directory is checked for changes; 0 checks on every request. ``recheck`` is how long
-    (seconds, default 60) a candidate refused at the certificate layer is skipped by later
-    requests to its host; 0 never skips. ``max_hosts`` bounds how many hosts keep their
-    pools. ``pool_connections``, ``pool_maxsize``, ``max_retries`` and ``pool_block`` are
-    ``HTTPAdapter``'s, for each candidate's pools. A request waiting for another one's search
-    of a cold host waits at most its connect timeout.
+    The options before ``pool_connections`` are :class:`~dockercerts.Transport`'s:
     """
+
+    __doc__ = (
+        (__doc__ or "")
+        + OPTIONS_DOC
+        + """ ``pool_connections``, ``pool_maxsize``, ``max_retries`` and
+    ``pool_block`` are ``HTTPAdapter``'s, for each candidate's pools. A request waiting for
+    another one's search of a cold host waits at most its connect timeout.
+"""
+    )
 
     def __init__(
         self,

@@ -22,7 +22,16 @@ import anyio
 import httpx
 
 from ._drive import answered, failed, run
-from ._hosts import Hosts, HostState, Options, _Slot, docker_host_names, host_dir_for_url, options
+from ._hosts import (
+    OPTIONS_DOC,
+    Hosts,
+    HostState,
+    Options,
+    _Slot,
+    docker_host_names,
+    host_dir_for_url,
+    options,
+)
 from ._watch import Watch, watched
 from .errors import CertsDirError, CertsDirTransportError, ClientCertificateRejected
 from .flow import Close, Decision, Exchange, Read, Send, Sent, Wait
@@ -246,16 +255,15 @@ class _Base:
         return self._hosts.winner(httpx.URL(url))
 
 
-_ARGS_DOC = """
-    ``refresh`` is how often (seconds) a host directory is checked for changes; 0 checks on
-    every request. ``recheck`` is how long (seconds, default 60) a candidate refused at the
-    certificate layer is skipped by later requests to its host; 0 never skips. ``max_hosts``
-    bounds how many hosts keep their pools. Proxies follow httpx's environment rules
+_ARGS_DOC = (
+    OPTIONS_DOC
+    + """ Proxies follow httpx's environment rules
     (``HTTPS_PROXY``, ``ALL_PROXY``, ``NO_PROXY``) unless ``trust_env=False``; ``proxy=``
     replaces the environment's proxy URL. The remaining keyword arguments (``http2``,
     ``limits``, ``retries``, ...) are passed to each inner transport; ``verify`` and ``cert``
     are refused with a :class:`TypeError`, since the folder decides them.
 """
+)
 
 
 class Transport(_Base, httpx.BaseTransport):

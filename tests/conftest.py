@@ -12,6 +12,7 @@ missing), and a token server with a plain-HTTP registry using it (``tokenserver.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from peers import RegistryPeer, require_peer
@@ -21,24 +22,19 @@ from tokenserver import TokenServer
 GRANTS = {"repository:team/app": ["pull"], "repository:team/rw": ["pull", "push"]}
 
 
-@pytest.fixture(scope="session")
-def nginx_bin() -> str:
-    return require_peer("nginx")
+def _binary(name: str) -> Any:
+    @pytest.fixture(scope="session")
+    def fixture() -> str:
+        return require_peer(name)
+
+    fixture.__doc__ = f"The path of the {name} binary (see ``peers.require_peer``)."
+    return fixture
 
 
-@pytest.fixture(scope="session")
-def registry_bin() -> str:
-    return require_peer("docker-registry")
-
-
-@pytest.fixture(scope="session")
-def haproxy_bin() -> str:
-    return require_peer("haproxy")
-
-
-@pytest.fixture(scope="session")
-def tinyproxy_bin() -> str:
-    return require_peer("tinyproxy")
+nginx_bin = _binary("nginx")
+registry_bin = _binary("docker-registry")
+haproxy_bin = _binary("haproxy")
+tinyproxy_bin = _binary("tinyproxy")
 
 
 @pytest.fixture(scope="module")
