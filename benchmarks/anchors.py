@@ -14,6 +14,9 @@ many names: fast to make) and ``--pairs`` client pairs. Measured, best of ``--re
   on a fresh context: the lazy lookup of its issuer.
 
 Also one row for a bundle of 10,000 copies of one CA (deduplicated to one anchor).
+
+``nox -s bench`` runs the same measurements as its ``anchors`` section (``benchmarks/run.py``,
+which imports the helpers here), with the event-loop stall of an async first request.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime
+import gc
 import os
 import ssl
 import sys
@@ -28,7 +32,7 @@ import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Optional
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -36,18 +40,22 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 import dockercerts
+from dockercerts import loader
 from dockercerts.testing import CA
 
 NOW = datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(days=1)
 
 
+def _name(common_name: str) -> x509.Name:
+    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+
+
 def _ca(key: ec.EllipticCurvePrivateKey, name: str) -> bytes:
     """A self-signed CA certificate named ``name``, DER."""
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
     cert = (
         x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(subject)
+        .subject_name(_name(name))
+        .issuer_name(_name(name))
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(NOW)
@@ -58,12 +66,53 @@ def _ca(key: ec.EllipticCurvePrivateKey, name: str) -> bytes:
     return cert.public_bytes(serialization.Encoding.DER)
 
 
-def best(call: Callable[[], object], repeat: int) -> float:
+class Bundle:
+    """``count`` distinct self-signed CAs ("Bench CA <i>"), all with one key."""
+
+    def __init__(self, count: int) -> None:
+        self.key = ec.generate_private_key(ec.SECP256R1())
+        self.ders = [_ca(self.key, f"Bench CA {i}") for i in range(count)]
+
+    def pem(self, count: int) -> str:
+        return "".join(ssl.DER_cert_to_PEM_cert(der) for der in self.ders[:count])
+
+    def server(self, issuer: int, folder: Path) -> ssl.SSLContext:
+        """A server context for ``localhost`` whose leaf CA number ``issuer`` signed."""
+        leaf_key = ec.generate_private_key(ec.SECP256R1())
+        leaf = (
+            x509.CertificateBuilder()
+            .subject_name(_name("localhost"))
+            .issuer_name(_name(f"Bench CA {issuer}"))
+            .public_key(leaf_key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(NOW)
+            .not_valid_after(NOW + datetime.timedelta(days=30))
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), False)
+            .sign(self.key, hashes.SHA256())
+        )
+        cert_file, key_file = folder / f"server-{issuer}.pem", folder / f"server-{issuer}.key"
+        cert_file.write_bytes(leaf.public_bytes(serialization.Encoding.PEM))
+        key_file.write_bytes(
+            leaf_key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
+        )
+        server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        server.load_cert_chain(cert_file, key_file)
+        return server
+
+
+Clock = Callable[[], float]
+
+
+def best(call: Callable[[], object], repeat: int, clock: Clock = time.perf_counter) -> float:
     times = []
     for _ in range(repeat):
-        start = time.perf_counter()
+        start = clock()
         call()
-        times.append(time.perf_counter() - start)
+        times.append(clock() - start)
     return min(times)
 
 
@@ -84,6 +133,84 @@ def handshake(client_ctx: ssl.SSLContext, server_ctx: ssl.SSLContext) -> None:
     raise AssertionError("no handshake")
 
 
+def eager_context(cadata: str) -> ssl.SSLContext:
+    """What every candidate paid before issue 15: the whole bundle through ``cadata=``."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.load_verify_locations(cadata=cadata)
+    return context
+
+
+def no_prepared_trust() -> None:
+    """Make sure the next context prepares its trust: a reload of the same ``.crt`` files
+    reuses a prepared trust while the previous load's contexts live."""
+    gc.collect()
+    if len(loader._PREPARED):
+        raise RuntimeError("a prepared trust is still alive: the figure would not include it")
+
+
+def costs(
+    folder: Path, server: ssl.SSLContext, repeat: int, clock: Clock = time.perf_counter
+) -> dict[str, float]:
+    """Seconds, best of ``repeat``: ``load_dir``, the first candidate's context (its trust
+    prepared), each other candidate's context, and a handshake on a fresh context.
+    (``clock=time.thread_time`` counts CPU time: waiting for a busy machine's CPU does not.)"""
+    rounds = [_one_load(folder, server, clock) for _ in range(repeat)]
+    return {name: min(r[name] for r in rounds) for name in ("load", "first", "others", "verify")}
+
+
+def _one_load(folder: Path, server: ssl.SSLContext, clock: Clock) -> dict[str, float]:
+    # A function of its own: nothing of this load outlives it to be reused by the next.
+    no_prepared_trust()
+    start = clock()
+    certs = dockercerts.load_dir(folder)
+    load = clock() - start
+    candidates = certs.candidates()
+    start = clock()
+    _ = candidates[0].context
+    first = clock() - start
+    others = []
+    for candidate in candidates[1:]:
+        start = clock()
+        _ = candidate.context
+        others.append(clock() - start)
+    start = clock()
+    handshake(candidates[-1].context, server)
+    verify = clock() - start
+    return {
+        "load": load,
+        "first": first,
+        "others": min(others) if others else float("nan"),
+        "verify": verify,
+    }
+
+
+def host_folder(base: Path, name: str, pem: str, client_ca: CA, pairs: int) -> Path:
+    folder = base / name
+    folder.mkdir()
+    (folder / "ca.crt").write_text(pem)
+    for p in range(pairs):
+        client_ca.issue_client(f"c{p}").write(folder / f"c{p}.cert", folder / f"c{p}.key")
+    return folder
+
+
+def duplicated(
+    bundle: Bundle, base: Path, copies: int, repeat: int, clock: Clock = time.perf_counter
+) -> float:
+    """Seconds for ``load_dir`` + a context of ``copies`` copies of one CA (one anchor)."""
+    folder = base / "dup"
+    folder.mkdir()
+    (folder / "ca.crt").write_text(ssl.DER_cert_to_PEM_cert(bundle.ders[0]) * copies)
+
+    times = []
+    for _ in range(repeat):
+        no_prepared_trust()
+        start = clock()
+        _ = dockercerts.load_dir(folder).candidates()[0].context
+        times.append(clock() - start)
+        del _
+    return min(times)
+
+
 def main(argv: Sequence[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", default="1000,2000,4000,10000")
@@ -91,9 +218,7 @@ def main(argv: Sequence[str]) -> int:
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args(argv)
     sizes = [int(n) for n in args.sizes.split(",")]
-    key = ec.generate_private_key(ec.SECP256R1())
-    ders = [_ca(key, f"Bench CA {i}") for i in range(max(sizes))]
-    leaf_key = ec.generate_private_key(ec.SECP256R1())
+    bundle = Bundle(max(sizes))
     client_ca = CA(name="bench client CA")
     print(f"# {sys.version.split()[0]}, {ssl.OPENSSL_VERSION}, {os.cpu_count()} CPUs")
     print(
@@ -104,68 +229,17 @@ def main(argv: Sequence[str]) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         base = Path(tmp)
         for n in sizes:
-            cadata = b"".join(ders[:n])
-
-            def eager(cadata: bytes = cadata) -> None:
-                ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_verify_locations(cadata=cadata)
-
-            folder = base / f"n{n}"
-            folder.mkdir()
-            pem = "".join(ssl.DER_cert_to_PEM_cert(d) for d in ders[:n])
-            (folder / "ca.crt").write_text(pem)
-            for p in range(args.pairs):
-                client_ca.issue_client(f"c{p}").write(folder / f"c{p}.cert", folder / f"c{p}.key")
-            issuer = n // 2
-            (base / f"server{n}.key").write_bytes(
-                leaf_key.private_bytes(
-                    serialization.Encoding.PEM,
-                    serialization.PrivateFormat.PKCS8,
-                    serialization.NoEncryption(),
-                )
-            )
+            pem = bundle.pem(n)
+            t_eager: Optional[float] = best(lambda pem=pem: eager_context(pem), args.repeat)
+            folder = host_folder(base, f"n{n}", pem, client_ca, args.pairs)
             # The server's leaf: issued (signed) by CA number n/2, with a key of its own.
-            leaf = (
-                x509.CertificateBuilder()
-                .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]))
-                .issuer_name(
-                    x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"Bench CA {issuer}")])
-                )
-                .public_key(leaf_key.public_key())
-                .serial_number(x509.random_serial_number())
-                .not_valid_before(NOW)
-                .not_valid_after(NOW + datetime.timedelta(days=30))
-                .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), False)
-                .sign(key, hashes.SHA256())
-            )
-            (base / f"server{n}.pem").write_bytes(leaf.public_bytes(serialization.Encoding.PEM))
-            server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-            server.load_cert_chain(base / f"server{n}.pem", base / f"server{n}.key")
-
-            t_eager = best(eager, args.repeat) if n <= 10_000 else float("nan")
-            t_load = best(lambda f=folder: dockercerts.load_dir(f), args.repeat)
-            firsts, others, verifies = [], [], []
-            for _ in range(args.repeat):
-                certs = dockercerts.load_dir(folder)
-                candidates = certs.candidates()
-                start = time.perf_counter()
-                _ = candidates[0].context
-                firsts.append(time.perf_counter() - start)
-                for c in candidates[1:]:
-                    start = time.perf_counter()
-                    _ = c.context
-                    others.append(time.perf_counter() - start)
-                start = time.perf_counter()
-                handshake(candidates[-1].context, server)
-                verifies.append(time.perf_counter() - start)
+            cost = costs(folder, bundle.server(n // 2, base), args.repeat)
             print(
-                f"| {n:,} | {t_eager * 1000:.0f} ms | {t_load * 1000:.0f} ms | "
-                f"{min(firsts) * 1000:.0f} ms | {min(others) * 1000:.1f} ms | "
-                f"{min(verifies) * 1000:.1f} ms |"
+                f"| {n:,} | {(t_eager or 0) * 1000:.0f} ms | {cost['load'] * 1000:.0f} ms | "
+                f"{cost['first'] * 1000:.0f} ms | {cost['others'] * 1000:.1f} ms | "
+                f"{cost['verify'] * 1000:.1f} ms |"
             )
-        dup = base / "dup"
-        dup.mkdir()
-        (dup / "ca.crt").write_text(ssl.DER_cert_to_PEM_cert(ders[0]) * 10_000)
-        t_dup = best(lambda: dockercerts.load_dir(dup).candidates()[0].context, args.repeat)
+        t_dup = duplicated(bundle, base, 10_000, args.repeat)
         print(f"\n10,000 copies of one CA: load_dir + context {t_dup * 1000:.0f} ms")
     return 0
 

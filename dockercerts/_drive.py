@@ -48,12 +48,10 @@ def answered(
 ) -> Sent[R]:
     """A try that got an answer; ``headers`` look names up without regard to case (httpx's
     and requests' both do)."""
-    length = headers.get("content-length", "")
     return Sent(
-        response=response,
-        status=status,
-        challenge="www-authenticate" in headers,
-        length=int(length) if length.isdigit() else None,
+        response,
+        status,
+        headers,
         fresh=watch.fresh,
         responded=True,
         tls_version=watch.tls_version,

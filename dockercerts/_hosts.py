@@ -145,6 +145,14 @@ def options(
     )
 
 
+def _copy(error: CertsDirError) -> CertsDirError:
+    """A new exception like ``error`` (type, message, attributes) without its traceback: a
+    kept error is raised to many requests, possibly at once, and each gets its own."""
+    copy = type(error).__new__(type(error), *error.args)
+    copy.__dict__.update(error.__dict__)
+    return copy
+
+
 def _identity(
     trust: tuple[object, ...], certs: HostCerts, candidate: Candidate
 ) -> tuple[object, ...]:
@@ -178,12 +186,14 @@ class _Slot(Generic[Inner]):
     user either is seen and keeps the transport, or reads ``None`` and waits for the lock.
     """
 
-    __slots__ = ("_inner", "_lock", "_make", "_retired", "_users", "candidate", "key")
+    __slots__ = ("_inner", "_lock", "_make", "_retired", "_users", "candidate", "key", "name")
 
     def __init__(
         self, candidate: Candidate, key: tuple[object, ...], make: Callable[[Candidate], Inner]
     ) -> None:
         self.candidate = candidate
+        #: The candidate's name, read on every request (``Candidate.name`` is a property).
+        self.name = candidate.name
         self.key = key
         self._make: Callable[[Candidate], Inner] = make
         self._inner: Optional[Inner] = None
@@ -257,6 +267,9 @@ class HostState(Generic[Inner]):
         self._lock = threading.Lock()
         self.due = float("-inf")  # when to look at the directory again
         self._broken_since: Optional[str] = None
+        # Why the folder could not be loaded, if it never was: raised again (a copy) until
+        # ``due``, instead of reading the folder for every request.
+        self._failure: Optional[CertsDirError] = None
         self._said: set[tuple[str, str]] = set()
         self.certs: Optional[HostCerts] = None
         self.slots: tuple[_Slot[Inner], ...] = ()
@@ -277,22 +290,43 @@ class HostState(Generic[Inner]):
     def _directory(self) -> Path:
         return _first_dir(self._dirs)
 
+    @property
+    def failed(self) -> bool:
+        """Whether the folder was never loaded, its last read having failed."""
+        return self._failure is not None
+
     def refresh(self, now: float) -> None:
-        """Reload when ``due`` has come and the directory changed on disk."""
+        """Reload when ``due`` has come and the directory changed on disk.
+
+        A folder that was never loaded raises the error of its last read until ``due``.
+        """
         with self._lock:
             if now < self.due:
-                return
-            directory = self._directory()
-            current = self.certs
-            if (
-                current is not None
-                and current.directory == directory
-                and snapshot(directory) == current.snapshot
-            ):
-                self._broken_since = None
+                failure = self._failure
             else:
+                failure = None
+                self._look(now)
+        if failure is not None:
+            raise _copy(failure)
+
+    def _look(self, now: float) -> None:
+        directory = self._directory()
+        current = self.certs
+        if (
+            current is not None
+            and current.directory == directory
+            and snapshot(directory) == current.snapshot
+        ):
+            self._broken_since = None
+        else:
+            try:
                 self._reload(directory, current)
-            self.due = now + self._options.refresh
+            except CertsDirError as exc:  # only when there is no last good load to keep
+                self._failure = _copy(exc)  # without the traceback, which holds this request
+                self.due = now + self._options.refresh
+                raise
+            self._failure = None
+        self.due = now + self._options.refresh
 
     def _reload(self, directory: Path, current: Optional[HostCerts]) -> None:
         try:
@@ -327,7 +361,7 @@ class HostState(Generic[Inner]):
     def _install(self, certs: HostCerts) -> None:
         """Swap in new candidates, keeping the slots of those whose files did not change."""
         old = {slot.key: slot for slot in self.slots}
-        before = {slot.candidate.name: slot.key for slot in self.slots}
+        before = {slot.name: slot.key for slot in self.slots}
         slots = []
         trust = _trust_identity(certs)  # hashed once for all the candidates
         for candidate in certs.candidates():
@@ -336,7 +370,7 @@ class HostState(Generic[Inner]):
             slots.append(slot)
         for slot in old.values():
             self._retire(slot)
-        after = {slot.candidate.name: slot.key for slot in slots}
+        after = {slot.name: slot.key for slot in slots}
         if self.winner is not None and before.get(self.winner) != after.get(self.winner):
             log.info(
                 "%s: %s changed; trying candidates in order again", certs.directory, self.winner
@@ -347,7 +381,7 @@ class HostState(Generic[Inner]):
         self._rejected = {k: t for k, t in self._rejected.items() if k in keys}
         self.certs, self.slots = certs, tuple(slots)
         self._rank()
-        log.debug("%s: candidates %s", certs.directory, [s.candidate.name for s in slots])
+        log.debug("%s: candidates %s", certs.directory, [s.name for s in slots])
 
     def _retire(self, slot: _Slot[Inner]) -> None:
         inner = slot.retire()
@@ -355,14 +389,14 @@ class HostState(Generic[Inner]):
             self.closable.append(inner)
 
     def _rank(self) -> None:
-        first = [slot for slot in self.slots if slot.candidate.name == self.winner]
+        first = [slot for slot in self.slots if slot.name == self.winner]
         self.ranked = tuple(first + [slot for slot in self.slots if slot not in first])
 
     # --- what the flow asks and tells ---------------------------------------------------------
 
     def is_winner(self, slot: _Slot[Any]) -> bool:
         """Whether ``slot`` is the candidate this host last accepted (its files unchanged)."""
-        return self.winner is not None and slot.candidate.name == self.winner and slot in self.slots
+        return self.winner is not None and slot.name == self.winner and slot in self.slots
 
     def order(self, now: float) -> tuple[tuple[_Slot[Inner], ...], tuple[_Slot[Inner], ...]]:
         """The slots to try, and those skipped because they were rejected recently.
@@ -380,7 +414,7 @@ class HostState(Generic[Inner]):
 
     def settle(self, slot: _Slot[Inner]) -> None:
         """Remember ``slot`` as the one to try first from now on; end the search for it."""
-        name = slot.candidate.name
+        name = slot.name
         if self.winner == name and self._turn is None and slot.key not in self._rejected:
             return  # the steady state: nothing to change, no lock
         with self._lock:
@@ -468,8 +502,20 @@ class Hosts(Generic[Inner]):
         self._lock = threading.Lock()
         self.closable: list[Inner] = []
 
+    def current(self, url: httpx.URL) -> Optional[HostState[Inner]]:
+        """The host's state when using it needs no look at the disk now, else ``None``
+        (then :meth:`get` reads; an async front end calls it in a worker thread)."""
+        state = self._states.get((url.raw_host, url.port))
+        if state is None or state.evicted:
+            return None
+        now = time.monotonic()
+        if now >= state.due or state.failed:
+            return None
+        state.used = now
+        return state
+
     def get(self, url: httpx.URL) -> HostState[Inner]:
-        """The host's state, refreshed when due."""
+        """The host's state, refreshed when due (file system calls: they may block)."""
         key = (url.raw_host, url.port)
         now = time.monotonic()
         while True:
@@ -477,7 +523,7 @@ class Hosts(Generic[Inner]):
             if state is None or state.evicted:
                 state = self._insert(key, url, now)
             state.used = now
-            if now >= state.due:
+            if now >= state.due or state.failed:
                 state.refresh(now)
             # Evicted meanwhile by another thread: its slots are retired; look up again.
             if not state.evicted:

@@ -269,6 +269,11 @@ class RejectionPolicy:
         verdict = self.judge_error(exc, fresh=fresh, responded=responded, tls_version=tls_version)
         return None if verdict is None else verdict.reason
 
+    def judges(self, status: int) -> bool:
+        """Whether an answer with this status can carry a verdict at all (a 2xx or 3xx never
+        does); the flow asks this first, so a steady 200 is never looked at further."""
+        return status >= 400
+
     def needs_body(self, status: Union[int, httpx.Response]) -> bool:
         """Whether judging an answer with this status needs its body (nginx's 400 page)."""
         code = status.status_code if isinstance(status, httpx.Response) else status
@@ -287,7 +292,7 @@ class RejectionPolicy:
             >>> DOCKER.judge_answer("GET", 502, challenge=False)
             Verdict(layer='server', reason='HTTP 502')
         """
-        if status < 400:
+        if not self.judges(status):
             return None
         if status == 400 and self.nginx_400:
             for title in NGINX_TITLES:

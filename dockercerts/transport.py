@@ -359,9 +359,10 @@ class AsyncTransport(_Base, httpx.AsyncBaseTransport):
         ...     async with httpx.AsyncClient(transport=dockercerts.AsyncTransport()) as client:
         ...         await client.get("https://registry.example.com:5000/v2/")
 
-    A candidate's ``ssl`` context is built in a worker thread the first time it is used, so a
-    large CA bundle does not stall the event loop. Host directories are checked with blocking
-    ``stat`` calls at most every ``refresh`` seconds, and read only when something changed.
+    Whatever touches the file system runs in a worker thread, so that a large CA bundle does
+    not stall the event loop: reading a host directory, checking it for changes (at most every
+    ``refresh`` seconds; read again only when something changed), and building a candidate's
+    ``ssl`` context the first time it is used.
     """
 
     __doc__ = (__doc__ or "") + _ARGS_DOC
@@ -377,7 +378,9 @@ class AsyncTransport(_Base, httpx.AsyncBaseTransport):
         self, request: httpx.Request, *, every_candidate: bool = False
     ) -> Decision[httpx.Response]:
         """The async twin of :meth:`Transport.decide`."""
-        state = self._host(request)
+        state = self._hosts.current(request.url)
+        if state is None:  # the folder is due for a look: stat, maybe a load, off the loop
+            state = await anyio.to_thread.run_sync(self._host, request)
         for done in self._hosts.drain(state):
             await done.aclose()
         stream = request.stream

@@ -4,9 +4,10 @@ The ``mtls_ca``, ``mtls_ca_factory``, ``certs_d`` and ``mtls_server`` fixtures c
 ``dockercerts`` pytest plugin, loaded through its ``pytest11`` entry point: install the package
 (``pip install -e .``) before running the tests.
 
-Here: what the modules that start real peers (``peers.py``) share. The peers' binaries
-(each fixture skips, or fails under ``DOCKERCERTS_REQUIRE_PEERS=1``, when its binary is
-missing), and a token server with a plain-HTTP registry using it (``tokenserver.py``).
+Here: the CLI's ``run`` fixture, and what the modules that start real peers (``peers.py``)
+share: the peers' binaries (each fixture skips, or fails under
+``DOCKERCERTS_REQUIRE_PEERS=1``, when its binary is missing), and a token server with a
+plain-HTTP registry using it (``tokenserver.py``).
 """
 
 from __future__ import annotations
@@ -18,8 +19,22 @@ import pytest
 from peers import RegistryPeer, require_peer
 from tokenserver import TokenServer
 
+from dockercerts.cli import main
+
 # The token server's grants: team/app is pull-only, team/rw can be pushed to.
 GRANTS = {"repository:team/app": ["pull"], "repository:team/rw": ["pull", "push"]}
+
+
+@pytest.fixture
+def run(capsys: pytest.CaptureFixture[str]) -> Any:
+    """``run(*argv) -> (exit status, stdout, stderr)`` for the CLI's ``main`` in this process."""
+
+    def call(*argv: str) -> tuple[int, str, str]:
+        code = main(list(argv))
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return call
 
 
 def _binary(name: str) -> Any:

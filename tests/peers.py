@@ -60,6 +60,7 @@ __all__ = [
     "NginxPeer",
     "PeerStartError",
     "RegistryPeer",
+    "Served",
     "TinyproxyPeer",
     "TokenAuth",
     "free_port",
@@ -166,7 +167,31 @@ def port_is_open(port: int, timeout: float = 0.2) -> bool:
         return False
 
 
-_P = TypeVar("_P", bound="_Peer")
+_S = TypeVar("_S", bound="Served")
+
+
+class Served:
+    """A server the test starts with :meth:`start` and stops with :meth:`stop`; ``with``
+    does both, so a test that fails midway still stops it."""
+
+    def start(self) -> None:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self: _S) -> _S:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: Optional[type[BaseException]],
+        exc: Optional[BaseException],
+        tb: Optional[TracebackType],
+    ) -> None:
+        self.stop()
+
 
 # Peers still running when the interpreter exits (a test run interrupted outside a fixture's
 # teardown). They run in their own session, so nothing else would stop them.
@@ -194,7 +219,7 @@ def _exited(proc: subprocess.Popen[bytes]) -> bool:
     return info is not None
 
 
-class _Peer:
+class _Peer(Served):
     """Process handling shared by both peers: temp dir, start with retries, stop."""
 
     name = "peer"
@@ -330,18 +355,6 @@ class _Peer:
         _RUNNING.discard(self)
         if self._given_workdir is None and self.workdir != Path():
             shutil.rmtree(self.workdir, ignore_errors=True)
-
-    def __enter__(self: _P) -> _P:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: Optional[type[BaseException]],
-        exc: Optional[BaseException],
-        tb: Optional[TracebackType],
-    ) -> None:
-        self.stop()
 
     def wait_for(self, predicate: Callable[[], bool], timeout: float = 5.0) -> bool:
         """Poll ``predicate`` until true or ``timeout``: servers log after answering."""

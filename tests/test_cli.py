@@ -26,25 +26,13 @@ import pytest
 
 import dockercerts
 from dockercerts import cli
-from dockercerts.cli import CLIError, classify, main, use_colour
+from dockercerts.cli import CLIError, classify, use_colour
 from dockercerts.pytest_plugin import CAFactory, ServerFactory
 from dockercerts.rejection import TLS13_REFUSAL
 from dockercerts.testing import CA, CertsD, Leaf, MTLSServer
 
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "cli.md"
 ESC = "\x1b["
-
-
-@pytest.fixture
-def run(capsys: pytest.CaptureFixture[str]) -> Any:
-    """``run(*argv) -> (exit status, stdout, stderr)`` for ``main`` in this process."""
-
-    def call(*argv: str) -> tuple[int, str, str]:
-        code = main(list(argv))
-        out, err = capsys.readouterr()
-        return code, out, err
-
-    return call
 
 
 @pytest.fixture(scope="module")

@@ -35,16 +35,6 @@ HOST = "localhost:5443"
 NOBODY = "nobody"
 
 
-@pytest.fixture
-def run(capsys: pytest.CaptureFixture[str]) -> Any:
-    def call(*argv: str) -> tuple[int, str, str]:
-        code = main(list(argv))
-        out, err = capsys.readouterr()
-        return code, out, err
-
-    return call
-
-
 @pytest.fixture(scope="module")
 def alice(mtls_ca: CA) -> Leaf:
     return mtls_ca.issue_client("alice")

@@ -8,6 +8,8 @@ a challenge) or an exception.
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
 import ssl
 import threading
 from collections.abc import Generator
@@ -22,6 +24,7 @@ from hypothesis import strategies as st
 
 from dockercerts import DOCKER, DOCKER_LEGACY
 from dockercerts._hosts import HostState, options
+from dockercerts.errors import Attempt
 from dockercerts.flow import Close, Decision, Exchange, Read, Send, Sent, Wait
 from dockercerts.rejection import TLS13_REFUSAL, RejectionPolicy
 from dockercerts.testing import CA, CertsD
@@ -39,6 +42,13 @@ class Answer:
     error: Optional[Exception] = None
     fresh: bool = True
     tls_version: str = "TLSv1.2"
+
+    def headers(self) -> httpx.Headers:
+        """What a server sends with it (names in mixed case, as the flow must not care)."""
+        headers = httpx.Headers({"Content-Length": str(len(self.body))})
+        if self.challenge:
+            headers["WWW-Authenticate"] = 'Bearer realm="https://auth.test/token"'
+        return headers
 
 
 def alert(name: str = "UNKNOWN_CA") -> Answer:
@@ -103,8 +113,7 @@ def drive(
                     reply = Sent(
                         response=f"{name}:{answer.status}",
                         status=answer.status,
-                        challenge=answer.challenge,
-                        length=len(answer.body),
+                        headers=answer.headers(),
                         fresh=answer.fresh,
                         responded=True,
                         tls_version=answer.tls_version,
@@ -446,3 +455,21 @@ def test_every_candidate_mode_decides_as_the_transport(
     assert sorted(
         probe.closed + [probe.decision.response] * (probe.decision.response is not None)
     ) == sorted(responses)
+
+
+@pytest.mark.parametrize("record", [Attempt, Decision])
+def test_hand_written_constructors_match_the_fields(record: type) -> None:
+    # Attempt and Decision write their __init__ by hand (one is made for every request); it
+    # must take every field, in order, with the field's default, and set each one.
+    fields = dataclasses.fields(record)
+    parameters = list(inspect.signature(record).parameters.values())
+    assert [p.name for p in parameters] == [f.name for f in fields]
+    defaults = {p.name: p.default for p in parameters}
+    for f in fields:
+        if f.default is not dataclasses.MISSING:
+            assert defaults[f.name] == f.default, f.name
+    values = {f.name: object() for f in fields}
+    made = record(**values)
+    assert all(getattr(made, name) is value for name, value in values.items())
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        made.note = "changed"  # type: ignore[misc]

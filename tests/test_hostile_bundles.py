@@ -25,6 +25,7 @@ import traceback
 from pathlib import Path
 from typing import Any, Callable, Optional
 
+import memtls
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -109,34 +110,7 @@ def verdict(context: ssl.SSLContext, cert_pem: bytes, key_pem: bytes, tmp: Path)
     (tmp / "s.pem").write_bytes(cert_pem)
     (tmp / "s.key").write_bytes(key_pem)
     server.load_cert_chain(tmp / "s.pem", tmp / "s.key")
-    return _pump(context, server)
-
-
-def _pump(client_ctx: ssl.SSLContext, server_ctx: ssl.SSLContext) -> str:
-    c_in, c_out, s_in, s_out = (ssl.MemoryBIO() for _ in range(4))
-    client = client_ctx.wrap_bio(c_in, c_out, server_hostname="localhost")
-    server = server_ctx.wrap_bio(s_in, s_out, server_side=True)
-    client_done = server_done = False
-    for _ in range(20):
-        if not client_done:
-            try:
-                client.do_handshake()
-                client_done = True
-            except ssl.SSLWantReadError:
-                pass
-            except ssl.SSLCertVerificationError as exc:
-                return f"refused: {exc.verify_message}"
-        s_in.write(c_out.read())
-        if not server_done:
-            try:
-                server.do_handshake()
-                server_done = True
-            except (ssl.SSLWantReadError, ssl.SSLError):
-                pass
-        c_in.write(s_out.read())
-        if client_done and server_done:
-            return "ok"
-    raise AssertionError("no handshake in 20 rounds")
+    return memtls.verdict(context, server)
 
 
 # --------------------------------------------------------------------------- 10,000 anchors

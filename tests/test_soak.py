@@ -47,6 +47,7 @@ import httpx
 import pytest
 
 import dockercerts
+from dockercerts import scan
 from dockercerts.testing import CA, CertsD, HostDir, Leaf, MTLSServer
 
 pytestmark = pytest.mark.reliability
@@ -494,6 +495,198 @@ def test_soak_with_rotation(
     assert summary["tls_object_delta"] <= 0, summary
     assert summary["transport_delta"] <= 0, summary
     assert summary["rss_delta_mb"] < RSS_TOLERANCE_MB, summary
+
+
+# --------------------------------------------------------------------------- hostile files
+
+PIPE, HUGE = "zz-pipe.crt", "zz-huge.crt"  # sorted after ca.crt: the good files are read first
+HOSTILE_THREADS, HOSTILE_TASKS = 4, 16
+
+
+@dataclass
+class Tally:
+    """Requests by (host, phase they started in: when the transport looks at the folder)."""
+
+    ok: Counter[tuple[str, int]] = field(default_factory=Counter)
+    failures: Counter[str] = field(default_factory=Counter)
+    lock: Any = field(default_factory=threading.Lock)
+
+    def add(self, host: str, started: int, outcome: str) -> None:
+        with self.lock:
+            if outcome != "200":
+                self.failures[f"{host}: {outcome}"] += 1
+            else:
+                self.ok[(host, started)] += 1
+
+
+class BrokenFolderLog(logging.Handler):
+    """``(file, problem)`` of each "is now broken; still using the last good load" warning."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.problems: Counter[tuple[str, str]] = Counter()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        text = record.getMessage()
+        if "still using the last good load" in text:
+            found = re.search(r"cannot read \S*/([^/\s]+): (.+?)\. ", text)
+            self.problems[(found.group(1), found.group(2)) if found else ("?", text)] += 1
+
+
+def test_hostile_files_appear_in_a_host_folder_while_clients_run(
+    mtls_ca: CA, rotation_leaves: tuple[Leaf, Leaf], tmp_path: Path, warmed_up: None
+) -> None:
+    """Issue 15: a FIFO, then an oversized ``.crt`` too, appear in one host's folder while
+    threads and tasks send requests to it and to another host; then both go away.
+
+    The folder was loaded before, so the rule for a change that breaks it applies (README,
+    "Changes on disk"): the host keeps its last good candidates and logs one warning per new
+    problem; it is read again at most once per ``refresh`` while broken (the FIFO is never
+    opened, the oversized file never read: ``test_hostile_files.py``). So every request to
+    either host answers 200, with the certificate it had, in every phase, and nothing hangs;
+    the other host's folder is read once.
+    """
+    from test_transport import count_folder_reads
+
+    root = tmp_path / "certs.d"
+    leaf = rotation_leaves[0]
+    servers = {
+        name: MTLSServer(client_ca=mtls_ca, reject="tls", max_workers=32, idle_timeout=30)
+        for name in ("steady", "hostile")
+    }
+    broken = BrokenFolderLog()
+    sync_tally, task_tally = Tally(), Tally()
+    phase = [0]
+    duration = DURATION / 2  # four phases
+    with contextlib.ExitStack() as stack:
+        logs = stack.enter_context(counted_logs())
+        logging.getLogger("dockercerts").addHandler(broken)
+        stack.callback(logging.getLogger("dockercerts").removeHandler, broken)
+        monkeypatch = stack.enter_context(pytest.MonkeyPatch.context())
+        before = Usage.now()
+        for server in servers.values():
+            server.start()
+            stack.callback(server.stop)
+            CertsD(root).host(server.host).ca(server.server_ca).pair("client", leaf)
+        folders = {name: CertsD(root).host(server.host) for name, server in servers.items()}
+        urls = [(name, server.url + "/v2/") for name, server in servers.items()]
+        reads = count_folder_reads(monkeypatch)
+        transport = dockercerts.Transport(root=root, refresh=REFRESH)
+        client = stack.enter_context(httpx.Client(transport=transport, timeout=20))
+        for _, url in urls:  # the first loads, before the clock
+            assert client.get(url).status_code == 200
+
+        hostile = folders["hostile"].path
+        sparse = tmp_path / HUGE  # one byte over the cap, and no data: made aside, moved in
+        with open(sparse, "wb") as handle:
+            handle.truncate(scan.MAX_CA_FILE_SIZE + 1)
+
+        def repair() -> None:
+            # The FIFO first: meanwhile the folder fails as it did, with no new warning.
+            os.unlink(hostile / PIPE)
+            os.unlink(hostile / HUGE)
+
+        def vandal() -> None:
+            steps: list[Callable[[], None]] = [
+                lambda: os.mkfifo(hostile / PIPE),
+                lambda: os.rename(sparse, hostile / HUGE),
+                repair,
+            ]
+            for step in steps:
+                time.sleep(duration / 4)
+                step()
+                phase[0] += 1
+
+        def turns(offset: int) -> Iterator[tuple[str, str, int]]:
+            """``(host, url, phase)`` for each request of a worker, the hosts in turn."""
+            for number in range(offset, offset + MAX_REQUESTS_PER_WORKER):
+                if time.monotonic() >= deadline:
+                    return
+                host, url = urls[number % 2]
+                yield host, url, phase[0]
+
+        def sync_worker(offset: int) -> None:
+            for host, url, started in turns(offset):
+                try:
+                    outcome = str(client.get(url).status_code)
+                except Exception as exc:
+                    outcome = describe(exc)
+                sync_tally.add(host, started, outcome)
+
+        async def task_worker(aclient: httpx.AsyncClient, offset: int) -> None:
+            for host, url, started in turns(offset):
+                try:
+                    outcome = str((await aclient.get(url)).status_code)
+                except Exception as exc:
+                    outcome = describe(exc)
+                task_tally.add(host, started, outcome)
+
+        async def tasks() -> Optional[str]:
+            atransport = dockercerts.AsyncTransport(root=root, refresh=REFRESH)
+            async with httpx.AsyncClient(transport=atransport, timeout=20) as aclient:
+                for _, url in urls:
+                    assert (await aclient.get(url)).status_code == 200
+                async with anyio.create_task_group() as group:
+                    for number in range(HOSTILE_TASKS):
+                        group.start_soon(task_worker, aclient, number)
+                return atransport.winner(dict(urls)["hostile"])
+
+        started_at = time.monotonic()
+        deadline = started_at + duration
+        threads = [threading.Thread(target=vandal, name="soak-vandal")]
+        threads += [
+            threading.Thread(target=sync_worker, args=(number,), name=f"soak-client-{number}")
+            for number in range(HOSTILE_THREADS)
+        ]
+        for thread in threads:
+            thread.start()
+        async_winner = anyio.run(tasks)
+        for thread in threads:
+            thread.join(duration + 30)
+        assert not any(thread.is_alive() for thread in threads)
+        elapsed = time.monotonic() - started_at
+        sync_winner = transport.winner(dict(urls)["hostile"])
+        subjects = {name: {r.client_subject for r in s.requests} for name, s in servers.items()}
+        reads_of = Counter(path.name for path in reads)
+    # Everything the run started is stopped: servers, clients, threads.
+    after = Usage.now()
+    summary = {
+        "seconds": round(elapsed, 1),
+        "sync_ok": {f"{h}/{p}": n for (h, p), n in sorted(sync_tally.ok.items())},
+        "async_ok": {f"{h}/{p}": n for (h, p), n in sorted(task_tally.ok.items())},
+        "failures": dict(sync_tally.failures + task_tally.failures),
+        "reads": dict(reads_of),
+        "broken_warnings": {f"{f}: {why}": n for (f, why), n in broken.problems.items()},
+        "warnings": dict(logs.warnings),
+        "fd_delta": after.fds - before.fds,
+        "thread_delta": len(after.threads - before.threads),
+    }
+    print(f"\nSOAK-HOSTILE {json.dumps(summary, sort_keys=True)}")
+
+    assert phase[0] == 3, summary
+    assert not summary["failures"], summary
+    # Both hosts answered, to threads and to tasks, in every phase: nothing hung.
+    for tally in (sync_tally, task_tally):
+        assert all(tally.ok[(host, p)] > 0 for host in servers for p in range(4)), summary
+    # The hostile host kept its candidate (and the server saw no other certificate).
+    assert sync_winner == async_winner == "client", summary
+    assert subjects == {"steady": {leaf.subject}, "hostile": {leaf.subject}}, summary
+    # One warning per transport for each problem, naming the file. A load that listed the
+    # folder just before a file was removed finds it gone ("file vanished"), as Docker's would:
+    # one more warning, and the next refresh loads the repaired folder.
+    fifo = (PIPE, "is a named pipe (FIFO), not a regular file")
+    large = (HUGE, "is more than 8 MiB, the most dockercerts reads from a .crt file")
+    assert (broken.problems[fifo], broken.problems[large]) == (2, 2), summary
+    vanished = {key: n for key, n in broken.problems.items() if key not in (fifo, large)}
+    assert all(f in (PIPE, HUGE) and why == "file vanished" for f, why in vanished), summary
+    assert sum(logs.warnings.values()) == 4 + sum(vanished.values()), summary
+    # The steady folder was read once per transport; the hostile one at most once per
+    # refresh and transport, besides the first loads.
+    steady, hostile = servers["steady"].host, servers["hostile"].host
+    assert reads_of[steady] == 2, summary
+    assert 2 + 2 * 2 <= reads_of[hostile] <= 2 + 2 * (elapsed / REFRESH + 1), summary
+    assert summary["thread_delta"] == 0, summary
+    assert summary["fd_delta"] <= FD_TOLERANCE, summary
 
 
 # --------------------------------------------------------------------------- the race

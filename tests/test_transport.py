@@ -25,6 +25,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, Callable, Optional
 
 import httpx
@@ -34,6 +35,7 @@ from dockercerts import (
     DOCKER,
     AsyncTransport,
     CertsDirError,
+    CertsDirReadError,
     CertsDirTransportError,
     ClientCertificateRejected,
     InvalidHostError,
@@ -461,7 +463,7 @@ class FakeInner:
 
 
 def a_slot(make: Callable[[Candidate], Any] = lambda c: FakeInner()) -> _Slot[Any]:
-    return _Slot(None, (), make)  # type: ignore[arg-type]
+    return _Slot(SimpleNamespace(name="pair"), (), make)  # type: ignore[arg-type]
 
 
 def test_a_retired_slot_is_handed_over_by_its_last_user() -> None:
@@ -1112,6 +1114,61 @@ def test_broken_directory_raises_the_loader_error(
         "CA certificates must use the extension .crt"
     )
     assert srv.connections == 0
+
+
+def count_folder_reads(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
+    """The folders the transports read from now on, one entry per read."""
+    from dockercerts import _hosts
+
+    reads: list[Path] = []
+    original = _hosts._read_dir
+
+    def counted(path: Any, **options: Any) -> Any:
+        reads.append(Path(path))
+        return original(path, **options)
+
+    monkeypatch.setattr(_hosts, "_read_dir", counted)
+    return reads
+
+
+def same_error_for_each(errors: list[CertsDirTransportError], *words: str) -> None:
+    """The requests raised the same folder error, each its own copy."""
+    assert {type(e.error) for e in errors} == {CertsDirReadError}
+    assert {str(e) for e in errors} == {str(errors[0])}
+    assert all(word in str(errors[0]) for word in words), str(errors[0])
+    assert len({id(e.error) for e in errors}) == len(errors)  # no object shared by requests
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs named pipes (os.mkfifo)")
+def test_a_folder_that_failed_to_load_is_read_again_only_at_the_next_refresh(
+    mtls_server: Any, certs_d: CertsD, leaves: Leaves, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 15: a folder whose first load failed was read again, in full, by every request.
+    Its error is kept until the next refresh (each request gets a copy of its own); then the
+    folder is read again, and a repaired one is used."""
+    srv = mtls_server(reject="tls")
+    directory = host_dir(certs_d, srv, leaves.layout("right"))
+    os.mkfifo(directory / "z-pipe.crt")
+    reads = count_folder_reads(monkeypatch)
+    refresh = 0.3
+    with client(certs_d, refresh=refresh) as http:
+        errors = []
+        for _ in range(3):
+            with pytest.raises(CertsDirTransportError) as err:
+                http.get(srv.url + "/v2/")
+            errors.append(err.value)
+        loaded = time.monotonic()
+        assert len(reads) == 1
+        same_error_for_each(errors, "z-pipe.crt", "named pipe (FIFO)")
+        directory.remove("z-pipe.crt")
+        if time.monotonic() - loaded < refresh:  # a slow machine may be past it already
+            with pytest.raises(CertsDirTransportError):
+                http.get(srv.url + "/v2/")
+            assert len(reads) == 1
+        time.sleep(refresh + 0.05)
+        assert http.get(srv.url + "/v2/").status_code == 200
+    assert len(reads) == 2
+    assert srv.connections == 1
 
 
 # --- never rotate --------------------------------------------------------------------------------

@@ -7,6 +7,7 @@ backend, whose exceptions differ from anyio's).
 
 from __future__ import annotations
 
+import os
 import socket
 import threading
 import time
@@ -31,6 +32,7 @@ from test_transport import (
     chain_text,
     client_sockets,
     closed_port,
+    count_folder_reads,
     host_dir,
     ipv6_loopback,
     nginx_400_then_stall,
@@ -40,6 +42,7 @@ from test_transport import (
     rejections,
     reset_first_connection,
     reset_second_request,
+    same_error_for_each,
     slot_users,
     stall,
     subject,
@@ -53,6 +56,8 @@ from dockercerts import (
     MissingKeyError,
     _watch,
 )
+from dockercerts import _hosts as hosts_module
+from dockercerts import loader as loader_module
 from dockercerts.loader import Candidate
 from dockercerts.testing import CA, CertsD, HostDir
 
@@ -700,7 +705,73 @@ async def test_bytes_body_is_replayed(
     ]
 
 
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs named pipes (os.mkfifo)")
+async def test_a_folder_that_failed_to_load_is_read_again_only_at_the_next_refresh(
+    mtls_server: Any, certs_d: CertsD, leaves: Leaves, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    srv = mtls_server(reject="tls")
+    directory = host_dir(certs_d, srv, leaves.layout("right"))
+    os.mkfifo(directory / "z-pipe.crt")
+    reads = count_folder_reads(monkeypatch)
+    refresh = 0.3
+    async with client(certs_d, refresh=refresh) as http:
+        errors = []
+        for _ in range(3):
+            with pytest.raises(CertsDirTransportError) as err:
+                await http.get(srv.url + "/v2/")
+            errors.append(err.value)
+        loaded = time.monotonic()
+        assert len(reads) == 1
+        same_error_for_each(errors, "z-pipe.crt", "named pipe (FIFO)")
+        directory.remove("z-pipe.crt")
+        if time.monotonic() - loaded < refresh:
+            with pytest.raises(CertsDirTransportError):
+                await http.get(srv.url + "/v2/")
+            assert len(reads) == 1
+        await anyio.sleep(refresh + 0.05)
+        assert (await http.get(srv.url + "/v2/")).status_code == 200
+    assert len(reads) == 2
+    assert srv.connections == 1
+
+
 # --- changes on disk ---------------------------------------------------------------------------
+
+
+@BOTH_BACKENDS
+async def test_folder_reads_and_context_builds_happen_off_the_event_loop(
+    mtls_server: Any, certs_d: CertsD, leaves: Leaves, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Reading a host folder and building a candidate's context block: tens of milliseconds
+    for a large bundle (issue 15: 40 ms to read 4,000 anchors, 80 ms to prepare them), which
+    would stall every task of the loop. None of it may run on the loop's thread: not the
+    first load, not the check for changes, not a reload, not a context build."""
+    srv = mtls_server(reject="tls")
+    directory = host_dir(certs_d, srv, leaves.layout("wrong", "right"))
+    loop_thread = threading.get_ident()
+    on_loop: dict[str, list[bool]] = {}
+
+    def spy(owner: Any, name: str) -> None:
+        original = getattr(owner, name)
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            on_loop.setdefault(name, []).append(threading.get_ident() == loop_thread)
+            return original(*args, **kwargs)
+
+        monkeypatch.setattr(owner, name, call)
+
+    spy(hosts_module, "_read_dir")
+    spy(hosts_module, "snapshot")
+    spy(loader_module._ContextMaker, "_build")
+    async with client(certs_d, refresh=0) as http:
+        assert (await http.get(srv.url + "/v2/")).status_code == 200
+        directory.pair("c-extra", leaves.get("wrong", "c-extra"))  # the next request reloads
+        assert (await http.get(srv.url + "/v2/")).status_code == 200
+    # Two loads, one check that found the change, two contexts (a-wrong's, b-right's).
+    assert {name: (len(calls), any(calls)) for name, calls in on_loop.items()} == {
+        "_read_dir": (2, False),
+        "snapshot": (1, False),
+        "_build": (2, False),
+    }
 
 
 async def test_rotation_on_disk_is_seen_at_once_with_refresh_0(

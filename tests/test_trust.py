@@ -20,6 +20,7 @@ from typing import Optional
 import certifi
 import pytest
 from cryptography.hazmat.primitives.serialization import Encoding
+from memtls import handshake
 
 import dockercerts
 from dockercerts import DOCKER_CIPHERS, default_trust, docker_context, load_dir, system_trust
@@ -53,40 +54,6 @@ def server_context(
         ctx.set_ciphers(ciphers)
     load_cert_chain(ctx, leaf)
     return ctx
-
-
-def handshake(
-    client_ctx: ssl.SSLContext, server_ctx: ssl.SSLContext, hostname: str = "localhost"
-) -> ssl.SSLObject:
-    """A full TLS handshake over memory; raises the client's ``ssl.SSLError`` on failure."""
-    c_in, c_out, s_in, s_out = (ssl.MemoryBIO() for _ in range(4))
-    client = client_ctx.wrap_bio(c_in, c_out, server_hostname=hostname)
-    server = server_ctx.wrap_bio(s_in, s_out, server_side=True)
-    client_done = server_done = False
-    server_error: Optional[ssl.SSLError] = None
-    for _ in range(50):
-        if not client_done:
-            try:
-                client.do_handshake()
-                client_done = True
-            except ssl.SSLWantReadError:
-                pass
-        s_in.write(c_out.read())
-        if not server_done and server_error is None:
-            try:
-                server.do_handshake()
-                server_done = True
-            except ssl.SSLWantReadError:
-                pass
-            except ssl.SSLError as exc:  # the client will see the alert
-                server_error = exc
-        c_in.write(s_out.read())
-        if client_done and (server_done or server_error):
-            break
-    if server_error is not None:
-        raise server_error
-    assert client_done, "handshake did not finish"
-    return client
 
 
 def verifies(client_ctx: ssl.SSLContext, server_ctx: ssl.SSLContext) -> bool:

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Callable, Optional
 
 import pytest
+from memtls import verdict
 
 from dockercerts import docker_context
 from dockercerts import trust as trust_mod
@@ -55,30 +56,7 @@ def handshake(client_ctx: ssl.SSLContext, leaf: Leaf) -> str:
     """``"ok"``, or why the client refused the server: a full TLS handshake over memory."""
     server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     load_cert_chain(server_ctx, leaf)
-    c_in, c_out, s_in, s_out = (ssl.MemoryBIO() for _ in range(4))
-    client = client_ctx.wrap_bio(c_in, c_out, server_hostname=HOST)
-    server = server_ctx.wrap_bio(s_in, s_out, server_side=True)
-    client_done = server_done = False
-    for _ in range(20):
-        if not client_done:
-            try:
-                client.do_handshake()
-                client_done = True
-            except ssl.SSLWantReadError:
-                pass
-            except ssl.SSLCertVerificationError as exc:
-                return f"refused: {exc.verify_message}"
-        s_in.write(c_out.read())
-        if not server_done:
-            try:
-                server.do_handshake()
-                server_done = True
-            except ssl.SSLWantReadError:
-                pass
-        c_in.write(s_out.read())
-        if client_done and server_done:
-            return "ok"
-    raise AssertionError("the handshake did not finish in 20 rounds")
+    return verdict(client_ctx, server_ctx, HOST)
 
 
 class Platform:

@@ -35,7 +35,6 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
 from typing import Any, Callable, Optional, Union
 from urllib.parse import parse_qs, urlsplit
 
@@ -45,7 +44,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from cryptography.x509.oid import NameOID
-from peers import TokenAuth
+from peers import Served, TokenAuth
 
 __all__ = ["Access", "Grant", "Scope", "TokenRequest", "TokenServer"]
 
@@ -120,7 +119,7 @@ def _json_bytes(value: object) -> bytes:
     return json.dumps(value, separators=(",", ":"), sort_keys=True).encode()
 
 
-class TokenServer:
+class TokenServer(Served):
     """Threaded HTTP (or, with ``tls``, HTTPS) token endpoint on ``127.0.0.1:<free port>``.
 
     ``grant``: see :data:`Grant`; settable between requests. ``lifetime``: seconds a token
@@ -220,18 +219,6 @@ class TokenServer:
         server.shutdown()
         server.server_close()
         thread.join(timeout=5)
-
-    def __enter__(self) -> TokenServer:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: Optional[type[BaseException]],
-        exc: Optional[BaseException],
-        tb: Optional[TracebackType],
-    ) -> None:
-        self.stop()
 
     # --- tokens -------------------------------------------------------------------------
 
