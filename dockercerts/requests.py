@@ -181,33 +181,44 @@ class _StartedFile(_Started):
 class _Body:
     """How a request's body goes out again after a rejection: bytes and text as they are, a
     file that can seek rewound to where requests found it, a stream only if nothing of it was
-    read (the flow asks :meth:`replayable`)."""
+    read (the flow asks :meth:`replayable`). :meth:`of` gives the shared :data:`_AS_IS` for a
+    body sent as it is (none, bytes, text: most requests), which costs nothing."""
 
     __slots__ = ("original", "position", "request", "stream")
 
-    def __init__(self, request: PreparedRequest) -> None:
+    def __init__(self, request: Optional[PreparedRequest] = None) -> None:
         self.request = request
-        self.original = body = request.body
+        self.original: Any = None if request is None else request.body
         self.position: Optional[int] = None
         self.stream: Optional[_Started] = None
+
+    @classmethod
+    def of(cls, request: PreparedRequest) -> _Body:
+        body = request.body
         if body is None or isinstance(body, (bytes, bytearray, str)):
-            return
+            return _AS_IS
+        made = cls(request)
         position = getattr(request, "_body_position", None)  # requests' own, for redirects
         if hasattr(body, "read") and isinstance(position, int):
-            self.position = position
+            made.position = position
         else:
-            self.stream = _StartedFile(body) if hasattr(body, "read") else _StartedIterator(body)
-            request.body = self.stream
+            made.stream = _StartedFile(body) if hasattr(body, "read") else _StartedIterator(body)
+            request.body = made.stream
+        return made
 
     def replayable(self) -> bool:
         return self.stream is None or not self.stream.started
 
     def rewind(self) -> None:
         if self.position is not None:
-            self.original.seek(self.position)  # type: ignore[union-attr]
+            self.original.seek(self.position)
 
     def restore(self) -> None:
-        self.request.body = self.original
+        if self.request is not None:
+            self.request.body = self.original
+
+
+_AS_IS = _Body()
 
 
 def _wait_timeout(timeout: Any) -> Optional[float]:
@@ -309,19 +320,18 @@ class Adapter(HTTPAdapter):
             _refuse_overrides(verify, cert, state.directory)
         for done in self._hosts.drain(state):
             done.close()
-        body = _Body(request)
+        body = _Body.of(request)
         exchange: Exchange[Response] = Exchange(
             state,
             self._options.policy,
             method=request.method or "GET",
             replayable=body.replayable,
-            wait_timeout=_wait_timeout(timeout),
+            wait_timeout=None if timeout is None else _wait_timeout(timeout),
         )
-        sending = {"stream": True, "timeout": timeout, "proxies": proxies}
 
         def handle(step: Step) -> Any:
             if isinstance(step, Send):
-                return self._send(step.slot, request, body, sending)
+                return self._send(step.slot, request, body, timeout, proxies)
             if isinstance(step, Read):
                 response: Response = step.response
                 try:
@@ -361,7 +371,8 @@ class Adapter(HTTPAdapter):
         slot: _Slot[_Candidate],
         request: PreparedRequest,
         body: _Body,
-        sending: dict[str, Any],
+        timeout: Any,
+        proxies: Any,
     ) -> Any:
         watch = Watch()
         start = time.perf_counter()
@@ -372,7 +383,8 @@ class Adapter(HTTPAdapter):
         try:
             body.rewind()
             with watch:
-                response = inner.send(request, **sending)
+                # Streamed: the flow reads what it judges; Session.send reads the rest.
+                response = inner.send(request, True, timeout, True, None, proxies)
         except BaseException as exc:
             if not isinstance(exc, Exception):
                 raise  # KeyboardInterrupt and the like: no verdict, slot given back (below)
