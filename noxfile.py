@@ -48,4 +48,5 @@ def soak(session: nox.Session) -> None:
     """The reliability tests in their long profile (longer soak, more fuzzing examples)."""
     session.install("-e", ".[test]")
     session.env["DOCKERCERTS_SOAK"] = "1"
+    session.env["DOCKERCERTS_SOAK_FIGURES"] = "docs/soak-figures.md"  # generated, like results.md
     session.run("python", "-m", "pytest", "-m", "reliability", *session.posargs)

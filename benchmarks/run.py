@@ -23,6 +23,7 @@ import contextlib
 import cProfile
 import dataclasses
 import datetime
+import functools
 import gc
 import json
 import math
@@ -63,6 +64,7 @@ SECTIONS = (
     "handshakes",
     "concurrent",
     "denied",
+    "canames",
     "cold",
     "memory",
     "scale",
@@ -88,6 +90,7 @@ FULL: dict[str, int] = {
     "context_memory": 30,
     "concurrent_rounds": 3,  # the worst of the rounds is the figure
     "denied_requests": 100,
+    "canames_rounds": 7,
     "cold_rounds": 15,
     "memory_hosts": 20,
     "memory_requests": 10000,
@@ -115,6 +118,7 @@ QUICK: dict[str, int] = {
     "context_memory": 10,
     "concurrent_rounds": 1,
     "denied_requests": 100,
+    "canames_rounds": 3,
     "cold_rounds": 7,
     "memory_hosts": 10,
     "memory_requests": 2000,
@@ -319,6 +323,7 @@ def serve(spec: dict[str, Any]) -> None:
         reject=spec["reject"],
         handshake_cas=handshake_cas,
         tls_version=spec.get("tls"),
+        send_ca_names=spec.get("send_ca_names", True),
         max_workers=spec.get("max_workers", 16),
         idle_timeout=120.0,
         handshake_timeout=10.0,
@@ -1202,6 +1207,116 @@ def section_denied(cfg: dict[str, Any]) -> dict[str, Any]:
     return {"requests": count, "cases": cases}
 
 
+# --- 2d. order="ca-names": handshakes of a first request ------------------------------------
+
+CANAMES_KS = (1, 2, 3, 5, 10)
+CANAMES_TARGET = 2  # handshakes of a first request when the server lists its CA (k >= 2)
+
+
+def section_canames(cfg: dict[str, Any]) -> dict[str, Any]:
+    """A first request on a new transport, ``order="ca-names"`` against Docker's order, with
+    the right pair k-th of 10, a server that refuses the others in TLS and lists its CA, or
+    lists none: handshakes counted at the server (sync and async), wall time (sync)."""
+    from dockercerts.canames import read_ca_names
+
+    rounds = cfg["canames_rounds"]
+    cases = []
+    with tempfile.TemporaryDirectory(prefix="dockercerts-bench-") as tmp:
+        for send in (True, False):
+            with ServerProcess(Path(tmp) / f"pki-{send}", wrong=9, send_ca_names=send) as srv:
+                host = f"127.0.0.1:{srv.port}"
+                url = f"https://{host}/v2/"
+                listed = read_ca_names("127.0.0.1", srv.port).texts
+                # That read's refused handshake must not be counted in the first round.
+                srv.settled()
+                srv.take()
+                for k in CANAMES_KS:
+                    root = Path(tmp) / f"certs.d-{send}-{k}"
+                    write_host(root, host, srv.pki, pairs=10, right_at=k)
+                    counts: dict[str, list[int]] = {}
+                    first = functools.partial(_canames_first, srv, root, url, counts)
+                    names, docker = interleaved(
+                        rounds,
+                        functools.partial(first, "ca-names"),
+                        functools.partial(first, "docker"),
+                    )
+                    first("ca-names", "async")
+                    first("docker", "async")
+                    srv.take()
+                    case = {
+                        "names_sent": send,
+                        "listed": list(listed),
+                        "k": k,
+                        "handshakes": {key: max(v) for key, v in counts.items()},
+                        "spread": {key: [min(v), max(v)] for key, v in counts.items()},
+                        "names_ms": median(names) * 1e3,
+                        "docker_ms": median(docker) * 1e3,
+                        "ratio": paired(names, docker),
+                    }
+                    log(
+                        f"  canames: names {'listed' if send else 'none'}, k={k}: handshakes "
+                        f"{case['handshakes']}, first request {case['names_ms']:.1f} vs "
+                        f"{case['docker_ms']:.1f} ms ({case['ratio']:.2f}x)"
+                    )
+                    cases.append(case)
+    return {"rounds": rounds, "pairs": 10, "cases": cases}
+
+
+def _canames_first(
+    srv: ServerProcess,
+    root: Path,
+    url: str,
+    counts: dict[str, list[int]],
+    order: str,
+    mode: str = "sync",
+) -> float:
+    """Seconds for a first request on a new transport; its handshakes go to ``counts``."""
+    srv.take()
+    start = time.perf_counter()
+    if mode == "sync":
+        with client(dockercerts.Transport(root=root, order=order)) as c:
+            status = c.get(url).status_code
+    else:
+
+        async def get() -> int:
+            async with aclient(dockercerts.AsyncTransport(root=root, order=order)) as c:
+                return (await c.get(url)).status_code
+
+        status = asyncio.run(get())
+    elapsed = time.perf_counter() - start
+    stats = srv.settled()
+    assert status == 200, status
+    counts.setdefault(f"{order}, {mode}", []).append(stats["handshakes"] + stats["failed"])
+    return elapsed
+
+
+def _canames_row(case: dict[str, Any], rounds: int) -> Row:
+    k, counts = case["k"], case["handshakes"]
+    names = counts["ca-names, sync"], counts["ca-names, async"]
+    docker = counts["docker, sync"], counts["docker, async"]
+    time_note = (
+        f"first request {case['names_ms']:.1f} vs {case['docker_ms']:.1f} ms in Docker's "
+        f"order ({case['ratio']:.2f}x, median of {rounds} paired rounds)"
+    )
+    if case["names_sent"]:
+        figure = f"2d. order='ca-names', server lists its CA, right pair {k}-th of 10"
+        target = f"{CANAMES_TARGET}" if k >= 2 else "reported (k = 1: 1 in Docker's order)"
+        met = all(n == CANAMES_TARGET for n in names)
+        verdict = ("met" if met else "FAILED") if k >= 2 else ("reported" if met else "FAILED")
+    else:
+        figure = f"2d. order='ca-names', server lists no CA, right pair {k}-th of 10 (its cost)"
+        target = f"reported (Docker's order: k = {k}, plus the read)"
+        verdict = "reported" if all(n == k + 1 for n in names) else "FAILED"
+    return Row(
+        figure,
+        f"handshakes {names[0]} sync / {names[1]} async (Docker's order: "
+        f"{docker[0]} / {docker[1]})",
+        target,
+        verdict,
+        f"{time_note}; CA names read: {', '.join(case['listed']) or 'none'}",
+    )
+
+
 # --- 3. cold start ---------------------------------------------------------------------------
 
 
@@ -1914,6 +2029,7 @@ CHILDREN: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
     "handshakes": section_handshakes,
     "concurrent": section_concurrent,
     "denied": section_denied,
+    "canames": section_canames,
     "cold": section_cold,
     "memory": section_memory,
     "scale": section_scale,
@@ -2144,6 +2260,9 @@ def evaluate(results: dict[str, Any]) -> list[Row]:
     denied = results.get("denied")
     if denied:
         rows += [_denied_row(case) for case in denied["cases"]]
+    ca_names = results.get("canames")
+    if ca_names:
+        rows += [_canames_row(case, ca_names["rounds"]) for case in ca_names["cases"]]
     cold = results.get("cold")
     if cold:
         for mode, data in cold.items():

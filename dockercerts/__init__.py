@@ -6,6 +6,8 @@ The data's path, one module per step:
 * :mod:`~dockercerts.scan`: what is in it, by Docker's rules;
 * :mod:`~dockercerts.trust` and :mod:`~dockercerts.loader`: which ``ssl`` contexts it makes;
 * :mod:`~dockercerts.rejection`: what an answer says about a certificate;
+* :mod:`~dockercerts.gochoice`: which pair Docker (Go) sends for a server's CA names, and
+  :mod:`~dockercerts.canames`: reading those names (``pip install 'dockercerts[probe]'``);
 * :mod:`~dockercerts.flow`: every decision of one exchange (order, verdicts, replay, answer),
   over the per-host memory of ``_hosts``;
 * :mod:`~dockercerts.transport`: the httpx front ends that drive the flow (``_watch``: which
@@ -20,6 +22,7 @@ import logging
 
 from .errors import (
     Attempt,
+    CANamesError,
     CertsDirError,
     CertsDirReadError,
     CertsDirTransportError,
@@ -29,6 +32,7 @@ from .errors import (
     InvalidHostError,
     KeyPairError,
     MissingCertificateError,
+    MissingExtraError,
     MissingKeyError,
     OverrideRefused,
 )
@@ -51,6 +55,7 @@ __all__ = [
     "TLS_ONLY",
     "AsyncTransport",
     "Attempt",
+    "CANamesError",
     "Candidate",
     "CertsDirError",
     "CertsDirReadError",
@@ -64,6 +69,7 @@ __all__ = [
     "InvalidHostError",
     "KeyPairError",
     "MissingCertificateError",
+    "MissingExtraError",
     "MissingKeyError",
     "OverrideRefused",
     "RejectionPolicy",

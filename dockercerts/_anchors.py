@@ -31,6 +31,8 @@ import weakref
 from collections.abc import Iterable, Sequence
 from typing import Optional, Union
 
+from ._gil import let_others_run
+
 __all__ = ["LAZY_FROM", "Anchors", "subject_hash"]
 
 log = logging.getLogger("dockercerts")
@@ -181,7 +183,8 @@ class _HashedFolder:
         self.path = tempfile.mkdtemp(prefix="dockercerts-anchors-", dir=_memory_folder())
         self._remove = weakref.finalize(self, shutil.rmtree, self.path, ignore_errors=True)
         try:
-            for name, ders in groups.items():
+            for done, (name, ders) in enumerate(groups.items()):
+                let_others_run(done)
                 # One file per hash, holding every certificate with it: OpenSSL reads all of
                 # a file's certificates, and stops at the first missing <hash>.<n>.
                 pem = "".join(ssl.DER_cert_to_PEM_cert(der) for der in ders).encode("ascii")
@@ -213,7 +216,8 @@ class Anchors:
         eager: list[bytes] = []
         groups: dict[str, list[bytes]] = {}
         if self.count >= threshold:
-            for der in unique:
+            for done, der in enumerate(unique):
+                let_others_run(done)
                 name = subject_hash(der)
                 if name is None:
                     eager.append(der)

@@ -15,13 +15,16 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Generic, Optional, TypeVar, Union
 
 import httpx
 
+from . import canames
 from .errors import CertsDirError
+from .gochoice import issuer_listed
 from .loader import Candidate, HostCerts, StrPath, _read_dir, _Secret
 from .locate import _platform, certs_root, host_dir
 from .rejection import RejectionPolicy
@@ -33,6 +36,7 @@ __all__ = ["docker_host_names", "host_dir_for_url"]
 log = logging.getLogger("dockercerts")
 
 Inner = TypeVar("Inner")
+T = TypeVar("T")
 
 
 def docker_host_names(url: httpx.URL) -> tuple[str, ...]:
@@ -108,9 +112,11 @@ class Options:
     policy: RejectionPolicy
     refresh: float
     recheck: float
+    order: str = "docker"
 
 
 _TRUSTS = (None, "merge", "replace")
+_ORDERS = ("docker", "ca-names")
 
 
 def options(
@@ -121,6 +127,7 @@ def options(
     policy: Union[RejectionPolicy, str],
     refresh: float,
     recheck: float = 60.0,
+    order: str = "docker",
 ) -> Options:
     """:class:`Options` from a transport's keyword arguments, each one checked now: a mistake
     found at the first request would surface far from where it was made."""
@@ -134,6 +141,10 @@ def options(
     for name, value in (("refresh", refresh), ("recheck", recheck)):
         if not isinstance(value, (int, float)) or not value >= 0 or value == float("inf"):
             raise ValueError(f"{name} must be a finite number of seconds >= 0, not {value!r}")
+    if order not in _ORDERS:
+        raise ValueError(f"order must be 'docker' or 'ca-names', not {order!r}")
+    if order == "ca-names":
+        canames.require("order='ca-names'")
     return Options(
         root=certs_root(platform=plat) if root is None else Path(root),
         platform=plat,
@@ -142,6 +153,7 @@ def options(
         policy=RejectionPolicy.preset(policy) if isinstance(policy, str) else policy,
         refresh=float(refresh),
         recheck=float(recheck),
+        order=order,
     )
 
 
@@ -248,6 +260,36 @@ class _Slot(Generic[Inner]):
         return inner
 
 
+def listed_first(
+    items: tuple[T, ...],
+    chain_issuers: Callable[[T], Sequence[bytes]],
+    ca_names: tuple[bytes, ...],
+) -> tuple[T, ...]:
+    """``items`` with those whose chain a server's CA names list first, each group in
+    Docker's order.
+
+    The listed ones are the pairs Go would consider (:func:`~dockercerts.gochoice.issuer_listed`);
+    the others follow, since a server may trust more CAs than it names. Without names (the
+    server accepts any CA) the order is Docker's.
+
+        >>> chains = {"a": [b"x"], "b": [b"root"], "c": [b"y"]}
+        >>> listed_first(("a", "b", "c"), chains.__getitem__, (b"root",))
+        ('b', 'a', 'c')
+    """
+    if not ca_names:
+        return items
+    names = frozenset(ca_names)
+    listed = tuple(item for item in items if issuer_listed(chain_issuers(item), names))
+    if not listed or len(listed) == len(items):
+        return items
+    return (*listed, *(item for item in items if item not in listed))
+
+
+def _chain_issuers(slot: _Slot[Any]) -> Sequence[bytes]:
+    pair = slot.candidate.pair
+    return () if pair is None else pair.chain_issuers
+
+
 class HostState(Generic[Inner]):
     """One registry host: its candidates' slots, the winner, what was rejected. One lock.
 
@@ -273,8 +315,14 @@ class HostState(Generic[Inner]):
         self._said: set[tuple[str, str]] = set()
         self.certs: Optional[HostCerts] = None
         self.slots: tuple[_Slot[Inner], ...] = ()
-        self.ranked: tuple[_Slot[Inner], ...] = ()  # the winner first, then Docker's order
+        # The winner first, then Docker's order (with order="ca-names", the pairs the
+        # server's CA names list before the others).
+        self.ranked: tuple[_Slot[Inner], ...] = ()
         self.winner: Optional[str] = None
+        # The DER names of the server's CertificateRequest, once learned (order="ca-names").
+        self.ca_names: Optional[tuple[bytes, ...]] = None
+        #: Whether the next search should learn them first (see :meth:`learned`).
+        self.learn_pending = False
         # Slot key -> until when it is skipped: a rejection at the certificate layer.
         self._rejected: dict[tuple[object, ...], float] = {}
         self._turn: Optional[threading.Event] = None
@@ -380,6 +428,10 @@ class HostState(Generic[Inner]):
         keys = set(after.values())
         self._rejected = {k: t for k, t in self._rejected.items() if k in keys}
         self.certs, self.slots = certs, tuple(slots)
+        # Names are learned again after a change: whoever edits the folder may have changed
+        # the server's CAs too, and it costs one handshake at the next search only.
+        self.ca_names = None
+        self.learn_pending = self._options.order == "ca-names" and len(slots) > 1
         self._rank()
         log.debug("%s: candidates %s", certs.directory, [s.name for s in slots])
 
@@ -389,8 +441,9 @@ class HostState(Generic[Inner]):
             self.closable.append(inner)
 
     def _rank(self) -> None:
-        first = [slot for slot in self.slots if slot.name == self.winner]
-        self.ranked = tuple(first + [slot for slot in self.slots if slot not in first])
+        slots = listed_first(self.slots, _chain_issuers, self.ca_names or ())
+        first = [slot for slot in slots if slot.name == self.winner]
+        self.ranked = tuple(first + [slot for slot in slots if slot not in first])
 
     # --- what the flow asks and tells ---------------------------------------------------------
 
@@ -411,6 +464,19 @@ class HostState(Generic[Inner]):
         if not skip or len(skip) == len(ranked):
             return ranked, ()
         return tuple(slot for slot in ranked if slot not in skip), skip
+
+    def learned(self, ca_names: tuple[bytes, ...]) -> None:
+        """The server's CA names, read before a search (empty: none, or none could be read);
+        the pairs they list are tried first from now on."""
+        with self._lock:
+            self.ca_names, self.learn_pending = ca_names, False
+            self._rank()
+        log.debug(
+            "%s: %d CA names to go by; order: %s",
+            self.names[0],
+            len(ca_names),
+            [slot.name for slot in self.ranked],
+        )
 
     def settle(self, slot: _Slot[Inner]) -> None:
         """Remember ``slot`` as the one to try first from now on; end the search for it."""

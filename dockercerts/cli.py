@@ -44,18 +44,22 @@ import httpx
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 
-from . import __version__
+from . import __version__, canames
+from .canames import ServerCANames
 from .errors import (
     Attempt,
+    CANamesError,
     CertsDirError,
     CertsDirReadError,
     CertsDirTransportError,
     InvalidHostError,
     KeyPairError,
     MissingCertificateError,
+    MissingExtraError,
     MissingKeyError,
 )
 from .flow import Decision
+from .gochoice import go_sends, issuer_listed, leaf_without_intermediate, name_text
 from .loader import HostCerts, default_trust, load_dir
 from .locate import (
     _split_port,
@@ -66,6 +70,7 @@ from .locate import (
     is_image_reference,
     registry_host,
 )
+from .proxies import ProxyRules
 from .rejection import TLS13_REFUSAL
 from .scan import ClientPair, _is_ca, _read, _utc, extension, sorted_names
 from .scan import _ca_certificates as _crt_certificates
@@ -606,18 +611,9 @@ def _extra_warnings(
                     "replace it with the registry's current CA certificate",
                 )
             )
-    intermediates = {ca["subject"] for ca in cas if ca["is_ca"] and not ca["self_signed"]}
-    for pair in certs.pairs if certs is not None else ():
-        if pair.chain_length == 1 and pair.issuer in intermediates:
-            found.append(
-                _warning(
-                    "leaf-without-intermediate",
-                    pair.cert,
-                    f"the .cert holds only the leaf, issued by the intermediate {pair.issuer}",
-                    f"append that intermediate to {pair.cert.name} (leaf first): servers that "
-                    "advertise only the root get no certificate from Go (moby#21148)",
-                )
-            )
+    if certs is not None:
+        for w in leaf_without_intermediate(certs.pairs, certs.ca_certificates):
+            found.append(_warning(w.code, w.path, w.message, w.fix))
     return found
 
 
@@ -1042,6 +1038,7 @@ def probe_report(
         error = _docker_error(exc)
     if certs is not None:
         subjects = {p.name: p.subject for p in certs.pairs}
+        chains = {p.name: p.chain_issuers for p in certs.pairs}
         # refresh=0: read the folder now, as Docker does for each pull. No redirect is
         # followed: a probe reaches only this host (through the environment's proxy, if any,
         # as the transport does).
@@ -1063,8 +1060,22 @@ def probe_report(
                 record["hint"] = (
                     "not a client-certificate rejection: another certificate cannot help"
                 )
+            chain = chains.get(attempt.candidate or "", ())
+            record["issuers"] = [name_text(der) for der in chain]
+            record["issuer_listed"] = None  # known once the server's CA names are
             attempts.append(record)
     winner, transport = _what_the_transport_does(decision, attempts)
+    names: Optional[Report] = None
+    go: Optional[Report] = None
+    if certs is not None and attempts:
+        names, found = _server_ca_names(url, timeout)
+        if found is not None:
+            loaded = certs
+
+            def no_certificate() -> Optional[Report]:
+                return _without_certificate(loaded, url, base, plat, rule, policy, timeout)
+
+            go = _what_go_does(found, certs, attempts, no_certificate)
     return {
         "schema": SCHEMA,
         "command": "probe",
@@ -1080,8 +1091,137 @@ def probe_report(
         "attempts": attempts,
         "winner": winner,
         "transport": transport,
+        "ca_names": names,
+        "go": go,
         "exit_code": 0 if winner is not None else 2,
     }
+
+
+_PROBE_EXTRA = "pip install 'dockercerts[probe]'"
+
+
+def _server_ca_names(url: httpx.URL, timeout: float) -> tuple[Report, Optional[ServerCANames]]:
+    """The CA names the server's CertificateRequest lists, read as the transport would
+    (through the environment's proxy, if any), for the report; or why they could not be."""
+    report: Report = {
+        "read": False,
+        "requested": None,
+        "names": [],
+        "tls_version": None,
+        "error": None,
+        "install": None,
+    }
+    proxy = ProxyRules.make(None, trust_env=True).for_url(url)
+    try:
+        found = canames.read_ca_names(url.host, url.port or 443, timeout=timeout, proxy=proxy)
+    except MissingExtraError:
+        report.update(error="pyOpenSSL is not installed", install=_PROBE_EXTRA)
+        return report, None
+    except CANamesError as exc:
+        report["error"] = _SSL_LOCATION.sub("", exc.reason)
+        return report, None
+    report.update(
+        read=True,
+        requested=found.requested,
+        names=list(found.texts),
+        tls_version=found.tls_version,
+    )
+    return report, found
+
+
+def _what_go_does(
+    found: ServerCANames,
+    certs: HostCerts,
+    attempts: list[Report],
+    no_certificate: Callable[[], Optional[Report]],
+) -> Report:
+    """Which pair Docker (Go) sends, and what the server made of it, beside the attempts
+    (each gets ``issuer_listed``).
+
+    Go's choice is :func:`~dockercerts.gochoice.go_sends`. Whether it is accepted is the
+    verdict the flow gave that pair; when Go sends nothing to a server that asks for a
+    certificate, the verdict of ``no_certificate()``: one more request without one."""
+    chains = {p.name: p.chain_issuers for p in certs.pairs}
+    listed = frozenset(found.names)
+    for attempt in attempts:
+        chain = chains.get(attempt["candidate"] or "")
+        if found.requested and listed and chain is not None:
+            attempt["issuer_listed"] = issuer_listed(chain, listed)
+    pairs = [chains[a["candidate"]] for a in attempts if a["candidate"] is not None]
+    chosen = go_sends(pairs, found.names if found.requested else None)
+    answer: Optional[Report]
+    if chosen is not None:
+        answer = attempts[chosen]
+        why = (
+            "the first pair with an issuer the server lists"
+            if listed
+            else "the server lists no CA names, so the first pair"
+        )
+    else:
+        if not found.requested:
+            why = "the server asks for no client certificate"
+        elif not pairs:
+            why = "the folder has no client pair"
+        else:
+            why = "no pair's issuer is among the CA names the server lists"
+        # The first attempt sent no certificate either, unless the folder has pairs and
+        # the server asked for one (then Go's "none" differs from every attempt).
+        answer = no_certificate() if found.requested and pairs else attempts[0]
+    accepted = None if answer is None else answer["outcome"] == "accepted"
+    detail = None if answer is None else answer["detail"]
+    if chosen is not None:
+        label = f"{attempts[chosen]['candidate']} ({_ordinal(chosen + 1)})"
+    else:
+        label = "no certificate"
+    verdict = {True: "accepted", False: "rejected", None: "outcome unknown"}[accepted]
+    if accepted is False and detail:
+        verdict += f", {detail}"
+    return {
+        "sends": None if chosen is None else attempts[chosen]["candidate"],
+        "index": None if chosen is None else chosen + 1,
+        "reason": why,
+        "accepted": accepted,
+        "detail": detail,
+        "summary": f"Docker (Go) sends {label}: {why} ({verdict})",
+    }
+
+
+def _without_certificate(
+    certs: HostCerts,
+    url: httpx.URL,
+    root: Path,
+    platform: str,
+    trust: Trust,
+    policy: str,
+    timeout: float,
+) -> Optional[Report]:
+    """One request with the folder's trust and no client certificate, judged by the flow:
+    what the server answers Docker when Go finds no pair to send. The ``.crt`` files are
+    copied to a folder of their own, so the transport reads them exactly as from the real
+    one."""
+    with tempfile.TemporaryDirectory(prefix="dockercerts-probe-") as tmp:
+        folder = Path(tmp) / certs.directory.name
+        folder.mkdir()
+        for ca_file in certs.ca_files:
+            try:
+                shutil.copyfile(ca_file, folder / ca_file.name)
+            except OSError:
+                return None  # changed since it was loaded: no answer rather than a wrong one
+        with Transport(
+            root=tmp, platform=platform, trust=trust, policy=policy, refresh=0
+        ) as transport:
+            request = httpx.Request(
+                "GET", url, extensions={"timeout": httpx.Timeout(timeout).as_dict()}
+            )
+            try:
+                decision = transport.decide(request, every_candidate=True)
+            except CertsDirTransportError:
+                return None
+            if decision.response is not None:
+                decision.response.close()
+    if not decision.attempts:
+        return None
+    return _probe_attempt(1, decision.attempts[0], None)
 
 
 def render_probe(report: Report, style: Style) -> list[str]:
@@ -1120,8 +1260,52 @@ def render_probe(report: Report, style: Style) -> list[str]:
         for attempt in report["attempts"]:
             if attempt["hint"]:
                 lines.append(f"  {attempt['index']}: {attempt['hint']}")
+    lines += _render_ca_names(report.get("ca_names"), report["attempts"], style)
+    lines.append("")
+    go = report.get("go")
+    if go is not None:
+        colour = {True: "green", False: "red", None: "yellow"}[go["accepted"]]
+        lines.append(style(colour, go["summary"]) + ".")
     verdict = style("green" if report["winner"] is not None else "red", report["transport"])
-    lines += ["", f"The transport {verdict}. (exit {report['exit_code']})"]
+    lines.append(f"The transport {verdict}. (exit {report['exit_code']})")
+    return lines
+
+
+def _render_ca_names(names: Optional[Report], attempts: list[Report], style: Style) -> list[str]:
+    """What the server asks for and which pairs it lists, or one line saying why not."""
+    if names is None:
+        return []
+    if not names["read"]:
+        if names["install"]:
+            return [
+                "",
+                f"CA names the server asks for: not shown, {names['error']} "
+                f"({names['install']} shows them, and what Docker would send)",
+            ]
+        return ["", f"CA names the server asks for: not read ({names['error']})"]
+    version = f" ({names['tls_version']})" if names["tls_version"] else ""
+    lines = ["", style("bold", f"CA names the server asks for{version}")]
+    if not names["requested"]:
+        return [*lines, "  none: the server asks for no client certificate"]
+    if not names["names"]:
+        return [*lines, "  an empty list: any CA (Go sends the first pair)"]
+    lines += [f"  {text}" for text in names["names"]]
+    rows: list[list[Cell]] = [["#", "candidate", "issued by", "listed"]]
+    for attempt in attempts:
+        if attempt.get("issuer_listed") is None:
+            continue
+        listed = attempt["issuer_listed"]
+        rows.append(
+            [
+                str(attempt["index"]),
+                attempt["candidate"],
+                ", ".join(attempt["issuers"]),
+                ("green", "yes") if listed else ("yellow", "no"),
+            ]
+        )
+    if len(rows) > 1:
+        lines += ["", "  The pairs' chains, as Go matches them against those names:"]
+        lines += table(rows, style)
     return lines
 
 

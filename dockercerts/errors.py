@@ -29,6 +29,7 @@ import httpx
 
 __all__ = [
     "Attempt",
+    "CANamesError",
     "CertsDirError",
     "CertsDirReadError",
     "CertsDirTransportError",
@@ -38,6 +39,7 @@ __all__ = [
     "InvalidHostError",
     "KeyPairError",
     "MissingCertificateError",
+    "MissingExtraError",
     "MissingKeyError",
     "OverrideRefused",
 ]
@@ -271,3 +273,34 @@ class OverrideRefused(ValueError):
             f"{setting}={value} cannot be used with the dockercerts adapter: {directory} "
             f"decides the {'trust' if setting == 'verify' else 'client certificate'}. {fix}"
         )
+
+
+class MissingExtraError(ImportError):
+    """A feature needs an optional dependency that is not installed.
+
+    ``extra`` is the name to install (``pip install 'dockercerts[<extra>]'``), ``feature``
+    what needed it.
+    """
+
+    def __init__(self, feature: str, extra: str, module: str) -> None:
+        self.feature = feature
+        self.extra = extra
+        super().__init__(
+            f"{feature} needs {module}, which is not installed: pip install 'dockercerts[{extra}]'",
+            name=module,
+        )
+
+
+class CANamesError(Exception):
+    """The CA names a server asks client certificates from could not be read.
+
+    ``host`` and ``port`` name the server; ``reason`` says what went wrong (no answer, a
+    handshake that failed before the server's certificate request, an unsupported proxy).
+    """
+
+    def __init__(self, host: str, port: int, reason: str) -> None:
+        self.host = host
+        self.port = port
+        self.reason = reason
+        where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        super().__init__(f"cannot read the CA names {where} asks for: {reason}")

@@ -15,6 +15,9 @@ The steps, and what the driver sends back:
 ``Read(response, limit)``  read the (small) body of that answer and close it; send back
                            ``(body, response)``, the response now holding the body in memory
 ``Close(response)``        an answer that will not be given back: close it; send back ``None``
+``Learn()``                read the CA names the host's server asks for
+                           (:func:`~dockercerts.canames.read_ca_names`); send back their DER
+                           bytes, ``()`` when it lists none or they cannot be read
 =========================  =====================================================================
 
 It returns a :class:`Decision`: the response to give back, the error to raise, or that every
@@ -23,7 +26,9 @@ candidate was refused in TLS; and the :class:`~dockercerts.errors.Attempt` recor
 What it decides:
 
 * **Order.** The host's winner first, then Docker's order, less the candidates refused at the
-  certificate layer within ``recheck`` seconds. While a host has no winner, one request at a
+  certificate layer within ``recheck`` seconds. With ``order="ca-names"``, a search first
+  learns the server's CA names (``Learn``), once per host and folder content, and the pairs
+  they list come first. While a host has no winner, one request at a
   time looks for it; the others wait for its result (bounded by their own pool timeout), so
   N cold requests cost N + k - 1 handshakes, not N x k.
 * **Verdicts** (:class:`~dockercerts.rejection.RejectionPolicy`, three layers). A certificate
@@ -50,7 +55,7 @@ from ._hosts import HostState, _Slot
 from .errors import Attempt, Outcome
 from .rejection import RejectionPolicy, Verdict, alert_name
 
-__all__ = ["Close", "Decision", "Exchange", "Read", "Send", "Sent", "Wait"]
+__all__ = ["Close", "Decision", "Exchange", "Learn", "Read", "Send", "Sent", "Wait"]
 
 log = logging.getLogger("dockercerts")
 
@@ -90,7 +95,12 @@ class Close(Generic[R]):
     response: R
 
 
-Step = Union[Wait, Send, "Read[Any]", "Close[Any]"]
+@dataclass(frozen=True)
+class Learn:
+    pass
+
+
+Step = Union[Wait, Send, "Read[Any]", "Close[Any]", Learn]
 
 
 class Sent(Generic[R]):
@@ -246,6 +256,8 @@ class Exchange(Generic[R]):
                     turn, theirs = host.take_turn()
                     if theirs is None or (yield Wait(theirs, self.wait_timeout)) is False:
                         break
+                if turn is not None and host.learn_pending:
+                    host.learned((yield Learn()))
                 slots, skipped = host.order(time.monotonic())
                 for slot in skipped:
                     log.debug(

@@ -47,29 +47,30 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Optional, Union
 
-try:
-    import requests
-    from requests.adapters import DEFAULT_POOLBLOCK, DEFAULT_POOLSIZE, DEFAULT_RETRIES, HTTPAdapter
-    from requests.models import PreparedRequest, Response
-    from requests.utils import DEFAULT_CA_BUNDLE_PATH
-except ImportError as exc:  # pragma: no cover - exercised in a test by hiding requests
-    raise ImportError(
-        "dockercerts.requests needs requests: pip install 'dockercerts[requests]'"
-    ) from exc
-
-import httpx
-
-from ._drive import answered, failed, run
-from ._hosts import OPTIONS_DOC, Hosts, HostState, _Slot, options
-from ._watch import Watch, watched
 from .errors import (
     Attempt,
     CertsDirError,
     CertsDirUnusable,
     EveryCertificateRejected,
+    MissingExtraError,
     OverrideRefused,
 )
-from .flow import Close, Decision, Exchange, Read, Send, Step
+
+try:
+    import requests
+    from requests.adapters import DEFAULT_POOLBLOCK, DEFAULT_POOLSIZE, DEFAULT_RETRIES, HTTPAdapter
+    from requests.models import PreparedRequest, Response
+    from requests.utils import DEFAULT_CA_BUNDLE_PATH, select_proxy
+except ImportError:  # exercised in a test, by hiding requests
+    raise MissingExtraError("dockercerts.requests", "requests", "requests") from None
+
+import httpx
+
+from . import canames
+from ._drive import answered, failed, run
+from ._hosts import OPTIONS_DOC, Hosts, HostState, _Slot, options
+from ._watch import Watch, watched
+from .flow import Close, Decision, Exchange, Learn, Read, Send, Step
 from .loader import Candidate, StrPath
 from .rejection import DOCKER, RejectionPolicy
 from .scan import Password
@@ -251,9 +252,12 @@ class Adapter(HTTPAdapter):
     __doc__ = (
         (__doc__ or "")
         + OPTIONS_DOC
-        + """ ``pool_connections``, ``pool_maxsize``, ``max_retries`` and
-    ``pool_block`` are ``HTTPAdapter``'s, for each candidate's pools. A request waiting for
-    another one's search of a cold host waits at most its connect timeout.
+        + """ ``order="ca-names"`` (needs ``dockercerts[probe]``) tries the pairs the
+    server's CA names list first, as the transports do (:mod:`dockercerts.canames`: the names
+    are read through the proxy requests uses for the URL). ``pool_connections``,
+    ``pool_maxsize``, ``max_retries`` and ``pool_block`` are ``HTTPAdapter``'s, for each
+    candidate's pools. A request waiting for another one's search of a cold host waits at most
+    its connect timeout.
 """
     )
 
@@ -268,12 +272,13 @@ class Adapter(HTTPAdapter):
         refresh: float = 1.0,
         recheck: float = 60.0,
         max_hosts: int = 256,
+        order: str = "docker",
         pool_connections: int = DEFAULT_POOLSIZE,
         pool_maxsize: int = DEFAULT_POOLSIZE,
         max_retries: Any = DEFAULT_RETRIES,
         pool_block: bool = DEFAULT_POOLBLOCK,
     ) -> None:
-        self._options = options(root, platform, trust, password, policy, refresh, recheck)
+        self._options = options(root, platform, trust, password, policy, refresh, recheck, order)
         self._hosts: Hosts[_Candidate] = Hosts(self._options, self._make_for, max_hosts)
         # requests' URL's "scheme://netloc" -> the origin the host state is looked up by.
         self._origins: dict[str, httpx.URL] = {}
@@ -342,6 +347,8 @@ class Adapter(HTTPAdapter):
             if isinstance(step, Close):
                 step.response.close()
                 return None
+            if isinstance(step, Learn):
+                return self._learn(url, timeout, proxies)
             return step.turn.wait(step.timeout)
 
         try:
@@ -350,21 +357,34 @@ class Adapter(HTTPAdapter):
             body.restore()
         return self._deliver(decision, request)
 
-    def _host(self, url: str, request: PreparedRequest) -> HostState[_Candidate]:
+    def _origin(self, url: str) -> httpx.URL:
+        """``https://host[:port]/`` of requests' ``url``, as the host states know it."""
         netloc = url[8:].partition("/")[0]
         origin = self._origins.get(netloc)
+        if origin is None:
+            # Credentials in the URL say nothing about the host: not kept here.
+            origin = httpx.URL("https://" + netloc.rpartition("@")[2] + "/")
+            if len(self._origins) >= self._max_origins:
+                self._origins.clear()
+            self._origins[netloc] = origin
+        return origin
+
+    def _host(self, url: str, request: PreparedRequest) -> HostState[_Candidate]:
         try:
-            if origin is None:
-                # Credentials in the URL say nothing about the host: not kept here.
-                origin = httpx.URL("https://" + netloc.rpartition("@")[2] + "/")
-                if len(self._origins) >= self._max_origins:
-                    self._origins.clear()
-                self._origins[netloc] = origin
-            return self._hosts.get(origin)
+            return self._hosts.get(self._origin(url))
         except httpx.InvalidURL as exc:
             raise requests.exceptions.InvalidURL(str(exc), request=request) from exc
         except CertsDirError as exc:
             raise CertsDirSSLError(exc, request=request) from exc
+
+    def _learn(self, url: str, timeout: Any, proxies: Any) -> tuple[bytes, ...]:
+        """The CA names ``url``'s server lists (blocking), for ``order="ca-names"``: through
+        the proxy requests would use for ``url``, within its connect timeout."""
+        proxy = select_proxy(url, proxies)
+        if proxy is not None and "://" not in proxy:
+            proxy = "http://" + proxy  # as requests reads a proxy without a scheme
+        via = None if proxy is None else httpx.Proxy(proxy)
+        return canames.learn(self._origin(url), via, _wait_timeout(timeout))
 
     def _send(
         self,

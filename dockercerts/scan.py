@@ -19,7 +19,7 @@ import os
 import re
 import stat
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Optional, Union
@@ -28,6 +28,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 
+from ._gil import let_others_run
 from .errors import (
     CertsDirError,
     CertsDirReadError,
@@ -48,6 +49,7 @@ __all__ = [
     "scan",
     "snapshot",
     "sorted_names",
+    "tbs_names",
 ]
 
 
@@ -66,6 +68,9 @@ class ClientPair:
 
     ``subject``, ``issuer``, ``not_before``/``not_after`` (UTC), ``key_type`` and
     ``chain_length`` (certificates in the ``.cert``) describe the leaf for reports.
+    ``chain_issuers`` holds the issuer name of every certificate in the ``.cert``, in file
+    order, as the DER bytes written in each certificate: what Go compares, byte for byte,
+    with the CA names a server asks for (:mod:`dockercerts.gochoice`).
     """
 
     name: str
@@ -78,6 +83,7 @@ class ClientPair:
     key_type: str = ""
     chain_length: int = 1
     fingerprint: str = ""
+    chain_issuers: tuple[bytes, ...] = field(default=(), repr=False)
 
 
 @dataclass(frozen=True)
@@ -369,7 +375,8 @@ def _link_target(path: Path) -> Optional[str]:
 def _pem_blocks(data: bytes) -> list[tuple[str, bytes, bool]]:
     """``(type, der, has_headers)`` for every PEM block; undecodable bodies are skipped."""
     blocks = []
-    for match in _PEM_BLOCK.finditer(data):
+    for done, match in enumerate(_PEM_BLOCK.finditer(data)):
+        let_others_run(done)
         kind = match.group(1).decode("ascii")
         body = match.group(2)
         has_headers = b":" in body
@@ -392,7 +399,8 @@ def _ca_certificates(data: bytes, parsed: Optional[set[bytes]] = None) -> list[b
     """
     known: set[bytes] = set() if parsed is None else parsed
     found = []
-    for kind, der, has_headers in _pem_blocks(data):
+    for done, (kind, der, has_headers) in enumerate(_pem_blocks(data)):
+        let_others_run(done)
         if kind != "CERTIFICATE" or has_headers:
             continue
         if der not in known:
@@ -514,8 +522,46 @@ def _check_pair(
         key_type=_key_type(private),
         chain_length=len(chain),
         fingerprint=leaf.fingerprint(hashes.SHA256()).hex(),
+        chain_issuers=tuple(tbs_names(c.tbs_certificate_bytes)[0] for c in chain),
     )
     return pair, chain
+
+
+def _element(data: bytes, pos: int) -> tuple[int, int]:
+    """``(start of contents, end)`` of the DER element at ``pos``."""
+    length = data[pos + 1]
+    start = pos + 2
+    if length & 0x80:
+        count = length & 0x7F
+        length = int.from_bytes(data[start : start + count], "big")
+        start += count
+    if start + length > len(data):
+        raise ValueError("truncated DER element")
+    return start, start + length
+
+
+def tbs_names(tbs: bytes) -> tuple[bytes, bytes]:
+    """``(issuer, subject)`` of a DER ``TBSCertificate``, each the Name's bytes as written.
+
+    Go matches a server's CA names against these raw bytes (``RawIssuer``); cryptography
+    only offers names re-encoded from their parsed form, which can differ for an issuer
+    that was not encoded canonically.
+    """
+    try:
+        pos, end = _element(tbs, 0)  # the TBSCertificate SEQUENCE
+        fields: list[bytes] = []
+        while pos < end and len(fields) < 6:
+            _, stop = _element(tbs, pos)
+            fields.append(tbs[pos:stop])
+            pos = stop
+    except IndexError:
+        raise ValueError("truncated TBSCertificate") from None
+    if fields and fields[0][0] == 0xA0:  # [0] EXPLICIT version, absent for v1
+        fields.pop(0)
+    # serialNumber, signature, issuer, validity, subject
+    if len(fields) < 5:
+        raise ValueError("a TBSCertificate without issuer and subject")
+    return fields[2], fields[4]
 
 
 def _key_pem(data: bytes, kind: str) -> bytes:

@@ -21,6 +21,7 @@ from typing import Any, Callable, Optional, Union
 import anyio
 import httpx
 
+from . import canames
 from ._drive import answered, failed, run
 from ._hosts import (
     OPTIONS_DOC,
@@ -34,7 +35,7 @@ from ._hosts import (
 )
 from ._watch import Watch, watched
 from .errors import CertsDirError, CertsDirTransportError, ClientCertificateRejected
-from .flow import Close, Decision, Exchange, Read, Send, Sent, Wait
+from .flow import Close, Decision, Exchange, Learn, Read, Send, Sent, Wait
 from .loader import Candidate, StrPath
 from .proxies import ProxyArg, ProxyRules
 from .rejection import DOCKER, RejectionPolicy
@@ -205,9 +206,12 @@ class _Base:
         max_hosts: int = 256,
         trust_env: bool = True,
         proxy: Optional[ProxyArg] = None,
+        order: str = "docker",
         **transport_options: Any,
     ) -> None:
-        self._options: Options = options(root, platform, trust, password, policy, refresh, recheck)
+        self._options: Options = options(
+            root, platform, trust, password, policy, refresh, recheck, order
+        )
         self._proxies = ProxyRules.make(proxy, trust_env=trust_env)
         self._transport_options = _inner_options(self._inner_type, transport_options)
         self._hosts: Hosts[Any] = Hosts(self._options, self._make_for, max_hosts)
@@ -241,6 +245,12 @@ class _Base:
                     inner = self._plain[key] = self._inner_type(**self._transport_options, **extra)
         return inner
 
+    def _learn(self, request: httpx.Request) -> tuple[bytes, ...]:
+        """The CA names ``request``'s server lists (blocking), for ``order="ca-names"``."""
+        url = request.url
+        connect = request.extensions.get("timeout", {}).get("connect")
+        return canames.learn(url, self._proxies.for_url(url), connect)
+
     def _host(self, request: httpx.Request) -> HostState[Any]:
         try:
             return self._hosts.get(request.url)
@@ -259,7 +269,12 @@ _ARGS_DOC = (
     OPTIONS_DOC
     + """ Proxies follow httpx's environment rules
     (``HTTPS_PROXY``, ``ALL_PROXY``, ``NO_PROXY``) unless ``trust_env=False``; ``proxy=``
-    replaces the environment's proxy URL. The remaining keyword arguments (``http2``,
+    replaces the environment's proxy URL. ``order="ca-names"`` (needs
+    ``dockercerts[probe]``) reads, before the first search of a host with several pairs, the
+    CA names its server asks client certificates from (one extra handshake, once per host and
+    again after its folder changes; through an ``http://`` proxy too) and tries the pairs they
+    list first, in Docker's order, then the others: see :mod:`dockercerts.canames`. The
+    default, ``"docker"``, is Docker's order. The remaining keyword arguments (``http2``,
     ``limits``, ``retries``, ...) are passed to each inner transport; ``verify`` and ``cert``
     are refused with a :class:`TypeError`, since the folder decides them.
 """
@@ -320,6 +335,8 @@ class Transport(_Base, httpx.BaseTransport):
         if isinstance(step, Close):
             step.response.close()
             return None
+        if isinstance(step, Learn):
+            return self._learn(request)
         assert isinstance(step, Wait)
         return step.turn.wait(step.timeout)
 
@@ -415,6 +432,8 @@ class AsyncTransport(_Base, httpx.AsyncBaseTransport):
             with anyio.CancelScope(shield=True):
                 await step.response.aclose()
             return None
+        if isinstance(step, Learn):
+            return await anyio.to_thread.run_sync(self._learn, request)
         assert isinstance(step, Wait)
         return await _wait(step.turn, step.timeout)
 

@@ -49,7 +49,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Callable, Optional, TypeVar, Union
+from typing import Callable, NoReturn, Optional, TypeVar, Union
 
 import pytest
 
@@ -69,6 +69,8 @@ __all__ = [
     "port_is_open",
     "registry_binary",
     "require_peer",
+    "require_pyopenssl",
+    "skopeo_binary",
     "tinyproxy_binary",
 ]
 
@@ -82,6 +84,7 @@ _INSTALL_HINT = {
     "docker-registry": "apt-get install docker-registry",
     "haproxy": "apt-get install haproxy",
     "tinyproxy": "apt-get install tinyproxy",
+    "skopeo": "apt-get install skopeo",
 }
 
 NGINX_MODES = ("verify", "status", "error_page")
@@ -122,9 +125,14 @@ def tinyproxy_binary() -> Optional[str]:
     return _which("tinyproxy", "/usr/bin", "/usr/sbin", "/usr/local/bin", "/usr/local/sbin")
 
 
+def skopeo_binary() -> Optional[str]:
+    """Path of skopeo (Debian: /usr/bin/skopeo), a Go client of containers/image, or None."""
+    return _which("skopeo", "/usr/bin", "/usr/local/bin")
+
+
 def require_peer(name: str) -> str:
-    """Return the binary for ``name`` ("nginx", "docker-registry", "haproxy" or
-    "tinyproxy"), or skip the test.
+    """Return the binary for ``name`` ("nginx", "docker-registry", "haproxy", "tinyproxy"
+    or "skopeo"), or skip the test.
 
     With ``DOCKERCERTS_REQUIRE_PEERS=1`` (CI) the test fails instead of skipping, so a
     machine without the peers cannot produce a green run that tested nothing.
@@ -138,13 +146,28 @@ def require_peer(name: str) -> str:
         binary = haproxy_binary()
     elif name == "tinyproxy":
         binary = tinyproxy_binary()
+    elif name == "skopeo":
+        binary = skopeo_binary()
     else:
         raise ValueError(
-            f"unknown peer {name!r}; expected 'nginx', 'docker-registry', 'haproxy' or 'tinyproxy'"
+            f"unknown peer {name!r}; expected 'nginx', 'docker-registry', 'haproxy', "
+            "'tinyproxy' or 'skopeo'"
         )
-    if binary is not None:
-        return binary
-    reason = f"{name} not installed: {_INSTALL_HINT[name]} (or run .ci/run)"
+    if binary is None:
+        _missing(f"{name} not installed: {_INSTALL_HINT[name]} (or run .ci/run)")
+    return binary
+
+
+def require_pyopenssl() -> None:
+    """Skip the test without pyOpenSSL (the ``probe`` extra, part of ``test``); fail under
+    ``DOCKERCERTS_REQUIRE_PEERS=1``, where the test extra was installed."""
+    try:
+        import OpenSSL  # noqa: F401
+    except ImportError:
+        _missing("pyOpenSSL not installed: pip install -e '.[test]'")
+
+
+def _missing(reason: str) -> NoReturn:
     if os.environ.get(REQUIRE_ENV) == "1":
         pytest.fail(f"{reason}; {REQUIRE_ENV}=1 forbids skipping", pytrace=False)
     pytest.skip(reason)
@@ -429,12 +452,11 @@ class NginxPeer(_Peer):
 
     ``protocols`` is the ``ssl_protocols`` list (``"TLSv1.2"``, ``"TLSv1.3"``).
 
-    ``ca_names``: the acceptable-CA list of the CertificateRequest, which decides what Go
-    (Docker) sends. ``True``: the ``client_ca`` subjects (``ssl_client_certificate``);
-    ``False``: none (``client_ca`` goes to ``ssl_trusted_certificate``, which verifies without
-    naming; nginx before 1.27 allows that with ``optional_no_ca`` only, so ``mode="status"``);
-    a path: the subjects of the CA certificates in that file, a decoy (``client_ca`` still
-    verifies, through ``ssl_trusted_certificate``).
+    ``advertise``: which CA names the CertificateRequest lists (what Go picks its certificate
+    by). ``True``: those of ``client_ca`` (``ssl_client_certificate``). A path: that file's
+    (decoys, say), while ``client_ca`` is still trusted (``ssl_trusted_certificate``, which
+    nginx never lists). ``False``: none; nginx 1.22 then allows only
+    ``ssl_verify_client optional_no_ca`` (``mode="status"``), with ``client_ca`` trusted.
     ``/v2/`` answers 200 ``{}`` with ``Docker-Distribution-API-Version: registry/2.0``;
     ``/v2/_catalog`` answers ``{"repositories":["team/app"]}``.
 
@@ -460,7 +482,7 @@ class NginxPeer(_Peer):
         allowed_subjects: Optional[Iterable[str]] = None,
         verify_client: Optional[str] = None,
         upstream: Optional[str] = None,
-        ca_names: Union[bool, StrPath] = True,
+        advertise: Union[bool, StrPath] = True,
         binary: Optional[str] = None,
         workdir: Optional[StrPath] = None,
         startup_timeout: float = 10.0,
@@ -482,10 +504,15 @@ class NginxPeer(_Peer):
         self.allowed_subjects = None if allowed_subjects is None else list(allowed_subjects)
         default_verify = "optional_no_ca" if mode == "status" else "on"
         self.verify_client = verify_client or default_verify
-        if ca_names is False and self.verify_client != "optional_no_ca":
-            raise ValueError("ca_names=False needs ssl_verify_client optional_no_ca: mode='status'")
         self.upstream = upstream
-        self.ca_names = ca_names if isinstance(ca_names, bool) else Path(ca_names).resolve()
+        if advertise is False and self.verify_client != "optional_no_ca":
+            raise ValueError(
+                "advertise=False needs ssl_verify_client optional_no_ca (mode='status'): "
+                "nginx 1.22 refuses on/optional without ssl_client_certificate"
+            )
+        self.advertise: Union[bool, Path] = (
+            advertise if isinstance(advertise, bool) else Path(advertise).resolve()
+        )
 
     @property
     def config_path(self) -> Path:
@@ -572,7 +599,16 @@ class NginxPeer(_Peer):
             f"        ssl_certificate {self.server_cert};",
             f"        ssl_certificate_key {self.server_key};",
             f"        ssl_protocols {' '.join(self.protocols)};",
-            *self._client_ca_lines(),
+        ]
+        # ssl_client_certificate is also the acceptable-CA list of the CertificateRequest;
+        # ssl_trusted_certificate is trusted without being listed.
+        if self.advertise is True:
+            lines.append(f"        ssl_client_certificate {self.client_ca};")
+        else:
+            if self.advertise is not False:
+                lines.append(f"        ssl_client_certificate {self.advertise};")
+            lines.append(f"        ssl_trusted_certificate {self.client_ca};")
+        lines += [
             f"        ssl_verify_client {self.verify_client};",
             "        ssl_verify_depth 4;",
         ]
@@ -629,16 +665,6 @@ class NginxPeer(_Peer):
             "}",
         ]
         return "\n".join(lines) + "\n"
-
-    def _client_ca_lines(self) -> list[str]:
-        # ssl_client_certificate verifies and is sent as the CertificateRequest's CA list;
-        # ssl_trusted_certificate only verifies.
-        if self.ca_names is True:
-            return [f"        ssl_client_certificate {self.client_ca};"]
-        lines = [f"        ssl_trusted_certificate {self.client_ca};"]
-        if self.ca_names is not False:
-            lines.append(f"        ssl_client_certificate {self.ca_names};")
-        return lines
 
     def error_log(self) -> str:
         return _read(self.error_log_path)

@@ -411,7 +411,25 @@ PROBE_KEYS: Shape = {
     "attempts": list,
     "winner": (int, type(None)),
     "transport": str,
+    "ca_names": (dict, type(None)),
+    "go": (dict, type(None)),
     "exit_code": int,
+}
+CA_NAMES_KEYS: Shape = {
+    "read": bool,
+    "requested": (bool, type(None)),
+    "names": list,
+    "tls_version": (str, type(None)),
+    "error": (str, type(None)),
+    "install": (str, type(None)),
+}
+GO_KEYS: Shape = {
+    "sends": (str, type(None)),
+    "index": (int, type(None)),
+    "reason": str,
+    "accepted": (bool, type(None)),
+    "detail": (str, type(None)),
+    "summary": str,
 }
 ATTEMPT_KEYS: Shape = {
     "index": int,
@@ -426,6 +444,8 @@ ATTEMPT_KEYS: Shape = {
     "tls_version": (str, type(None)),
     "elapsed_ms": float,
     "hint": (str, type(None)),
+    "issuers": list,
+    "issuer_listed": (bool, type(None)),
 }
 SCHEMAS: dict[str, Shape] = {
     "inspect": INSPECT_KEYS,
@@ -437,6 +457,8 @@ SCHEMAS: dict[str, Shape] = {
     "warnings[]": WARNING_KEYS,
     "probe": PROBE_KEYS,
     "attempts[]": ATTEMPT_KEYS,
+    "ca_names": CA_NAMES_KEYS,
+    "go": GO_KEYS,
 }
 ISO = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ\Z")
 
@@ -563,8 +585,22 @@ def test_probe_json_schema(
     assert report["directory"] == str(certs_d.path / server.host)
     for attempt in report["attempts"]:
         check_shape(attempt, ATTEMPT_KEYS)
+    check_shape(report["ca_names"], CA_NAMES_KEYS)
+    check_shape(report["go"], GO_KEYS)
     first, second = report["attempts"]
     assert (first["outcome"], first["alert"], first["status"]) == ("rejected", "unknown_ca", None)
+    # The server lists the right pair's CA: Go sends that pair, as the transport settles on.
+    assert report["ca_names"]["names"] == [right.issuer.subject]
+    assert [a["issuer_listed"] for a in report["attempts"]] == [False, True]
+    assert [a["issuers"] for a in report["attempts"]] == [
+        [wrong.issuer.subject],
+        [right.issuer.subject],
+    ]
+    assert (report["go"]["sends"], report["go"]["index"], report["go"]["accepted"]) == (
+        "b-right",
+        2,
+        True,
+    )
     assert first["hint"] == "the registry does not trust the CA that issued this certificate"
     assert (second["outcome"], second["status"], second["tls_version"]) == (
         "accepted",

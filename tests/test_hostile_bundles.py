@@ -36,6 +36,7 @@ from cryptography.x509.oid import NameOID
 import dockercerts
 from dockercerts import CertsDirError, docker_context, load, load_dir
 from dockercerts import _anchors as anchors_mod
+from dockercerts import _gil as gil_mod
 from dockercerts.testing import CA, CertsD, HostDir, Leaf
 
 pytestmark = pytest.mark.reliability
@@ -491,3 +492,20 @@ def test_reloads_of_an_unchanged_bundle_share_the_prepared_trust(
     third = load_dir(hd.path).candidates()[0]
     assert third.context is not None
     assert third._maker._trust is not first._maker._trust
+
+
+def test_reading_and_preparing_a_large_bundle_offers_the_gil(
+    bulk: Bulk, certs_d: CertsD, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An event loop beside the worker thread that loads a large bundle gets the GIL between
+    batches (a time.sleep(0)), not only at the interpreter's forced switch."""
+    offers: list[float] = []
+    monkeypatch.setattr(gil_mod.time, "sleep", offers.append)
+    hd = certs_d.host("localhost:5445")
+    hd.file("ca.crt", bulk.pem)
+    (candidate,) = load_dir(hd.path).candidates()
+    read = len(offers)
+    assert read >= 2 * (BULK // gil_mod._BATCH)  # the PEM blocks, then each certificate
+    assert candidate.context is not None
+    assert len(offers) - read >= BULK // gil_mod._BATCH  # the subject hashes
+    assert set(offers) == {0}

@@ -28,7 +28,6 @@ from peers import (
     port_is_open,
     require_peer,
 )
-from test_testing_server import certificate_request_ca_names, der_name
 
 from dockercerts.testing import CA, Leaf, MTLSServer
 
@@ -403,28 +402,6 @@ def test_nginx_protocols_setting(nginx_bin: str, pki: Pki) -> None:
         assert get(peer.url, pki.context("right", "1.2")).status_code == 200
         with pytest.raises(httpx.ConnectError, match="PROTOCOL_VERSION"):
             get(peer.url, pki.context("right", "1.3"))
-
-
-def test_nginx_ca_names_setting(
-    nginx_bin: str, pki: Pki, mtls_ca_factory: Callable[..., CA], tmp_path: Path
-) -> None:
-    """What nginx names in its CertificateRequest (Go sends the first pair an issuer of which
-    is named, none when none is): the client CA, nothing, or a decoy; the client CA verifies
-    in every case."""
-    decoy = mtls_ca_factory(name="peers decoy CA")
-    decoy_file = decoy.write(tmp_path / "decoy.pem")
-    with NginxPeer(binary=nginx_bin, **pki.peer_files()) as peer:
-        assert certificate_request_ca_names(peer.port) == [der_name(pki.ca)]
-    with NginxPeer(mode="status", ca_names=False, binary=nginx_bin, **pki.peer_files()) as peer:
-        assert certificate_request_ca_names(peer.port) == []
-        assert get(peer.url, pki.context("right")).status_code == 200
-        assert get(peer.url, pki.context("wrong")).status_code == 403
-    with NginxPeer(ca_names=decoy_file, binary=nginx_bin, **pki.peer_files()) as peer:
-        assert certificate_request_ca_names(peer.port) == [der_name(decoy)]
-        assert get(peer.url, pki.context("right")).status_code == 200
-        assert get(peer.url, pki.context("wrong")).status_code == 400
-    with pytest.raises(ValueError, match="optional_no_ca"):
-        NginxPeer(ca_names=False, **pki.peer_files())
 
 
 # --- parity: MTLSServer behaves like the peer it stands in for ------------------------------

@@ -109,11 +109,12 @@ def test_without_requests_the_import_says_how_to_install_it() -> None:
         "try:\n"
         "    import dockercerts.requests\n"
         "except ImportError as exc:\n"
-        "    print(exc)\n"
+        "    print(f'{type(exc).__name__}: {exc}')\n"
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == (
-        "dockercerts.requests needs requests: pip install 'dockercerts[requests]'"
+        "MissingExtraError: dockercerts.requests needs requests, which is not installed: "
+        "pip install 'dockercerts[requests]'"
     )
 
 

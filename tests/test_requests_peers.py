@@ -90,11 +90,11 @@ def server(
     elif kind == "nginx-400":
         peer = NginxPeer(binary=binary, **pki.peer)
     elif kind == "nginx-403-no-ca-names":
-        peer = NginxPeer(mode="status", ca_names=False, binary=binary, **pki.peer)
+        peer = NginxPeer(mode="status", advertise=False, binary=binary, **pki.peer)
     else:
         decoy = mtls_ca_factory(name="requests peers decoy CA")
         decoy_file = decoy.write(tmp_path_factory.mktemp("decoy") / "decoy.pem")
-        peer = NginxPeer(ca_names=decoy_file, binary=binary, **pki.peer)
+        peer = NginxPeer(advertise=decoy_file, binary=binary, **pki.peer)
     with peer:
         yield Server(kind, peer)
 
