@@ -34,6 +34,7 @@ import oras.client
 import pytest
 from peers import HAProxyPeer, NginxPeer, RegistryPeer
 from test_flow_peers import Driver, Pki, attempts_of, folder, pki
+from test_transport import load_example
 
 import dockercerts.requests
 from dockercerts.errors import Attempt, EveryCertificateRejected
@@ -350,13 +351,10 @@ def test_the_oras_example(registry: Registry, pki: Pki, certs_d: CertsD) -> None
     registry.check_logs(f"dockercerts/example-{registry.front.name}", refused_before)
 
 
-def test_the_oras_example_talks_to_this_machine_only() -> None:
-    proc = subprocess.run(
-        [sys.executable, str(REPO / "examples" / "oras_push_pull.py"), "registry.example.com"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert proc.returncode == 2
-    assert "registry on this machine" in proc.stderr
+def test_the_oras_example_talks_to_this_machine_only(capsys: pytest.CaptureFixture[str]) -> None:
+    example = load_example("oras_push_pull.py")
+    assert example.main(["registry.example.com"]) == 2
+    assert "is not a registry on this machine" in capsys.readouterr().err
+    assert example.on_this_machine("[::1]:5000")
+    assert example.on_this_machine("127.0.0.1:5000")
+    assert not example.on_this_machine("localhost.example.com:5000")
