@@ -69,6 +69,7 @@ SECTIONS = (
     "memory",
     "scale",
     "anchors",
+    "requests",
 )
 SERVER_DEADLINE = 900.0  # a server process never outlives this, whatever its client does
 CHILD_TIMEOUT = 480.0  # a section that overruns is stopped and reported as FAILED
@@ -100,6 +101,10 @@ FULL: dict[str, int] = {
     "anchors_repeat": 3,
     "anchors_eager_up_to": 10_000,  # 5.7 s once for 10,000: the figure before issue 15
     "stall_rounds": 7,
+    "requests_requests": 2000,
+    "requests_rounds": 10,
+    "requests_calls": 2000,
+    "requests_call_rounds": 51,
 }
 QUICK: dict[str, int] = {
     "steady_requests": 500,
@@ -124,6 +129,10 @@ QUICK: dict[str, int] = {
     "anchors_repeat": 2,
     "anchors_eager_up_to": 1_000,
     "stall_rounds": 3,
+    "requests_requests": 500,
+    "requests_rounds": 3,
+    "requests_calls": 1000,
+    "requests_call_rounds": 21,
 }
 
 # Steady state keeps every connection alive: 8 per client (8 threads, or 64 tasks sharing
@@ -1794,6 +1803,224 @@ def _anchors_details(data: Optional[dict[str, Any]]) -> list[str]:
     return out
 
 
+# --- 9. the requests adapter (issue 12) ---------------------------------------------------------
+
+REQUESTS_TARGET = 0.97  # steady state against a bare requests.Session with the right pair
+
+
+def _requests_session(root: Optional[Path] = None, pki: Optional[Pki] = None) -> Any:
+    """A ``requests.Session`` ignoring the environment: through ``dockercerts.requests.Adapter``
+    over ``root``, or bare with ``pki``'s server CA and right pair (``verify=``, ``cert=``)."""
+    import requests
+
+    import dockercerts.requests
+
+    session = requests.Session()
+    session.trust_env = False
+    if root is not None:
+        session.mount("https://", dockercerts.requests.Adapter(root=root))
+    elif pki is not None:
+        session.verify = str(pki.folder / "server-ca.pem")
+        session.cert = (str(pki.folder / "right.cert"), str(pki.folder / "right.key"))
+    return session
+
+
+def _requests_mocked(root: Path) -> tuple[Any, Any]:
+    """The adapter over candidates whose urllib3 pool answers at once (a mocked connection),
+    and one such candidate alone: the difference is the adapter's own cost."""
+    import urllib3
+
+    import dockercerts.requests
+    from dockercerts._watch import watched
+
+    class Pool:
+        """What ``HTTPAdapter.send`` asks of a urllib3 pool, answered from memory."""
+
+        def urlopen(self, method: str, url: str, **kwargs: Any) -> urllib3.HTTPResponse:
+            return urllib3.HTTPResponse(
+                body=b"{}", headers={"Content-Length": "2"}, status=200, preload_content=False
+            )
+
+    pool = Pool()
+
+    class Candidate(dockercerts.requests._Candidate):
+        def get_connection_with_tls_context(self, *args: Any, **kwargs: Any) -> Any:
+            return pool
+
+    class Mocked(dockercerts.requests.Adapter):
+        def _make(self, candidate: dockercerts.Candidate) -> Any:
+            return Candidate(watched(candidate.context), 1, 1, 0, False)
+
+    alone = Candidate(ssl.create_default_context(), 1, 1, 0, False)
+    return Mocked(root=root), alone
+
+
+def section_requests(cfg: dict[str, Any]) -> dict[str, Any]:
+    import requests
+
+    n, rounds = cfg["requests_requests"], cfg["requests_rounds"]
+    warm = max(n // 4, 128)
+    modes: dict[str, Any] = {}
+    with (
+        tempfile.TemporaryDirectory(prefix="dockercerts-bench-") as tmp,
+        ServerProcess(Path(tmp) / "pki", wrong=4, max_workers=32) as srv,
+    ):
+        root = Path(tmp) / "certs.d"
+        host = f"127.0.0.1:{srv.port}"
+        write_host(root, host, srv.pki, pairs=5)
+        url = f"https://{host}/v2/"
+        sessions = {
+            "dockercerts": _requests_session(root=root),
+            "bare": _requests_session(pki=srv.pki),
+            "control": _requests_session(pki=srv.pki),  # A/A: a second bare session
+        }
+
+        def get_n(session: Any, count: int) -> None:
+            bad = sum(session.get(url).status_code != 200 for _ in range(count))
+            if bad:
+                raise RuntimeError(f"{bad} of {count} requests to {url} did not answer 200")
+
+        def timed(fn: Callable[[], None], cpu: list[float]) -> Callable[[], float]:
+            def run() -> float:
+                start, cpu_start = time.perf_counter(), time.process_time()
+                fn()
+                cpu.append(time.process_time() - cpu_start)
+                return time.perf_counter() - start
+
+            return run
+
+        with ThreadPoolExecutor(8) as pool:
+
+            def shaped(mode: str, session: Any, count: int) -> Callable[[], None]:
+                def threads() -> None:
+                    for future in [pool.submit(get_n, session, k) for k in shares(count, 8)]:
+                        future.result()
+
+                return (lambda: get_n(session, count)) if mode == "sync" else threads
+
+            for mode in ("sync", "8 threads"):
+                log(f"  requests: steady, {mode}")
+                for session in sessions.values():  # connections opened, winner settled
+                    shaped(mode, session, warm)()
+                opened = srv.take()["connections"]
+                cpu: dict[str, list[float]] = {name: [] for name in sessions}
+                a, b, control = interleaved(
+                    rounds * STEADY_SLICES,
+                    *(
+                        timed(shaped(mode, s, n // STEADY_SLICES), cpu[name])
+                        for name, s in sessions.items()
+                    ),
+                )
+                modes[mode] = _steady_summary(a, b, control, cpu["dockercerts"], cpu["bare"], n)
+                modes[mode]["new_connections"] = srv.take()["connections"]
+                modes[mode]["warm_connections"] = opened
+        for session in sessions.values():
+            session.close()
+
+    calls, call_rounds = cfg["requests_calls"], cfg["requests_call_rounds"]
+    with tempfile.TemporaryDirectory(prefix="dockercerts-bench-") as tmp:
+        root = Path(tmp) / "certs.d"
+        write_host(root, "reg.bench.test:5000", Pki.local(Path(tmp) / "pki"), pairs=5)
+        adapter, alone = _requests_mocked(root)
+        request = requests.Request("GET", "https://reg.bench.test:5000/v2/").prepare()
+
+        def per_call(send: Callable[[Any], Any]) -> Callable[[], float]:
+            def run() -> float:
+                with gc_paused():
+                    start = CPU()
+                    for _ in range(calls):
+                        send(request).close()
+                    return (CPU() - start) / calls
+
+            return run
+
+        adapter.send(request).close()  # loads the host directory, settles the winner
+        wrapped, bare = interleaved(call_rounds, per_call(adapter.send), per_call(alone.send))
+        mocked = _wrapper_summary(wrapped, bare)
+        mocked["profile"] = self_time_profile(adapter.send, request, calls)
+    return {
+        "requests": n,
+        "rounds": rounds,
+        "modes": modes,
+        "mocked": {**mocked, "calls": calls, "rounds": call_rounds},
+        "versions": {"requests": requests.__version__},
+    }
+
+
+def _requests_rows(data: Optional[dict[str, Any]]) -> list[Row]:
+    if not data:
+        return []
+    rows = []
+    for mode, d in data["modes"].items():
+        target = REQUESTS_TARGET if mode == "sync" else CONCURRENT_TARGET
+        ratio = d["throughput_ratio"]
+        rows.append(
+            Row(
+                f"9. requests adapter, steady {mode} ({data['requests']} GETs): throughput vs "
+                "a bare requests.Session with the right pair",
+                f"{ratio:.3f}x ({d['wrapped_us']:.0f} vs {d['bare_us']:.0f} µs/req)",
+                f">= {target:.2f}x",
+                "met" if ratio >= target else f"missed by {(target - ratio) * 100:.1f} points",
+                f"rounds {d['ratio_min']:.3f}..{d['ratio_max']:.3f}; best-of "
+                f"{d['best_ratio']:.3f}x; client CPU {d['cpu_ratio']:.3f}x; A/A control "
+                f"{d['control_ratio']:.3f}x; new connections while measured: "
+                f"{d['new_connections']}",
+                ""
+                if ratio >= target
+                else f"Two identical bare sessions in the same rounds came out at "
+                f"{d['control_ratio']:.3f}x (per round {d['control_min']:.2f}.."
+                f"{d['control_max']:.2f}); client CPU per request {d['cpu_ratio']:.3f}x of bare.",
+            )
+        )
+    m = data["mocked"]
+    top = ", ".join(f"{name} {share:.0f}%" for name, share in m["profile"])
+    rows.append(
+        Row(
+            "9b. requests adapter's own cost per request (over a mocked urllib3 connection)",
+            f"{m['cost_us']:.2f} µs (the candidate's HTTPAdapter alone {m['mock_us']:.2f} µs)",
+            "(report)",
+            "info",
+            f"rounds {m['cost_min_us']:.2f}..{m['cost_max_us']:.2f} µs; self time: {top}",
+        )
+    )
+    return rows
+
+
+def _requests_details(data: Optional[dict[str, Any]]) -> list[str]:
+    if not data:
+        return []
+    m = data["mocked"]
+    out = [
+        "### 9. The requests adapter (issue 12)",
+        "",
+        f"requests {data['versions']['requests']}. Steady state: {data['requests']} GETs per "
+        f"round and variant, {data['rounds']} rounds of {STEADY_SLICES} interleaved slices, "
+        "against the same `MTLSServer` process, 5 pairs in the folder, the winner settled; "
+        "baseline a bare `requests.Session` with `verify=` the server's CA and `cert=` the "
+        "right pair, control a second such session (A/A). Both sessions ignore the "
+        "environment (`trust_env=False`). 8 threads share one session.",
+        "",
+        "| mode | ratio | per round | µs/req adapter / bare | client CPU | A/A control |",
+        "|---|---|---|---|---|---|",
+    ]
+    for mode, d in data["modes"].items():
+        out.append(
+            f"| {mode} | {d['throughput_ratio']:.3f}x | {d['ratio_min']:.3f}..{d['ratio_max']:.3f}"
+            f" | {d['wrapped_us']:.0f} / {d['bare_us']:.0f} | {d['cpu_ratio']:.3f}x | "
+            f"{d['control_ratio']:.3f}x |"
+        )
+    out += [
+        "",
+        f"Own cost: `Adapter.send` over a candidate whose urllib3 pool answers from memory, "
+        f"minus that candidate's `HTTPAdapter.send` alone (requests' own work: pool lookup, "
+        f"`urlopen`, `build_response`), CPU time of this thread, {m['calls']} calls a round, "
+        f"median of {m['rounds']} interleaved rounds: {m['cost_us']:.2f} µs "
+        f"({m['cost_min_us']:.2f}..{m['cost_max_us']:.2f}) over {m['mock_us']:.2f} µs.",
+        "",
+    ]
+    return out
+
+
 CHILDREN: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
     "wrapper": section_wrapper,
     "change": section_change,
@@ -1807,6 +2034,7 @@ CHILDREN: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
     "memory": section_memory,
     "scale": section_scale,
     "anchors": section_anchors,
+    "requests": section_requests,
 }
 
 
@@ -2175,6 +2403,7 @@ def evaluate(results: dict[str, Any]) -> list[Row]:
     for key, data in (results.get("scale") or {}).items():
         rows.append(_scale_row(key, data))
     rows += _anchors_rows(results.get("anchors"))
+    rows += _requests_rows(results.get("requests"))
     return rows
 
 
@@ -2536,6 +2765,7 @@ def details(results: dict[str, Any]) -> list[str]:
             ]
             out.append("")
     out += _anchors_details(results.get("anchors"))
+    out += _requests_details(results.get("requests"))
     return out
 
 

@@ -11,7 +11,10 @@ The data's path, one module per step:
 * :mod:`~dockercerts.flow`: every decision of one exchange (order, verdicts, replay, answer),
   over the per-host memory of ``_hosts``;
 * :mod:`~dockercerts.transport`: the httpx front ends that drive the flow (``_watch``: which
-  try opened a connection, seen at the ``ssl`` layer; ``proxies``: which proxy a host uses);
+  try opened a connection, seen at the ``ssl`` layer; ``proxies``: which proxy a host uses;
+  ``_drive``: what the sync front ends share around the flow);
+* :mod:`dockercerts.requests`: the requests front end (an ``HTTPAdapter``), imported on its
+  own: ``pip install 'dockercerts[requests]'``;
 * :mod:`dockercerts.testing`: a CA, a certs.d tree and an mTLS server for tests.
 """
 
@@ -23,12 +26,15 @@ from .errors import (
     CertsDirError,
     CertsDirReadError,
     CertsDirTransportError,
+    CertsDirUnusable,
     ClientCertificateRejected,
+    EveryCertificateRejected,
     InvalidHostError,
     KeyPairError,
     MissingCertificateError,
     MissingExtraError,
     MissingKeyError,
+    OverrideRefused,
 )
 from .loader import Candidate, HostCerts, default_trust, load, load_dir
 from .locate import certs_root, check_host, host_dir, registry_host
@@ -54,15 +60,18 @@ __all__ = [
     "CertsDirError",
     "CertsDirReadError",
     "CertsDirTransportError",
+    "CertsDirUnusable",
     "CertsWarning",
     "ClientCertificateRejected",
     "ClientPair",
+    "EveryCertificateRejected",
     "HostCerts",
     "InvalidHostError",
     "KeyPairError",
     "MissingCertificateError",
     "MissingExtraError",
     "MissingKeyError",
+    "OverrideRefused",
     "RejectionPolicy",
     "SystemTrust",
     "Transport",

@@ -88,6 +88,18 @@ def _first_dir(dirs: tuple[Path, ...]) -> Path:
     return next((d for d in dirs if os.path.isdir(d)), dirs[0])
 
 
+#: What the options every front end takes mean (appended to each front end's docstring).
+OPTIONS_DOC = """
+    ``root`` is the certs.d folder (default: Docker's, :func:`~dockercerts.certs_root`);
+    ``platform`` and ``trust`` choose the platform's rules and how the folder's ``.crt`` files
+    combine with the system's roots (:func:`~dockercerts.load_dir`); ``password`` decrypts
+    keys; ``policy`` is the :class:`~dockercerts.RejectionPolicy` (or a preset's name).
+    ``refresh`` is how often (seconds) a host directory is checked for changes; 0 checks on
+    every request. ``recheck`` is how long (seconds, default 60) a candidate refused at the
+    certificate layer is skipped by later requests to its host; 0 never skips. ``max_hosts``
+    bounds how many hosts keep their pools."""
+
+
 @dataclass(frozen=True)
 class Options:
     """A transport's settings that every host state reads; checked when the transport is made."""

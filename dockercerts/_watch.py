@@ -5,8 +5,8 @@ that failed. They are gathered at the ``ssl`` layer, not through httpx's ``trace
 extension: a trace callback runs on every event of every request (~5-10 µs a request),
 while this costs nothing on a reused connection. The transport gives each candidate's
 context the two classes below; an attempt registers its :class:`Watch` in a context
-variable, which is the caller's thread (sync) or task (async): where httpcore opens the
-connection for that request.
+variable, which is the caller's thread (sync) or task (async): where httpcore (or urllib3,
+under the requests adapter) opens the connection for that request.
 """
 
 from __future__ import annotations
@@ -38,25 +38,35 @@ class Watch:
         _CURRENT.reset(self._token)
 
 
+# How each kind of connection is read: httpcore's sync backend calls ``recv``, http.client
+# (urllib3, requests) reads through ``makefile``, which calls ``recv_into``; anyio, trio and
+# urllib3's TLS-in-TLS tunnel call the ``SSLObject``'s ``read``.
+_READS = {ssl.SSLSocket: ("recv", "recv_into"), ssl.SSLObject: ("read",)}
+
+
 def opened(conn: Union[ssl.SSLSocket, ssl.SSLObject]) -> None:
     """A handshake completed on ``conn``: tell the current attempt, if any, and spy on the
-    first read (the instance attribute shadows the class method until data arrives)."""
+    first read (instance attributes shadow the class methods until data arrives)."""
     watch = _CURRENT.get()
     if watch is None:
         return
     watch.fresh = True
     watch.tls_version = conn.version()
-    name = "recv" if isinstance(conn, ssl.SSLSocket) else "read"
-    read = getattr(conn, name)
+    names = _READS[ssl.SSLSocket if isinstance(conn, ssl.SSLSocket) else ssl.SSLObject]
 
-    def first_read(*args: Any) -> Any:
-        data = read(*args)
-        if data:
-            watch.responded = True
-            delattr(conn, name)
-        return data
+    def spy(read: Any) -> Any:
+        def first_read(*args: Any) -> Any:
+            data = read(*args)
+            if data:  # bytes, or a count from recv_into / read into a buffer
+                watch.responded = True
+                for name in names:
+                    delattr(conn, name)
+            return data
 
-    setattr(conn, name, first_read)
+        return first_read
+
+    for name in names:
+        setattr(conn, name, spy(getattr(conn, name)))
 
 
 class _Socket(ssl.SSLSocket):

@@ -8,7 +8,13 @@ a message seen in a daemon log and one seen here can be searched for together.
 The transports raise only :class:`httpx.TransportError`\ s, so code that already handles httpx
 failures handles theirs too: :class:`ClientCertificateRejected` when every candidate was
 refused in TLS, and :class:`CertsDirTransportError` (also a :class:`CertsDirError`) when the
-host's folder cannot be used.
+host's folder cannot be used. The requests adapter raises the same two errors as
+``requests.exceptions.SSLError``\ s (``dockercerts.requests.ClientCertificateRejected`` and
+``dockercerts.requests.CertsDirSSLError``, there because the core never imports requests):
+each pair shares a base defined here, :class:`EveryCertificateRejected` and
+:class:`CertsDirUnusable`, which holds their attributes and wording, so one ``except`` serves
+both front ends. :class:`OverrideRefused` is the adapter's answer to a request setting
+(``verify=``, ``cert=``) that would override what the folder decides.
 
 No message, attribute or ``repr`` ever contains key material or a password.
 """
@@ -17,7 +23,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Any, Literal, Optional
 
 import httpx
 
@@ -27,12 +33,15 @@ __all__ = [
     "CertsDirError",
     "CertsDirReadError",
     "CertsDirTransportError",
+    "CertsDirUnusable",
     "ClientCertificateRejected",
+    "EveryCertificateRejected",
     "InvalidHostError",
     "KeyPairError",
     "MissingCertificateError",
     "MissingExtraError",
     "MissingKeyError",
+    "OverrideRefused",
 ]
 
 
@@ -136,8 +145,9 @@ class Attempt:
       that connection negotiated; ``elapsed``: seconds the try took; ``alert``: the TLS
       alert read, if any (after a TLS 1.3 handshake it may be lost to the connection's reset).
 
-    The records of an exchange are ``response.extensions["dockercerts.attempts"]`` and
-    :attr:`ClientCertificateRejected.attempts`.
+    The records of an exchange are ``response.extensions["dockercerts.attempts"]`` (httpx),
+    ``response.dockercerts_attempts`` (requests: ``dockercerts.requests.attempts(response)``)
+    and :attr:`EveryCertificateRejected.attempts`.
     """
 
     candidate: Optional[str]
@@ -182,7 +192,25 @@ class Attempt:
         return f"{name}: {self.outcome}"
 
 
-class CertsDirTransportError(httpx.TransportError, CertsDirError):
+class CertsDirUnusable(CertsDirError):
+    """The host's folder cannot be used, raised by a front end; ``str()`` is the folder error's.
+
+    ``error`` is the loader's own exception (for instance a :class:`MissingKeyError`);
+    ``paths`` are its paths. The base of :class:`CertsDirTransportError` (httpx) and of the
+    requests adapter's ``CertsDirSSLError``: each also derives from its library's own error.
+    """
+
+    error: CertsDirError
+
+    def __init__(self, error: CertsDirError, *, request: Any) -> None:
+        self.error = error
+        self.paths = error.paths
+        # The next class in the MRO is the front end's library error (httpx's or requests'),
+        # and both take the request as a keyword.
+        super().__init__(str(error), request=request)  # type: ignore[call-arg]
+
+
+class CertsDirTransportError(CertsDirUnusable, httpx.TransportError):
     """The host's folder cannot be used, raised by a transport; ``str()`` is the folder error's.
 
     An :class:`httpx.TransportError`, as httpx expects of a transport, and a
@@ -190,34 +218,60 @@ class CertsDirTransportError(httpx.TransportError, CertsDirError):
     :class:`MissingKeyError`; ``paths`` are its paths).
     """
 
-    def __init__(self, error: CertsDirError, *, request: httpx.Request) -> None:
-        self.error = error
-        self.paths = error.paths
-        super().__init__(str(error), request=request)
 
-
-class ClientCertificateRejected(httpx.TransportError):
+class EveryCertificateRejected(Exception):
     """Every client certificate of the host was rejected and the last one failed in TLS.
 
     ``attempts`` lists each candidate tried, in order, and what happened to it; ``directory``
-    is the host directory they came from.
+    is the host directory they came from. The base of :class:`ClientCertificateRejected`
+    (httpx) and of the requests adapter's ``ClientCertificateRejected``: each also derives
+    from its library's own error.
     """
+
+    directory: Path
+    attempts: tuple[Attempt, ...]
 
     def __init__(
         self,
         directory: Path,
         attempts: tuple[Attempt, ...],
         *,
-        request: httpx.Request,
+        request: Any,
         note: str = "",
     ) -> None:
         self.directory = directory
         self.attempts = attempts
         lines = "; ".join(a.describe() for a in attempts)
         tail = f" ({note})" if note else ""
-        super().__init__(
+        # As in CertsDirUnusable: the front end's library error comes next in the MRO.
+        super().__init__(  # type: ignore[call-arg]
             f"the server rejected every client certificate from {directory}: {lines}{tail}",
             request=request,
+        )
+
+
+class ClientCertificateRejected(EveryCertificateRejected, httpx.TransportError):
+    """Every client certificate of the host was rejected and the last one failed in TLS.
+
+    ``attempts`` lists each candidate tried, in order, and what happened to it; ``directory``
+    is the host directory they came from.
+    """
+
+
+class OverrideRefused(ValueError):
+    """A request setting that would override what the host's certs.d folder decides.
+
+    Raised by the requests adapter for ``verify=False``, ``verify=<a CA bundle>`` and
+    ``cert=`` (the folder decides the trust and the client certificate, as Docker's does).
+    ``setting`` is ``"verify"`` or ``"cert"``; ``directory`` the host directory that decides.
+    """
+
+    def __init__(self, setting: str, value: str, directory: Path, fix: str) -> None:
+        self.setting = setting
+        self.directory = directory
+        super().__init__(
+            f"{setting}={value} cannot be used with the dockercerts adapter: {directory} "
+            f"decides the {'trust' if setting == 'verify' else 'client certificate'}. {fix}"
         )
 
 

@@ -22,7 +22,17 @@ import anyio
 import httpx
 
 from . import canames
-from ._hosts import Hosts, HostState, Options, _Slot, docker_host_names, host_dir_for_url, options
+from ._drive import answered, failed, run
+from ._hosts import (
+    OPTIONS_DOC,
+    Hosts,
+    HostState,
+    Options,
+    _Slot,
+    docker_host_names,
+    host_dir_for_url,
+    options,
+)
 from ._watch import Watch, watched
 from .errors import CertsDirError, CertsDirTransportError, ClientCertificateRejected
 from .flow import Close, Decision, Exchange, Learn, Read, Send, Sent, Wait
@@ -117,25 +127,7 @@ def _exchange(
 
 def _sent(response: httpx.Response, slot: _Slot[Any], watch: Watch, start: float) -> Sent[Any]:
     response.stream = _Release(response.stream, slot)
-    return Sent(
-        response,
-        response.status_code,
-        response.headers,
-        fresh=watch.fresh,
-        responded=True,
-        tls_version=watch.tls_version,
-        elapsed=time.perf_counter() - start,
-    )
-
-
-def _failed(exc: Exception, watch: Watch, start: float) -> Sent[Any]:
-    return Sent(
-        error=exc,
-        fresh=watch.fresh,
-        responded=watch.responded,
-        tls_version=watch.tls_version,
-        elapsed=time.perf_counter() - start,
-    )
+    return answered(response, response.status_code, response.headers, watch, start)
 
 
 def _in_memory(response: httpx.Response, raw: bytes) -> httpx.Response:
@@ -273,11 +265,9 @@ class _Base:
         return self._hosts.winner(httpx.URL(url))
 
 
-_ARGS_DOC = """
-    ``refresh`` is how often (seconds) a host directory is checked for changes; 0 checks on
-    every request. ``recheck`` is how long (seconds, default 60) a candidate refused at the
-    certificate layer is skipped by later requests to its host; 0 never skips. ``max_hosts``
-    bounds how many hosts keep their pools. Proxies follow httpx's environment rules
+_ARGS_DOC = (
+    OPTIONS_DOC
+    + """ Proxies follow httpx's environment rules
     (``HTTPS_PROXY``, ``ALL_PROXY``, ``NO_PROXY``) unless ``trust_env=False``; ``proxy=``
     replaces the environment's proxy URL. ``order="ca-names"`` (needs
     ``dockercerts[probe]``) reads, before the first search of a host with several pairs, the
@@ -288,6 +278,7 @@ _ARGS_DOC = """
     ``limits``, ``retries``, ...) are passed to each inner transport; ``verify`` and ``cert``
     are refused with a :class:`TypeError`, since the folder decides them.
 """
+)
 
 
 class Transport(_Base, httpx.BaseTransport):
@@ -326,29 +317,10 @@ class Transport(_Base, httpx.BaseTransport):
             done.close()
         stream = request.stream
         exchange = _exchange(request, state, self._options.policy, every_candidate)
-        first = None
         try:
-            slot = exchange.direct()
-            if slot is not None:  # the steady state: the winner, judged without the generator
-                sent = self._send(slot, request)
-                decided = exchange.settle_direct(slot, sent)
-                if decided is not None:
-                    return decided
-                first = (slot, sent)
-            flow = exchange.flow(first)
-            try:
-                step = next(flow)
-                while True:
-                    step = flow.send(self._step(step, request))
-            except StopIteration as end:
-                decision: Decision[httpx.Response] = end.value
-                return decision
-            finally:
-                flow.close()
+            return run(exchange, lambda step: self._step(step, request), httpx.Response.close)
         finally:
             request.stream = stream
-            if exchange.held is not None:  # interrupted while keeping an answer
-                exchange.held.close()
 
     def _step(self, step: Any, request: httpx.Request) -> Any:
         if isinstance(step, Send):
@@ -374,7 +346,7 @@ class Transport(_Base, httpx.BaseTransport):
         try:
             inner = slot.acquire()
         except CertsDirError as exc:  # a pair broken since the load: the flow raises it
-            return _failed(exc, watch, start)
+            return failed(exc, watch, start)
         try:
             with watch:
                 response = inner.handle_request(request)
@@ -384,7 +356,7 @@ class Transport(_Base, httpx.BaseTransport):
                 released.close()
             if not isinstance(exc, Exception):
                 raise  # KeyboardInterrupt and the like: no verdict, slot given back
-            return _failed(exc, watch, start)
+            return failed(exc, watch, start)
         return _sent(response, slot, watch, start)
 
     def close(self) -> None:
@@ -485,7 +457,7 @@ class AsyncTransport(_Base, httpx.AsyncBaseTransport):
                 await anyio.to_thread.run_sync(slot.build)
             inner = slot.acquire()
         except CertsDirError as exc:  # a pair broken since the load: the flow raises it
-            return _failed(exc, watch, start)
+            return failed(exc, watch, start)
         try:
             with watch:
                 response = await inner.handle_async_request(request)
@@ -496,7 +468,7 @@ class AsyncTransport(_Base, httpx.AsyncBaseTransport):
                     await released.aclose()
             if not isinstance(exc, Exception):
                 raise  # a cancellation and the like: no verdict, slot given back
-            return _failed(exc, watch, start)
+            return failed(exc, watch, start)
         return _sent(response, slot, watch, start)
 
     async def aclose(self) -> None:

@@ -3,15 +3,26 @@
 The ``mtls_ca``, ``mtls_ca_factory``, ``certs_d`` and ``mtls_server`` fixtures come from the
 ``dockercerts`` pytest plugin, loaded through its ``pytest11`` entry point: install the package
 (``pip install -e .``) before running the tests.
+
+Here: the CLI's ``run`` fixture, and what the modules that start real peers (``peers.py``)
+share: the peers' binaries (each fixture skips, or fails under
+``DOCKERCERTS_REQUIRE_PEERS=1``, when its binary is missing), and a token server with a
+plain-HTTP registry using it (``tokenserver.py``).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from peers import RegistryPeer, require_peer
+from tokenserver import TokenServer
 
 from dockercerts.cli import main
+
+# The token server's grants: team/app is pull-only, team/rw can be pushed to.
+GRANTS = {"repository:team/app": ["pull"], "repository:team/rw": ["pull", "push"]}
 
 
 @pytest.fixture
@@ -24,3 +35,31 @@ def run(capsys: pytest.CaptureFixture[str]) -> Any:
         return code, out, err
 
     return call
+
+
+def _binary(name: str) -> Any:
+    @pytest.fixture(scope="session")
+    def fixture() -> str:
+        return require_peer(name)
+
+    fixture.__doc__ = f"The path of the {name} binary (see ``peers.require_peer``)."
+    return fixture
+
+
+nginx_bin = _binary("nginx")
+registry_bin = _binary("docker-registry")
+haproxy_bin = _binary("haproxy")
+tinyproxy_bin = _binary("tinyproxy")
+
+
+@pytest.fixture(scope="module")
+def tokens() -> Iterator[TokenServer]:
+    with TokenServer(grant=GRANTS) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def token_registry(registry_bin: str, tokens: TokenServer) -> Iterator[RegistryPeer]:
+    """Plain-HTTP registry with token auth: the upstream TLS fronts proxy to."""
+    with RegistryPeer(token_auth=tokens.auth, binary=registry_bin) as peer:
+        yield peer

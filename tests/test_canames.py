@@ -8,6 +8,9 @@
    connections: handshakes of a first request, when the names are read, a failed read,
    concurrency; without pyOpenSSL; bad values.
 
+Sections 3 and 4 run through the three front ends (``MODES``): the transports and the
+requests adapter.
+
 nginx lists in its CertificateRequest the names of ``ssl_client_certificate`` and trusts
 ``ssl_trusted_certificate`` without listing it, which gives every case Go cares about:
 
@@ -45,19 +48,22 @@ from typing import Any, Optional
 import anyio
 import httpx
 import pytest
+import requests
 from peers import NginxPeer, TinyproxyPeer, require_peer, require_pyopenssl
 
+import dockercerts.requests
 from dockercerts import AsyncTransport, Transport, canames
 from dockercerts.canames import read_ca_names
 from dockercerts.cli import main, probe_report
 from dockercerts.errors import Attempt, CANamesError, MissingExtraError
 from dockercerts.pytest_plugin import CAFactory, ServerFactory
+from dockercerts.requests import Adapter
 from dockercerts.testing import CA, CertsD, Leaf, MTLSServer
 
 peers = pytest.mark.peers
 
 TLS_VERSIONS = ("1.2", "1.3")
-MODES = ("sync", "async")
+MODES = ("sync", "async", "requests")
 K = 4  # the right pair's place in Docker's order, in section 4
 
 
@@ -143,10 +149,16 @@ def folder(certs_d: CertsD, peer: NginxPeer, pki: Pki, under_test: str) -> Path:
     return host.path
 
 
-def get(mode: str, transport: Any, url: str) -> httpx.Response:
+def get(mode: str, transport: Any, url: str) -> Any:
+    """``GET url`` through ``transport`` (for ``"requests"``, an adapter) in a client of
+    its own."""
     if mode == "sync":
         with httpx.Client(transport=transport) as client:
             return client.get(url)
+    if mode == "requests":
+        with requests.Session() as session:
+            session.mount("https://", transport)
+            return session.get(url, timeout=10)
 
     async def run() -> httpx.Response:
         async with httpx.AsyncClient(transport=transport) as client:
@@ -156,7 +168,14 @@ def get(mode: str, transport: Any, url: str) -> httpx.Response:
 
 
 def make(mode: str, **options: Any) -> Any:
-    return (Transport if mode == "sync" else AsyncTransport)(**options)
+    return {"sync": Transport, "async": AsyncTransport, "requests": Adapter}[mode](**options)
+
+
+def attempts_of(response: Any) -> tuple[Attempt, ...]:
+    if isinstance(response, requests.Response):
+        return dockercerts.requests.attempts(response)
+    found: tuple[Attempt, ...] = response.extensions["dockercerts.attempts"]
+    return found
 
 
 # --- 1. reading the names ---------------------------------------------------------------------
@@ -318,13 +337,12 @@ def test_probe_text_and_inspect_for_moby_21148(
 # --- 3. order="ca-names" against nginx --------------------------------------------------------
 
 
-def _tried(response: httpx.Response) -> list[tuple[Optional[str], str]]:
-    attempts: tuple[Attempt, ...] = response.extensions["dockercerts.attempts"]
-    return [(a.candidate, a.verdict) for a in attempts]
+def _tried(response: Any) -> list[tuple[Optional[str], str]]:
+    return [(a.candidate, a.verdict) for a in attempts_of(response)]
 
 
 @peers
-@pytest.mark.parametrize("mode", ["sync", "async"])
+@pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("tls", TLS_VERSIONS)
 @pytest.mark.parametrize(
     ("server", "pair", "tried"),
@@ -461,8 +479,8 @@ def scene(
     return Scene(mtls_server, certs_d, strangers, right, Reads(monkeypatch))
 
 
-def tried(response: httpx.Response) -> list[Optional[str]]:
-    return [a.candidate for a in response.extensions["dockercerts.attempts"]]
+def tried(response: Any) -> list[Optional[str]]:
+    return [a.candidate for a in attempts_of(response)]
 
 
 ALL = [f"p{n}" for n in range(1, K + 1)]
@@ -567,7 +585,7 @@ def no_pyopenssl(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.mark.usefixtures("no_pyopenssl")
-@pytest.mark.parametrize("factory", [Transport, AsyncTransport])
+@pytest.mark.parametrize("factory", [Transport, AsyncTransport, Adapter])
 def test_order_ca_names_without_pyopenssl_fails_at_construction(factory: Any) -> None:
     with pytest.raises(MissingExtraError) as caught:
         factory(order="ca-names")

@@ -1,8 +1,10 @@
 """The one-attempt flow (:mod:`dockercerts.flow`) against real servers and real handshakes.
 
-Every scenario runs with :class:`dockercerts.Transport` under ``httpx.Client`` and with
+Every scenario runs with :class:`dockercerts.Transport` under ``httpx.Client``, with
 :class:`dockercerts.AsyncTransport` under ``httpx.AsyncClient`` (in an asyncio loop of its
-own, reached through an anyio blocking portal, so one test body drives both). The certs.d
+own, reached through an anyio blocking portal) and with :class:`dockercerts.requests.Adapter`
+under ``requests.Session``, so one test body drives the three front ends of the flow (requests
+speaks HTTP/1.1 only: its HTTP/2 cases skip). The certs.d
 folder holds a pair the server does not trust first (``a-wrong``) and the right one second
 (``b-right``) unless a case says otherwise. What the servers saw is read from their own
 records: nginx's access log (``$connection`` tells TLS connections apart), haproxy's
@@ -17,8 +19,8 @@ tinyproxy's CONNECT log.
 3. Cold concurrency: N first requests cost at most N + k - 1 handshakes.
 4. Denials (a 403 for the right pair) with remembered certificate rejections: no handshake
    after the first request.
-5. haproxy's TLS alerts: TLS 1.2, 1.3, HTTP/2; every pair refused raises
-   ``ClientCertificateRejected``, worded the same in sync and async.
+5. haproxy's TLS alerts: TLS 1.2, 1.3, HTTP/2; every pair refused raises each front end's
+   ``ClientCertificateRejected``, worded the same by all three.
 6. Proxies (tinyproxy CONNECT): environment, ``NO_PROXY``, ``trust_env=False``, ``proxy=``.
 7. Options checked when the transport is made.
 """
@@ -39,18 +41,19 @@ import anyio
 import anyio.from_thread
 import httpx
 import pytest
+import requests
 from peers import (
     HAProxyPeer,
     NginxPeer,
     RegistryPeer,
     TinyproxyPeer,
     free_port,
-    require_peer,
 )
 from tokenserver import TokenServer
 
+import dockercerts.requests
 from dockercerts import AsyncTransport, Transport
-from dockercerts.errors import Attempt, ClientCertificateRejected
+from dockercerts.errors import Attempt, EveryCertificateRejected
 from dockercerts.loader import Candidate
 from dockercerts.rejection import TLS13_REFUSAL
 from dockercerts.testing import CA, CertsD, Leaf
@@ -58,10 +61,14 @@ from dockercerts.testing import CA, CertsD, Leaf
 # Every test but the last group starts real servers.
 peers = pytest.mark.peers
 
-MODES = ("sync", "async")
+MODES = ("sync", "async", "requests")
+# What each front end's errors derive from, as its library expects of it.
+LIBRARY_ERROR = {
+    "sync": httpx.TransportError,
+    "async": httpx.TransportError,
+    "requests": requests.exceptions.SSLError,
+}
 TLS_VERSIONS = ("1.2", "1.3")
-# The token server's grants: team/app is pull-only, team/rw can be pushed to.
-GRANTS = {"repository:team/app": ["pull"], "repository:team/rw": ["pull", "push"]}
 PROXY_VARIABLES = (
     "HTTPS_PROXY",
     "HTTP_PROXY",
@@ -126,54 +133,72 @@ def _pin(context: ssl.SSLContext, tls: Optional[str]) -> None:
         context.minimum_version = ssl.TLSVersion.TLSv1_3
 
 
-class PinnedTransport(Transport):
+class Pinned:
     """Offers exactly one TLS version (docker-registry only has a minimum)."""
 
     def __init__(self, *, tls: Optional[str] = None, **options: Any) -> None:
         self._tls = tls
         super().__init__(**options)
 
-    def _make(self, candidate: Candidate, proxy: Optional[httpx.Proxy] = None) -> Any:
+    def _make(self, candidate: Candidate, *proxy: Any) -> Any:
         _pin(candidate.context, self._tls)
-        return super()._make(candidate, proxy)
+        return super()._make(candidate, *proxy)  # type: ignore[misc]
 
 
-class PinnedAsyncTransport(AsyncTransport):
-    def __init__(self, *, tls: Optional[str] = None, **options: Any) -> None:
-        self._tls = tls
-        super().__init__(**options)
-
-    def _make(self, candidate: Candidate, proxy: Optional[httpx.Proxy] = None) -> Any:
-        _pin(candidate.context, self._tls)
-        return super()._make(candidate, proxy)
+class PinnedTransport(Pinned, Transport):
+    pass
 
 
-Outcome = Union[httpx.Response, BaseException]
+class PinnedAsyncTransport(Pinned, AsyncTransport):
+    pass
+
+
+class PinnedAdapter(Pinned, dockercerts.requests.Adapter):
+    pass
+
+
+Response = Union[httpx.Response, requests.Response]
+RESPONSES = (httpx.Response, requests.Response)
+Outcome = Union[Response, BaseException]
+TIMEOUT = 10.0
 
 
 class Driver:
-    """An ``httpx.Client`` over :class:`Transport` (``mode="sync"``) or an
-    ``httpx.AsyncClient`` over :class:`AsyncTransport` (``"async"``: it lives in an asyncio
-    loop in a thread of its own and is called through an anyio blocking portal), with the
-    same blocking methods, so one test body proves both front ends."""
+    """An ``httpx.Client`` over :class:`Transport` (``mode="sync"``), an ``httpx.AsyncClient``
+    over :class:`AsyncTransport` (``"async"``: it lives in an asyncio loop in a thread of its
+    own and is called through an anyio blocking portal) or a ``requests.Session`` over
+    :class:`dockercerts.requests.Adapter` (``"requests"``: ``trust_env`` and ``proxy`` become
+    the session's ``trust_env`` and ``proxies``; ``http2=True`` skips), with the same blocking
+    methods, so one test body proves the three front ends."""
 
     def __init__(self, mode: str, *, tls: Optional[str] = None, **options: Any) -> None:
         self.mode = mode
-        cls = PinnedTransport if mode == "sync" else PinnedAsyncTransport
-        self.transport: Union[Transport, AsyncTransport] = cls(tls=tls, **options)
+        self._session: dict[str, Any] = {}
+        if mode == "requests":
+            if options.pop("http2", False):
+                pytest.skip("requests speaks HTTP/1.1 only")
+            self._session["trust_env"] = options.pop("trust_env", True)
+            proxy = options.pop("proxy", None)
+            self._session["proxies"] = {} if proxy is None else {"https": proxy}
+        cls = {"sync": PinnedTransport, "async": PinnedAsyncTransport, "requests": PinnedAdapter}
+        self.transport: Any = cls[mode](tls=tls, **options)
         self._portal_cm: Any = None
         self._portal: Optional[anyio.from_thread.BlockingPortal] = None
         self._client: Any = None
 
     def __enter__(self) -> Driver:
         if self.mode == "sync":
-            assert isinstance(self.transport, Transport)
-            self._client = httpx.Client(transport=self.transport, timeout=10.0)
+            self._client = httpx.Client(transport=self.transport, timeout=TIMEOUT)
+        elif self.mode == "requests":
+            self._client = requests.Session()
+            self._client.mount("https://", self.transport)
+            self._client.trust_env = self._session["trust_env"]
+            self._client.proxies.update(self._session["proxies"])
         else:
             assert isinstance(self.transport, AsyncTransport)
             self._portal_cm = anyio.from_thread.start_blocking_portal("asyncio")
             self._portal = self._portal_cm.__enter__()
-            self._client = httpx.AsyncClient(transport=self.transport, timeout=10.0)
+            self._client = httpx.AsyncClient(transport=self.transport, timeout=TIMEOUT)
         return self
 
     def __exit__(
@@ -190,15 +215,17 @@ class Driver:
         finally:
             self._portal_cm.__exit__(exc_type, exc, tb)
 
-    def request(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
+    def request(self, method: str, url: str, **kwargs: Any) -> Response:
+        if self.mode == "requests":
+            kwargs.setdefault("timeout", TIMEOUT)
         call = functools.partial(self._client.request, method, url, **kwargs)
         if self._portal is None:
-            response: httpx.Response = call()
+            response: Response = call()
         else:
             response = self._portal.call(call)
         return response
 
-    def get(self, url: str, **kwargs: Any) -> httpx.Response:
+    def get(self, url: str, **kwargs: Any) -> Response:
         return self.request("GET", url, **kwargs)
 
     def winner(self, url: str) -> Optional[str]:
@@ -212,7 +239,7 @@ class Driver:
             def one(url: str) -> Outcome:
                 start.wait(timeout=10)
                 try:
-                    return self._client.get(url)  # type: ignore[no-any-return]
+                    return self.get(url)
                 except Exception as exc:
                     return exc
 
@@ -236,9 +263,13 @@ class Driver:
         return self._portal.call(gather)
 
 
-def attempts_of(response: httpx.Response) -> tuple[Attempt, ...]:
-    attempts = response.extensions["dockercerts.attempts"]
+def attempts_of(response: Response) -> tuple[Attempt, ...]:
+    if isinstance(response, requests.Response):
+        attempts = dockercerts.requests.attempts(response)
+    else:
+        attempts = response.extensions["dockercerts.attempts"]
     assert isinstance(attempts, tuple)
+    assert attempts
     assert all(isinstance(a, Attempt) for a in attempts)
     return attempts
 
@@ -283,37 +314,9 @@ def ssl_conns(peer: HAProxyPeer) -> int:
 # --- peers ----------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def nginx_bin() -> str:
-    return require_peer("nginx")
-
-
-@pytest.fixture(scope="module")
-def haproxy_bin() -> str:
-    return require_peer("haproxy")
-
-
-@pytest.fixture(scope="module")
-def registry_bin() -> str:
-    return require_peer("docker-registry")
-
-
-@pytest.fixture(scope="module")
-def tinyproxy_bin() -> str:
-    return require_peer("tinyproxy")
-
-
-@pytest.fixture(scope="module")
-def tokens() -> Iterator[TokenServer]:
-    with TokenServer(grant=GRANTS) as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
-def token_upstream(registry_bin: str, tokens: TokenServer) -> Iterator[RegistryPeer]:
-    """Plain-HTTP registry with token auth, behind nginx."""
-    with RegistryPeer(token_auth=tokens.auth, binary=registry_bin) as peer:
-        yield peer
+def nginx_with(tls: str, nginx_bin: str, pki: Pki, **options: Any) -> NginxPeer:
+    """nginx offering TLS ``tls`` only, with the flow peers' server and client CA files."""
+    return NginxPeer(protocols=(f"TLSv{tls}",), binary=nginx_bin, **pki.peer, **options)
 
 
 @pytest.fixture(scope="module", params=TLS_VERSIONS)
@@ -372,19 +375,14 @@ def token_front(
     tokens: TokenServer,
     registry_bin: str,
     nginx_bin: str,
-    token_upstream: RegistryPeer,
+    token_registry: RegistryPeer,
 ) -> Iterator[TokenFront]:
     kind, tls = request.param
     peer: Union[RegistryPeer, NginxPeer]
     if kind == "registry":
         peer = RegistryPeer(token_auth=tokens.auth, binary=registry_bin, **pki.peer)
     else:
-        peer = NginxPeer(
-            upstream=token_upstream.address,
-            protocols=(f"TLSv{tls}",),
-            binary=nginx_bin,
-            **pki.peer,
-        )
+        peer = nginx_with(tls, nginx_bin, pki, upstream=token_registry.address)
     with peer:
         yield TokenFront(kind, tls, peer)
 
@@ -508,12 +506,7 @@ def test_push_with_pull_only_token_is_insufficient_scope(
 @pytest.fixture(scope="module", params=TLS_VERSIONS)
 def nginx_outage(request: pytest.FixtureRequest, nginx_bin: str, pki: Pki) -> Iterator[NginxPeer]:
     """nginx mTLS (verify) whose upstream nobody listens on: 502 for a trusted pair."""
-    with NginxPeer(
-        upstream=f"127.0.0.1:{free_port()}",
-        protocols=(f"TLSv{request.param}",),
-        binary=nginx_bin,
-        **pki.peer,
-    ) as peer:
+    with nginx_with(request.param, nginx_bin, pki, upstream=f"127.0.0.1:{free_port()}") as peer:
         yield peer
 
 
@@ -551,77 +544,58 @@ def test_first_contact_502_outranks_the_certificate_page(
     ]
 
 
-@peers
-@pytest.mark.parametrize("mode", MODES)
-def test_5xx_from_the_known_winner_is_returned_at_once_nginx(
-    mode: str, nginx_bin: str, registry_bin: str, pki: Pki, certs_d: CertsD
-) -> None:
-    """nginx in front of a registry that goes down after the winner is known."""
-    with (
-        RegistryPeer(binary=registry_bin) as backend,
-        NginxPeer(upstream=backend.address, binary=nginx_bin, **pki.peer) as nginx,
-    ):
-        folder(certs_d, nginx.host, pki)
-        uris = [f"/v2/?t=winner-{mode}-{n}" for n in range(3)]
-        with Driver(mode, root=certs_d.root) as http:
-            up = http.get(nginx.url + uris[0])
-            assert up.status_code == 200
-            assert summary(attempts_of(up)) == [
-                ("a-wrong", "rejected", "certificate"),
-                ("b-right", "accepted", None),
-            ]
-            assert http.winner(nginx.url) == "b-right"
-            backend.stop()  # the outage
-            down = [http.get(nginx.url + uri) for uri in uris[1:]]
-            assert http.winner(nginx.url) == "b-right"
-        for response in down:
-            assert response.status_code == 502
-            (attempt,) = attempts_of(response)
-            assert (attempt.candidate, attempt.verdict, attempt.layer) == (
-                "b-right",
-                "returned",
-                None,
-            )
-            assert (attempt.status, attempt.fresh) == (502, False)
-        # Server side: the three requests on b-right's one connection, a-wrong not asked again.
-        connections = nginx_connections(nginx, uris)
-        assert len(set(connections)) == 1, connections
-        subjects = [r["ssl_client_s_dn"] for r in nginx.records() if r["uri"] in uris]
-        assert subjects.count("CN=wrong") == 1
-        assert len(subjects) == 4
+# The front's own answer when the registry behind it is down.
+OUTAGE_STATUS = {"nginx": 502, "haproxy": 503}
 
 
 @peers
+@pytest.mark.parametrize("kind", sorted(OUTAGE_STATUS))
 @pytest.mark.parametrize("mode", MODES)
-def test_5xx_from_the_known_winner_is_returned_at_once_haproxy(
-    mode: str, haproxy_bin: str, registry_bin: str, pki: Pki, certs_d: CertsD
+def test_5xx_from_the_known_winner_is_returned_at_once(
+    mode: str,
+    kind: str,
+    nginx_bin: str,
+    haproxy_bin: str,
+    registry_bin: str,
+    pki: Pki,
+    certs_d: CertsD,
 ) -> None:
-    """haproxy (TLS alerts) in front of a registry that goes down: its 503, no handshake."""
+    """A TLS front (nginx: certificate pages; haproxy: TLS alerts) in front of a registry
+    that goes down after the winner is known: the front's 5xx, given back at once on the
+    winner's connection; no handshake, the winner kept."""
+    front_type, binary = (NginxPeer, nginx_bin) if kind == "nginx" else (HAProxyPeer, haproxy_bin)
+    status = OUTAGE_STATUS[kind]
     with (
         RegistryPeer(binary=registry_bin) as backend,
-        HAProxyPeer(upstream=backend.address, binary=haproxy_bin, **pki.peer) as front,
+        front_type(upstream=backend.address, binary=binary, **pki.peer) as front,
     ):
         folder(certs_d, front.host, pki)
+        uris = [f"/v2/?t=winner-{mode}-{n}" for n in range(4)]
         with Driver(mode, root=certs_d.root) as http:
-            up = http.get(front.url + "/v2/")
+            up = http.get(front.url + uris[0])
             assert up.status_code == 200
             assert summary(attempts_of(up)) == [
                 ("a-wrong", "rejected", "certificate"),
                 ("b-right", "accepted", None),
             ]
             assert http.winner(front.url) == "b-right"
-            handshakes = ssl_conns(front)
-            assert handshakes == 2
-            backend.stop()
-            down = [http.get(f"{front.url}/v2/?n={n}") for n in range(3)]
+            backend.stop()  # the outage
+            down = [http.get(front.url + uri) for uri in uris[1:]]
             assert http.winner(front.url) == "b-right"
-            assert ssl_conns(front) == handshakes
-        assert [r.status_code for r in down] == [503, 503, 503]
         for response in down:
-            assert [(a.candidate, a.verdict, a.status, a.fresh) for a in attempts_of(response)] == [
-                ("b-right", "returned", 503, False)
-            ]
-        assert len(front.wait_for_handshake_failures(1)) == 1
+            assert response.status_code == status
+            assert [
+                (a.candidate, a.verdict, a.layer, a.status, a.fresh) for a in attempts_of(response)
+            ] == [("b-right", "returned", None, status, False)]
+        # Server side: a-wrong refused once, every request on b-right's one connection.
+        if isinstance(front, NginxPeer):
+            assert len(set(nginx_connections(front, uris))) == 1
+            subjects = [r["ssl_client_s_dn"] for r in front.records() if r["uri"] in uris]
+            assert (subjects.count("CN=wrong"), len(subjects)) == (1, 5)
+        else:
+            assert len({front.record_for(uri)["client"] for uri in uris}) == 1
+            assert len(front.wait_for_handshake_failures(1)) == 1
+            assert ssl_conns(front) == 2
 
 
 # --- 3. cold concurrency ----------------------------------------------------------------------
@@ -646,9 +620,9 @@ def test_cold_concurrent_requests_search_once(
     with Driver(mode, root=certs_d.root) as http:
         results = http.many(urls)
         assert http.winner(haproxy.url) == right
-    errors = [r for r in results if not isinstance(r, httpx.Response)]
+    errors = [r for r in results if not isinstance(r, RESPONSES)]
     assert not errors, errors
-    responses = [r for r in results if isinstance(r, httpx.Response)]
+    responses = [r for r in results if isinstance(r, RESPONSES)]
     assert [r.status_code for r in responses] == [200] * CONCURRENT
     # Exactly one request searched: it alone tried the wrong pairs.
     searches = [r for r in responses if len(attempts_of(r)) > 1]
@@ -684,14 +658,8 @@ def test_cold_concurrent_requests_search_once(
 def nginx_denies(request: pytest.FixtureRequest, nginx_bin: str, pki: Pki) -> Iterator[NginxPeer]:
     """``optional``: an untrusted pair gets nginx's 400 page; a trusted one reaches the rule,
     which allows no subject: 403."""
-    with NginxPeer(
-        mode="status",
-        verify_client="optional",
-        allowed_subjects=[],
-        protocols=(f"TLSv{request.param}",),
-        binary=nginx_bin,
-        **pki.peer,
-    ) as peer:
+    denies = {"mode": "status", "verify_client": "optional", "allowed_subjects": []}
+    with nginx_with(request.param, nginx_bin, pki, **denies) as peer:
         yield peer
 
 
@@ -777,7 +745,7 @@ def test_haproxy_wrong_first_right_wins_over_http2(
     with Driver(mode, root=certs_d.root, http2=True) as http:
         responses = [http.get(haproxy_h2.url + uri) for uri in uris]
         assert http.winner(haproxy_h2.url) == "b-right"
-    assert [(r.status_code, r.http_version) for r in responses] == [(200, "HTTP/2")] * 2
+    assert [(r.status_code, http_version(r)) for r in responses] == [(200, "HTTP/2")] * 2
     assert summary(attempts_of(responses[0])) == [
         ("a-wrong", "rejected", "certificate"),
         ("b-right", "accepted", None),
@@ -791,19 +759,19 @@ def test_haproxy_wrong_first_right_wins_over_http2(
 
 
 @peers
-def test_haproxy_every_pair_refused_raises_the_same_in_sync_and_async(
+def test_haproxy_every_pair_refused_raises_the_same_in_every_front_end(
     haproxy: HAProxyPeer, pki: Pki, certs_d: CertsD
 ) -> None:
     folder(certs_d, haproxy.host, pki, "a-wrong", "b-wrong2")
-    raised: dict[str, ClientCertificateRejected] = {}
+    raised: dict[str, EveryCertificateRejected] = {}
     for mode in MODES:
         with Driver(mode, root=certs_d.root) as http:
-            with pytest.raises(ClientCertificateRejected) as info:
+            with pytest.raises(EveryCertificateRejected) as info:
                 http.get(haproxy.url + "/v2/")
             assert http.winner(haproxy.url) is None
         raised[mode] = info.value
-    for exc in raised.values():
-        assert isinstance(exc, httpx.TransportError)
+    for mode, exc in raised.items():
+        assert isinstance(exc, LIBRARY_ERROR[mode])
         assert exc.directory == certs_d.root / haproxy.host
         assert summary(exc.attempts) == [
             ("a-wrong", "rejected", "certificate"),
@@ -812,9 +780,10 @@ def test_haproxy_every_pair_refused_raises_the_same_in_sync_and_async(
         expected = "TLS alert unknown_ca" if haproxy.tls_version == "1.2" else TLS13_REFUSAL
         assert [a.outcome for a in exc.attempts] == [expected, expected]
         assert f"a-wrong: {expected}; b-wrong2: {expected}" in str(exc)
-    sync, asynchronous = raised["sync"], raised["async"]
-    assert [a.describe() for a in sync.attempts] == [a.describe() for a in asynchronous.attempts]
-    assert str(sync) == str(asynchronous)
+    sync = raised["sync"]
+    for other in (raised["async"], raised["requests"]):
+        assert [a.describe() for a in sync.attempts] == [a.describe() for a in other.attempts]
+        assert str(sync) == str(other)
 
 
 # --- 6. proxies ---------------------------------------------------------------------------------
@@ -839,11 +808,17 @@ def target(request: pytest.FixtureRequest, haproxy_h2: HAProxyPeer) -> Target:
     return Target(haproxy_h2, http2, tls)
 
 
-def check_through(response: httpx.Response, target: Target) -> None:
+def http_version(response: Response) -> str:
+    if isinstance(response, requests.Response):
+        return {10: "HTTP/1.0", 11: "HTTP/1.1"}[response.raw.version]
+    return response.http_version
+
+
+def check_through(response: Response, target: Target) -> None:
     """The rotation worked in the tunnel: a-wrong refused, b-right's 200 in the asked
     HTTP and TLS versions."""
     assert response.status_code == 200
-    assert response.http_version == ("HTTP/2" if target.http2 else "HTTP/1.1")
+    assert http_version(response) == ("HTTP/2" if target.http2 else "HTTP/1.1")
     attempts = attempts_of(response)
     assert summary(attempts) == [
         ("a-wrong", "rejected", "certificate"),
@@ -854,33 +829,8 @@ def check_through(response: httpx.Response, target: Target) -> None:
 
 @peers
 @pytest.mark.parametrize("mode", MODES)
-def test_environment_proxy_carries_the_rotation(
-    mode: str,
-    target: Target,
-    tinyproxy: TinyproxyPeer,
-    pki: Pki,
-    certs_d: CertsD,
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    server, http2 = target.peer, target.http2
-    folder(certs_d, server.host, pki)
-    clear_proxy_env(monkeypatch)
-    monkeypatch.setenv("HTTPS_PROXY", tinyproxy.url)
-    before = len(tinyproxy.connects())
-    uri = f"/v2/?t=proxy-env-{mode}-{http2}-{target.tls}"
-    with Driver(mode, tls=target.tls, root=certs_d.root, http2=http2) as http:
-        response = http.get(server.url + uri)
-        assert http.winner(server.url) == "b-right"
-    check_through(response, target)
-    # One CONNECT per TLS connection: a-wrong's and b-right's, both to the registry.
-    assert tinyproxy.connects()[before:] == [server.host, server.host]
-    assert server.record_for(uri)["ssl_client_s_dn"] == "CN=right"
-
-
-@peers
-@pytest.mark.parametrize("mode", MODES)
-@pytest.mark.parametrize("how", ["no_proxy", "trust_env_false"])
-def test_proxy_environment_can_be_bypassed(
+@pytest.mark.parametrize("how", ["environment", "no_proxy", "trust_env_false", "explicit"])
+def test_proxies(
     mode: str,
     how: str,
     target: Target,
@@ -889,48 +839,31 @@ def test_proxy_environment_can_be_bypassed(
     certs_d: CertsD,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    """``HTTPS_PROXY`` carries the rotation: one CONNECT per TLS connection (a-wrong's and
+    b-right's), none for the next request on the winner's kept-alive tunnel. ``NO_PROXY``
+    and ``trust_env=False`` bypass it; ``proxy=`` works without the environment."""
     server, http2 = target.peer, target.http2
     folder(certs_d, server.host, pki)
     clear_proxy_env(monkeypatch)
-    monkeypatch.setenv("HTTPS_PROXY", tinyproxy.url)
     options: dict[str, Any] = {}
+    if how == "explicit":
+        options["proxy"] = tinyproxy.url
+    else:
+        monkeypatch.setenv("HTTPS_PROXY", tinyproxy.url)
     if how == "no_proxy":
         monkeypatch.setenv("NO_PROXY", "localhost")
-    else:
+    elif how == "trust_env_false":
         options["trust_env"] = False
     before = len(tinyproxy.connects())
-    uri = f"/v2/?t=direct-{how}-{mode}-{http2}-{target.tls}"
+    uris = [f"/v2/?t=proxy-{how}-{mode}-{http2}-{target.tls}-{n}" for n in range(2)]
     with Driver(mode, tls=target.tls, root=certs_d.root, http2=http2, **options) as http:
-        response = http.get(server.url + uri)
-        assert http.winner(server.url) == "b-right"
-    check_through(response, target)
-    server.record_for(uri)
-    # The answer arrived, straight from the server: the proxy saw nothing.
-    assert tinyproxy.connects()[before:] == []
-
-
-@peers
-@pytest.mark.parametrize("mode", MODES)
-def test_explicit_proxy_without_environment(
-    mode: str,
-    target: Target,
-    tinyproxy: TinyproxyPeer,
-    pki: Pki,
-    certs_d: CertsD,
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    server, http2 = target.peer, target.http2
-    folder(certs_d, server.host, pki)
-    clear_proxy_env(monkeypatch)
-    before = len(tinyproxy.connects())
-    uris = [f"/v2/?t=proxy-arg-{mode}-{http2}-{target.tls}-{n}" for n in range(2)]
-    with Driver(mode, tls=target.tls, root=certs_d.root, http2=http2, proxy=tinyproxy.url) as http:
         responses = [http.get(server.url + uri) for uri in uris]
         assert http.winner(server.url) == "b-right"
     check_through(responses[0], target)
     assert [(a.candidate, a.fresh) for a in attempts_of(responses[1])] == [("b-right", False)]
-    # Two tunnels for the search, none for the second request (the winner's is kept alive).
-    assert tinyproxy.connects()[before:] == [server.host, server.host]
+    assert server.record_for(uris[0])["ssl_client_s_dn"] == "CN=right"
+    proxied = how in ("environment", "explicit")
+    assert tinyproxy.connects()[before:] == ([server.host] * 2 if proxied else [])
 
 
 # --- 7. options checked at construction ---------------------------------------------------------

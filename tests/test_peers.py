@@ -115,16 +115,6 @@ def pki(
 
 
 @pytest.fixture(scope="module")
-def nginx_bin() -> str:
-    return require_peer("nginx")
-
-
-@pytest.fixture(scope="module")
-def registry_bin() -> str:
-    return require_peer("docker-registry")
-
-
-@pytest.fixture(scope="module")
 def nginx_verify(nginx_bin: str, pki: Pki) -> Iterator[NginxPeer]:
     with NginxPeer(mode="verify", binary=nginx_bin, **pki.peer_files()) as peer:
         yield peer

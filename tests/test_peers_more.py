@@ -52,8 +52,6 @@ HAPROXY_REASONS = {
     "wrong": "SSL client certificate not trusted",
 }
 
-# The token server's grants: team/app is pull-only, team/rw can be pushed to.
-GRANTS = {"repository:team/app": ["pull"], "repository:team/rw": ["pull", "push"]}
 
 MANIFEST_V2 = "application/vnd.docker.distribution.manifest.v2+json"
 
@@ -107,43 +105,10 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
     )
 
 
-@pytest.fixture(scope="module")
-def haproxy_bin() -> str:
-    return require_peer("haproxy")
-
-
-@pytest.fixture(scope="module")
-def tinyproxy_bin() -> str:
-    return require_peer("tinyproxy")
-
-
-@pytest.fixture(scope="module")
-def registry_bin() -> str:
-    return require_peer("docker-registry")
-
-
-@pytest.fixture(scope="module")
-def nginx_bin() -> str:
-    return require_peer("nginx")
-
-
 @pytest.fixture(scope="module", params=TLS_VERSIONS)
 def haproxy(request: pytest.FixtureRequest, haproxy_bin: str, pki: Pki) -> Iterator[HAProxyPeer]:
     """haproxy pinned to one TLS version on its side; clients offer both."""
     with HAProxyPeer(tls_version=request.param, binary=haproxy_bin, **pki.peer_files()) as peer:
-        yield peer
-
-
-@pytest.fixture(scope="module")
-def tokens() -> Iterator[TokenServer]:
-    with TokenServer(grant=GRANTS) as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
-def token_registry(registry_bin: str, tokens: TokenServer) -> Iterator[RegistryPeer]:
-    """Plain-HTTP registry with token auth: the upstream the TLS proxies front."""
-    with RegistryPeer(token_auth=tokens.auth, binary=registry_bin) as peer:
         yield peer
 
 
