@@ -299,18 +299,26 @@ class RejectionPolicy:
                 if title in body:
                     # The text between "<title>400 " and "</title>".
                     return Verdict("certificate", f"HTTP 400 {title[11:-8].decode()}")
+            if method == "HEAD":
+                # nginx answers a HEAD with its page's status and no page: a 400 that may be a
+                # refused certificate or the server's own. Judged as a server error (move on
+                # at first contact, returned from the known winner), never remembered.
+                return self._server_error(method, "HTTP 400 to a HEAD (no page to read)")
         if status >= 500:
-            if self.server_errors == "all" or (
-                self.server_errors == "idempotent" and method in IDEMPOTENT_METHODS
-            ):
-                return Verdict("server", f"HTTP {status}")
-            return None
+            return self._server_error(method, f"HTTP {status}")
         if status not in self.statuses:
             return None
         if status == 401 and challenge and self.challenge_is_token_auth:
             return None
         layer: Layer = "certificate" if status in CERTIFICATE_STATUSES else "authorization"
         return Verdict(layer, f"HTTP {status}")
+
+    def _server_error(self, method: str, reason: str) -> Optional[Verdict]:
+        if self.server_errors == "all" or (
+            self.server_errors == "idempotent" and method in IDEMPOTENT_METHODS
+        ):
+            return Verdict("server", reason)
+        return None
 
     def response_verdict(
         self, request: httpx.Request, response: httpx.Response, body: bytes = b""

@@ -255,6 +255,27 @@ def test_other_400_is_not_a_rejection() -> None:
     assert no_nginx.response_verdict(request(), response(400, page), page) is None
 
 
+def test_a_400_to_a_head_is_judged_as_a_server_error() -> None:
+    """nginx answers a HEAD with its certificate page's status and no body, so the page
+    cannot be told from the server's own 400: like a 5xx, it moves on at first contact and is
+    returned as is from the known winner (the server layer), never remembered against a pair."""
+    verdict = DOCKER.judge_answer("HEAD", 400, challenge=False)
+    assert verdict is not None
+    assert verdict.layer == "server"
+    assert "HEAD" in verdict.reason
+    # A GET carries the page: its 400 without nginx's title is the server's answer.
+    assert DOCKER.judge_answer("GET", 400, challenge=False) is None
+    # Policies that do not read nginx's page, or never move on for the server, return it.
+    assert (
+        dataclasses.replace(DOCKER, nginx_400=False).judge_answer("HEAD", 400, challenge=False)
+        is None
+    )
+    assert (
+        dataclasses.replace(DOCKER, server_errors="none").judge_answer("HEAD", 400, challenge=False)
+        is None
+    )
+
+
 @pytest.mark.parametrize("status", [401, 403, 495, 496])
 def test_auth_statuses(status: int) -> None:
     assert DOCKER.response_verdict(request(), response(status)) == f"HTTP {status}"

@@ -305,11 +305,6 @@ def test_python_dxf_lists_tags_and_pulls_a_blob(
     registry.check_logs(repository, refused_before)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the flow judges nginx's 400 by its page, and the answer to a HEAD has none: the "
-    "wrong pair's 400 is given back, and settled as the winner (httpx and requests alike)",
-)
 @pytest.mark.parametrize("mode", ["sync", "requests"])
 def test_head_as_first_contact_with_nginx(
     mode: str, nginx_bin: str, pki: Pki, certs_d: CertsD
