@@ -288,9 +288,9 @@ def test_python_dxf_lists_tags_and_pulls_a_blob(
 
     with dxf.DXF(registry.host, repository) as pusher:
         connected(pusher)
-        # Not check_exists: python-dxf asks with a HEAD first, which nginx answers 400 with
-        # no page to read (see test_head_as_first_contact_with_nginx).
-        digest = pusher.push_blob(str(blob), check_exists=False)
+        # python-dxf asks with a HEAD first, which nginx answers 400 with no page to read
+        # (see test_head_as_first_contact_with_nginx).
+        digest = pusher.push_blob(str(blob))
         pusher.set_alias("v1", digest)
     # A fresh adapter: listing the tags is the first contact, the wrong pair first again.
     with dxf.DXF(registry.host, repository) as puller:
