@@ -173,17 +173,24 @@ _DECIDED_BY_THE_FOLDER = {
 }
 
 
-def _inner_options(inner: type, options: dict[str, Any]) -> dict[str, Any]:
+def _inner_options(inner: Callable[..., Any], options: dict[str, Any]) -> dict[str, Any]:
     """The keyword arguments for every inner transport, checked now: a mistake would
     otherwise surface at the first request, as a TypeError from inside httpx."""
     for name in options:
         if name in _DECIDED_BY_THE_FOLDER:
             raise TypeError(f"{name}= cannot be set: {_DECIDED_BY_THE_FOLDER[name]}")
-    unknown = sorted(set(options) - set(inspect.signature(inner).parameters))
+    try:
+        parameters = inspect.signature(inner).parameters
+    except (TypeError, ValueError):  # no signature to read (a C callable): its own call checks
+        return options
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+        return options
+    unknown = sorted(set(options) - set(parameters))
     if unknown:
+        name = getattr(inner, "__name__", type(inner).__name__)
         raise TypeError(
             f"unexpected keyword argument {', '.join(unknown)} "
-            f"(options other than dockercerts' own go to each {inner.__name__})"
+            f"(options other than dockercerts' own go to each {name})"
         )
     return options
 
@@ -207,13 +214,17 @@ class _Base:
         trust_env: bool = True,
         proxy: Optional[ProxyArg] = None,
         order: str = "docker",
+        inner: Optional[Callable[..., Any]] = None,
         **transport_options: Any,
     ) -> None:
         self._options: Options = options(
             root, platform, trust, password, policy, refresh, recheck, order
         )
         self._proxies = ProxyRules.make(proxy, trust_env=trust_env)
-        self._transport_options = _inner_options(self._inner_type, transport_options)
+        self._inner: Callable[..., Any] = self._inner_type if inner is None else inner
+        if not callable(self._inner):
+            raise TypeError(f"inner= must be a callable that makes a transport, not {inner!r}")
+        self._transport_options = _inner_options(self._inner, transport_options)
         self._hosts: Hosts[Any] = Hosts(self._options, self._make_for, max_hosts)
         self._plain: dict[Optional[str], Any] = {}
         self._plain_lock = threading.Lock()
@@ -222,9 +233,7 @@ class _Base:
     def _make(self, candidate: Candidate, proxy: Optional[httpx.Proxy] = None) -> Any:
         """One candidate's inner transport (its context watched: see :mod:`._watch`)."""
         extra = {} if proxy is None else {"proxy": proxy}
-        return self._inner_type(
-            verify=watched(candidate.context), **self._transport_options, **extra
-        )
+        return self._inner(verify=watched(candidate.context), **self._transport_options, **extra)
 
     def _make_for(self, url: httpx.URL) -> Callable[[Candidate], Any]:
         proxy = self._proxies.for_url(url)
@@ -242,7 +251,7 @@ class _Base:
                 inner = self._plain.get(key)
                 if inner is None:
                     extra = {} if proxy is None else {"proxy": proxy}
-                    inner = self._plain[key] = self._inner_type(**self._transport_options, **extra)
+                    inner = self._plain[key] = self._inner(**self._transport_options, **extra)
         return inner
 
     def _learn(self, request: httpx.Request) -> tuple[bytes, ...]:
@@ -277,6 +286,17 @@ _ARGS_DOC = (
     default, ``"docker"``, is Docker's order. The remaining keyword arguments (``http2``,
     ``limits``, ``retries``, ...) are passed to each inner transport; ``verify`` and ``cert``
     are refused with a :class:`TypeError`, since the folder decides them.
+
+    ``inner`` makes those inner transports (default: ``httpx.HTTPTransport``, or
+    ``httpx.AsyncHTTPTransport`` for the async twin). It is called with keyword arguments
+    only: ``verify`` (the candidate's ``ssl`` context, already watched for TLS 1.3 refusals;
+    absent for plain ``http://``), ``proxy`` (when one applies) and the remaining keyword
+    arguments, so a transport class, a ``functools.partial`` of one, or a function that wraps
+    one all fit::
+
+        >>> import functools, httpx, dockercerts
+        >>> transport = dockercerts.Transport(
+        ...     inner=functools.partial(httpx.HTTPTransport, local_address="127.0.0.1"))
 """
 )
 

@@ -1763,11 +1763,10 @@ def test_a_pair_broken_after_the_load_is_a_transport_error(
     host_dir(certs_d, srv, leaves.layout("right"))
     broken = KeyPairError(Path("x.cert"), Path("x.key"), "unreadable now", "fix it")
 
-    class Broken(Transport):
-        def _make(self, candidate: Candidate, proxy: Any = None) -> httpx.HTTPTransport:
-            raise broken
+    def unusable(**options: Any) -> httpx.HTTPTransport:
+        raise broken
 
-    http = httpx.Client(transport=Broken(root=certs_d.root))
+    http = httpx.Client(transport=Transport(root=certs_d.root, inner=unusable))
     with http, pytest.raises(CertsDirTransportError) as err:
         http.get(srv.url + "/v2/")
     assert err.value.error is broken
@@ -1781,3 +1780,60 @@ def test_the_password_is_no_field_of_the_options(tmp_path: Path) -> None:
     opts = _options(tmp_path, "linux", None, secret, "docker", 1.0)
     assert secret not in repr(dataclasses.asdict(opts)) + repr(opts)
     assert opts.password.get() == secret
+
+
+# --- inner=: the documented way to make the inner transports -------------------------------------
+
+
+@pytest.mark.parametrize("tls", TLS_VERSIONS)
+def test_inner_makes_each_candidates_transport_and_keeps_rejections_seen(
+    tls: str, mtls_server: Any, certs_d: CertsD, leaves: Leaves
+) -> None:
+    """A factory that wraps httpx's transport gets each candidate's (watched) context as
+    ``verify`` and the remaining options; the refusal of the wrong pair is still seen, TLS
+    1.3's after the handshake included, and the right pair wins."""
+    srv = mtls_server(reject="tls", tls_version=tls)
+    host_dir(certs_d, srv, leaves.layout("wrong", "right"))
+    made: list[dict[str, Any]] = []
+
+    def factory(**options: Any) -> httpx.HTTPTransport:
+        made.append(options)
+        return httpx.HTTPTransport(**options)
+
+    transport = Transport(root=certs_d.root, inner=factory, trust_env=False, retries=0)
+    with httpx.Client(transport=transport) as http:
+        response = http.get(srv.url + "/v2/")
+    assert response.status_code == 200
+    verdicts = [a.verdict for a in response.extensions["dockercerts.attempts"]]
+    assert verdicts == ["rejected", "accepted"]
+    assert [sorted(o) for o in made] == [["retries", "verify"]] * 2
+    assert all(isinstance(o["verify"], ssl.SSLContext) for o in made)
+    assert all(o["verify"].sslsocket_class is not ssl.SSLSocket for o in made)  # watched
+
+
+def test_inner_gets_no_verify_for_plain_http_and_the_proxy_when_one_applies(
+    tmp_path: Path,
+) -> None:
+    calls: list[dict[str, Any]] = []
+
+    def factory(**options: Any) -> httpx.MockTransport:
+        calls.append(options)
+        return httpx.MockTransport(lambda request: httpx.Response(204))
+
+    proxy = "http://127.0.0.1:3128"
+    transport = Transport(root=tmp_path, inner=factory, proxy=proxy)
+    with httpx.Client(transport=transport) as http:
+        assert http.get("http://127.0.0.1:9/").status_code == 204
+    assert [sorted(call) for call in calls] == [["proxy"]]
+    assert calls[0]["proxy"].url == httpx.URL(proxy)
+
+
+def test_inner_options_are_checked_against_the_factory(tmp_path: Path) -> None:
+    with pytest.raises(TypeError, match="unexpected keyword argument colour"):
+        Transport(root=tmp_path, inner=httpx.HTTPTransport, colour="blue")
+    # A factory that takes any keyword decides for itself.
+    Transport(root=tmp_path, inner=lambda **options: httpx.MockTransport(print), colour="blue")
+    with pytest.raises(TypeError, match="inner= must be a callable"):
+        Transport(root=tmp_path, inner="httpx.HTTPTransport")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="verify= cannot be set"):
+        Transport(root=tmp_path, inner=lambda **options: None, verify=False)

@@ -18,14 +18,13 @@ import ssl
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Union
+from typing import Any, Optional, Union
 
 import httpx
 import pytest
 from peers import NginxPeer, RegistryPeer, require_peer
 
 from dockercerts import AsyncTransport, Transport
-from dockercerts.loader import Candidate
 from dockercerts.testing import CA, CertsD, Leaf
 
 pytestmark = pytest.mark.peers
@@ -34,18 +33,17 @@ TLS_VERSIONS = ("1.2", "1.3")
 NGINX_MODES = {"verify": 400, "status": 403, "error_page": 495}
 
 
-class Tls12Transport(Transport):
-    """Caps every candidate at TLS 1.2 (the peer would negotiate 1.3)."""
+def capped_at_tls12(inner: Any) -> Any:
+    """An ``inner=`` factory whose candidates offer TLS 1.2 at most (the peer would negotiate
+    1.3)."""
 
-    def _make(self, candidate: Candidate) -> httpx.HTTPTransport:
-        candidate.context.maximum_version = ssl.TLSVersion.TLSv1_2
-        return super()._make(candidate)
+    def make(*, verify: Optional[ssl.SSLContext] = None, **options: Any) -> Any:
+        if verify is None:
+            return inner(**options)
+        verify.maximum_version = ssl.TLSVersion.TLSv1_2
+        return inner(verify=verify, **options)
 
-
-class Tls12AsyncTransport(AsyncTransport):
-    def _make(self, candidate: Candidate) -> httpx.AsyncHTTPTransport:
-        candidate.context.maximum_version = ssl.TLSVersion.TLSv1_2
-        return super()._make(candidate)
+    return make
 
 
 @dataclass
@@ -90,10 +88,16 @@ def tree(certs_d: CertsD, peer: Union[NginxPeer, RegistryPeer], files: Files) ->
     )
 
 
-def transport_class(tls: str, asynchronous: bool) -> Any:
-    if asynchronous:
-        return Tls12AsyncTransport if tls == "1.2" else AsyncTransport
-    return Tls12Transport if tls == "1.2" else Transport
+def transport(tls: str, asynchronous: bool, **options: Any) -> Any:
+    """The transport (sync or async) whose candidates speak TLS ``tls``."""
+    cls, inner = (
+        (AsyncTransport, httpx.AsyncHTTPTransport)
+        if asynchronous
+        else (Transport, httpx.HTTPTransport)
+    )
+    if tls == "1.2":
+        options["inner"] = capped_at_tls12(inner)
+    return cls(**options)
 
 
 class Ports:
@@ -152,7 +156,7 @@ def check_registry_log(peer: RegistryPeer, uri: str, ports: list[int]) -> None:
 def test_nginx_wrong_pair_first(tls: str, nginx: NginxPeer, files: Files, certs_d: CertsD) -> None:
     tree(certs_d, nginx, files)
     uri = f"/v2/?t=sync-{tls}"
-    with httpx.Client(transport=transport_class(tls, False)(root=certs_d.root)) as http:
+    with httpx.Client(transport=transport(tls, False, root=certs_d.root)) as http:
         response = http.get(nginx.url + uri)
         assert http._transport.winner(nginx.url) == "b-right"  # type: ignore[attr-defined]
     assert response.status_code == 200
@@ -167,7 +171,7 @@ def test_registry_wrong_pair_first(
     tree(certs_d, registry, files)
     uri = f"/v2/?t=sync-{tls}"
     ports = Ports()
-    with httpx.Client(transport=transport_class(tls, False)(root=certs_d.root)) as http:
+    with httpx.Client(transport=transport(tls, False, root=certs_d.root)) as http:
         response = http.get(registry.url + uri, extensions={"trace": ports})
         assert http._transport.winner(registry.url) == "b-right"  # type: ignore[attr-defined]
         catalog = http.get(registry.url + "/v2/_catalog")
@@ -185,7 +189,7 @@ async def test_nginx_wrong_pair_first_async(
 ) -> None:
     tree(certs_d, nginx, files)
     uri = f"/v2/?t=async-{tls}"
-    async with httpx.AsyncClient(transport=transport_class(tls, True)(root=certs_d.root)) as http:
+    async with httpx.AsyncClient(transport=transport(tls, True, root=certs_d.root)) as http:
         response = await http.get(nginx.url + uri)
         assert http._transport.winner(nginx.url) == "b-right"  # type: ignore[attr-defined]
     assert response.status_code == 200
@@ -201,7 +205,7 @@ async def test_registry_wrong_pair_first_async(
     tree(certs_d, registry, files)
     uri = f"/v2/?t=async-{tls}"
     ports = Ports()
-    async with httpx.AsyncClient(transport=transport_class(tls, True)(root=certs_d.root)) as http:
+    async with httpx.AsyncClient(transport=transport(tls, True, root=certs_d.root)) as http:
         response = await http.get(registry.url + uri, extensions={"trace": ports.trace_async})
         assert http._transport.winner(registry.url) == "b-right"  # type: ignore[attr-defined]
     assert response.status_code == 200
