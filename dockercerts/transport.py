@@ -213,9 +213,21 @@ class _Base:
         max_hosts: int = 256,
         trust_env: bool = True,
         proxy: Optional[ProxyArg] = None,
+        runtime: str = "docker",
+        cert_dir: Optional[StrPath] = None,
         **transport_options: Any,
     ) -> None:
-        self._options: Options = options(root, platform, trust, password, policy, refresh, recheck)
+        self._options: Options = options(
+            root,
+            platform,
+            trust,
+            password,
+            policy,
+            refresh,
+            recheck,
+            runtime=runtime,
+            cert_dir=cert_dir,
+        )
         self._proxies = ProxyRules.make(proxy, trust_env=trust_env)
         self._transport_options = _inner_options(self._inner_type, transport_options)
         self._hosts: Hosts[Any] = Hosts(self._options, self._make_for, max_hosts)
@@ -264,6 +276,10 @@ class _Base:
 
 
 _ARGS_DOC = """
+    ``runtime`` is whose folders are read: ``"docker"`` (default), ``"podman"``
+    (containers/image's search list; ``cert_dir=`` is its ``--cert-dir``) or
+    ``"containerd"`` (``hosts.toml``: a request uses the TLS settings of the endpoint at its
+    own host; see :mod:`dockercerts.containerd`). ``root`` replaces the runtime's roots.
     ``refresh`` is how often (seconds) a host directory is checked for changes; 0 checks on
     every request. ``recheck`` is how long (seconds, default 60) a candidate refused at the
     certificate layer is skipped by later requests to its host; 0 never skips. ``max_hosts``
