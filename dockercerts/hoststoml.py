@@ -38,6 +38,7 @@ Rules worth knowing (each from containerd's source):
 
 from __future__ import annotations
 
+import ipaddress
 import ntpath
 import os
 import posixpath
@@ -51,6 +52,7 @@ from urllib.parse import urlsplit
 
 from ._gowords import go_type, go_value, parse_duration, quote
 from .errors import HostsTomlError
+from .locate import _split_port
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -594,13 +596,7 @@ def _parse(data: Union[bytes, str], base: str, where: Path, windows: bool) -> Ho
 
 def is_localhost(host: str) -> bool:
     """containerd's ``IsLocalhost``: ``localhost`` or a loopback IP, with or without port."""
-    import ipaddress
-
-    name = host
-    if name.startswith("["):
-        name = name[1 : name.find("]")] if "]" in name else name
-    elif name.count(":") == 1:
-        name = name.split(":")[0]
+    name = _split_port(host)[0].strip("[]")
     if name == "localhost":
         return True
     try:
@@ -630,8 +626,8 @@ def endpoints(found: Sequence[Endpoint], registry: str) -> tuple[Endpoint, ...]:
         elif is_localhost(registry):
             # containerd (2.x, no --plain-http) picks https for no port or 443, else http
             # with an HTTPS-first fallback when TLS is configured.
-            port = registry.rsplit(":", 1)[1] if registry.count(":") == 1 else ""
-            scheme = "https" if port in ("", "443") else "http"
+            port = _split_port(registry)[1]
+            scheme = "https" if port in (None, "443") else "http"
         listed[-1] = replace(
             last, scheme=scheme, host=host, path="/v2", capabilities=CAPABILITIES, implicit=True
         )
