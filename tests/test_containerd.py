@@ -94,15 +94,19 @@ client = [["certs/alice.cert", "certs/alice.key"]]
     assert caught.value.endpoint == "https://mirror.example/v2"
     write(folder / "certs", "alice.cert", combined(alice))
     found = load_hosts("reg:5000", root=tmp_path)
-    assert found.folder == folder and found.source == "hosts.toml"
+    assert found.folder == folder
+    assert found.source == "hosts.toml"
     mirror, server = found.endpoints
     assert mirror.endpoint.url == "https://mirror.example/v2"
     assert [p.name for p in mirror.certs.pairs] == ["mallory.pem", "certs/alice.cert"]
     assert mirror.certs.pairs[0].key == folder / "mallory.pem"  # combined PEM
-    assert mirror.certs.skip_verify and "skip-verify" in {w.code for w in mirror.certs.warnings}
+    assert mirror.certs.skip_verify
+    assert "skip-verify" in {w.code for w in mirror.certs.warnings}
     assert [p.subject for p in server.certs.pairs] == ["CN=alice"]
-    assert server.certs.ca_files == (folder / "ca.pem",) and not server.certs.skip_verify
-    assert server.certs.uses_system_roots and server.certs.trust == "merge"
+    assert server.certs.ca_files == (folder / "ca.pem",)
+    assert not server.certs.skip_verify
+    assert server.certs.uses_system_roots
+    assert server.certs.trust == "merge"
     assert found.endpoint_for("reg:5000") is server
     assert found.endpoint_for("mirror.example") is mirror
     assert found.endpoint_for("mirror.example:443") is mirror
@@ -114,10 +118,12 @@ def test_load_returns_the_endpoint_at_the_host_itself(tmp_path: Path, alice: Lea
     write(folder, "alice.pem", combined(alice))
     write(folder, "hosts.toml", b'[host."https://mirror.example"]\nclient = "alice.pem"\n')
     hub = load("docker.io", runtime="containerd", root=tmp_path)
-    assert hub.endpoint == "https://registry-1.docker.io/v2" and hub.pairs == ()
+    assert hub.endpoint == "https://registry-1.docker.io/v2"
+    assert hub.pairs == ()
     # The mirror's own folder is what a request to the mirror reads: none here.
     mirror = load("mirror.example", runtime="containerd", root=tmp_path)
-    assert mirror.endpoint == "https://mirror.example/v2" and not mirror.exists
+    assert mirror.endpoint == "https://mirror.example/v2"
+    assert not mirror.exists
 
 
 def test_loose_files_containerds_rules(
@@ -130,7 +136,8 @@ def test_loose_files_containerds_rules(
     folder.mkdir("sub.crt")  # a sub-folder named like a CA: skipped
     write(folder.path, "ca.pem", b"ignored")
     found = load_hosts("reg:5000", root=tmp_path)
-    assert found.source == "files" and found.hosts_file is None
+    assert found.source == "files"
+    assert found.hosts_file is None
     (server,) = found.endpoints
     assert [p.name for p in server.certs.pairs] == ["a-mallory.cert", "b-alice.cert"]
     assert server.certs.pairs[0].key == folder.path / "a-mallory.cert"
@@ -207,7 +214,8 @@ def test_broken_hosts_toml_is_logged_and_the_files_are_read(
     write(folder.path, "hosts.toml", b'capabilities = ["pull", "fetch"]\nclient = "x.pem"\n')
     with caplog.at_level(logging.ERROR, "dockercerts"):
         found = load_hosts("reg:5000", root=tmp_path)
-    assert found.hosts_error is not None and found.source == "files"
+    assert found.hosts_error is not None
+    assert found.source == "files"
     assert str(found.hosts_error) == (
         f"failed to decode {folder.path / 'hosts.toml'}: unknown capability fetch"
     )
@@ -234,7 +242,8 @@ def test_top_level_client_does_not_reach_host_tables(tmp_path: Path, alice: Leaf
     write(folder, "hosts.toml", b'client = "alice.pem"\n[host."https://mirror.example"]\n')
     found = load_hosts("reg:5000", root=tmp_path)
     mirror, server = found.endpoints
-    assert mirror.certs.pairs == () and [p.name for p in server.certs.pairs] == ["alice.pem"]
+    assert mirror.certs.pairs == ()
+    assert [p.name for p in server.certs.pairs] == ["alice.pem"]
     assert server.endpoint.url == "https://reg:5000/v2"
 
 
@@ -244,10 +253,12 @@ def test_secrets_stay_out_of_errors(tmp_path: Path, alice: Leaf) -> None:
     write(folder, "hosts.toml", b'client = "enc.pem"\n')
     with pytest.raises(EndpointTLSError) as caught:
         load_hosts("reg:5000", root=tmp_path, password=b"wrong-pw")
-    assert "wrong-pw" not in repr(caught.value.__dict__) and caught.value.__traceback__ is not None
+    assert "wrong-pw" not in repr(caught.value.__dict__)
+    assert caught.value.__traceback__ is not None
     found = load_hosts("reg:5000", root=tmp_path, password=b"s3cret-pw")
     certs = found.endpoints[0].certs
-    assert "s3cret-pw" not in repr(certs) and "s3cret-pw" not in repr(found)
+    assert "s3cret-pw" not in repr(certs)
+    assert "s3cret-pw" not in repr(found)
     assert certs.candidates()[0].context is not None
 
 
@@ -315,7 +326,9 @@ def test_transport_skip_verify_only_for_its_endpoint(
         with pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
             client.get(checked.url + "/v2/")
     loud = [r.getMessage() for r in caplog.records if "skip_verify = true" in r.getMessage()]
-    assert len(loud) == 1 and "NOT checked" in loud[0] and str(insecure.port) in loud[0]
+    assert len(loud) == 1
+    assert "NOT checked" in loud[0]
+    assert str(insecure.port) in loud[0]
 
 
 def test_transport_top_level_client_not_for_a_host_table(
@@ -328,9 +341,12 @@ def test_transport_top_level_client_not_for_a_host_table(
         'server = "https://upstream.invalid"\nclient = "a.pem"\n[host."URL"]\nca = "ca.crt"\n',
         {"a.pem": combined(alice), "ca.crt": srv.server_ca.cert_pem},
     )
-    with httpx.Client(transport=Transport(runtime="containerd", root=tmp_path)) as client:
-        with pytest.raises(ClientCertificateRejected) as caught:
-            client.get(srv.url + "/v2/")
+    transport = Transport(runtime="containerd", root=tmp_path)
+    with (
+        httpx.Client(transport=transport) as client,
+        pytest.raises(ClientCertificateRejected) as caught,
+    ):
+        client.get(srv.url + "/v2/")
     assert [a.candidate for a in caught.value.attempts] == [None]
 
 
@@ -347,9 +363,9 @@ def test_transport_host_without_endpoint_gets_defaults_and_a_warning(
     with (
         caplog.at_level(logging.WARNING, "dockercerts"),
         httpx.Client(transport=Transport(runtime="containerd", root=tmp_path)) as client,
+        pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"),
     ):
-        with pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
-            client.get(srv.url + "/v2/")
+        client.get(srv.url + "/v2/")
     assert any("names no endpoint at localhost:" in r.getMessage() for r in caplog.records)
 
 

@@ -57,10 +57,10 @@ LOCAL_MIRROR = """\
 server = "https://registry-1.docker.io"    # Exclude this to not use upstream
 
 [host."https://public-mirror.example.com"]
-  capabilities = ["pull"]                  # Requires less trust, won't resolve tag to digest from this host
+  capabilities = ["pull"]                  # Requires less trust, won't resolve tag to digest
 [host."https://docker-mirror.internal"]
   capabilities = ["pull", "resolve"]
-  ca = "docker-mirror.crt"                 # Or absolute path /etc/containerd/certs.d/docker.io/docker-mirror.crt
+  ca = "docker-mirror.crt"                 # Or absolute path /etc/containerd/certs.d/...
 """
 
 DEFAULT_MIRROR = """\
@@ -123,22 +123,26 @@ def test_docs_local_mirror_relative_ca_joined_to_the_folder() -> None:
         "https://docker-mirror.internal/v2",
         "https://registry-1.docker.io/v2",
     ]
-    assert found[0].capabilities == ("pull",) and found[0].ca is None
+    assert found[0].capabilities == ("pull",)
+    assert found[0].ca is None
     assert found[1].ca == (Path(FOLDER) / "docker-mirror.crt",)
-    assert found[1].explicit_tls and not found[0].explicit_tls
+    assert found[1].explicit_tls
+    assert not found[0].explicit_tls
 
 
 def test_docs_default_mirror_server_filled_in_for_the_registry() -> None:
     hosts = parse_hosts_toml(DEFAULT_MIRROR, "/etc/containerd/certs.d/_default")
     assert hosts.server is None
     server = hosts.endpoints[-1]
-    assert server.host == "" and server.is_server
+    assert server.host == ""
+    assert server.is_server
     filled = endpoints(hosts.endpoints, "reg.example:5000")
     assert [e.url for e in filled] == [
         "https://registry.example.com/v2",
         "https://reg.example:5000/v2",
     ]
-    assert filled[-1].implicit and filled[-1].capabilities == ALL
+    assert filled[-1].implicit
+    assert filled[-1].capabilities == ALL
 
 
 def test_docs_mirror_only_server() -> None:
@@ -149,7 +153,8 @@ def test_docs_mirror_only_server() -> None:
 def test_docs_bypass_tls_verification() -> None:
     mirror, server = parse(BYPASS_TLS)
     assert (mirror.scheme, mirror.host, mirror.path) == ("http", "192.168.31.250:5000", "/v2")
-    assert mirror.skip_verify is True and mirror.explicit_tls
+    assert mirror.skip_verify is True
+    assert mirror.explicit_tls
     assert mirror.capabilities == ("pull", "resolve", "push")
     assert server.skip_verify is None
 
@@ -170,10 +175,12 @@ def test_docs_every_host_field() -> None:
     ]
     mirror = found[0]
     assert mirror.ca == (Path("/etc/certs/mirror.pem"),)
-    assert mirror.skip_verify is False and mirror.explicit_tls
+    assert mirror.skip_verify is False
+    assert mirror.explicit_tls
     assert mirror.header == (("x-custom-2", ("value1", "value2")),)
     assert found[1].skip_verify is True
-    assert found[2].scheme == "http" and not found[2].explicit_tls
+    assert found[2].scheme == "http"
+    assert not found[2].explicit_tls
     test1 = found[3]
     assert test1.ca == (Path("/etc/certs/test-1-ca.pem"), Path("/etc/certs/special.pem"))
     assert test1.client == (
@@ -185,7 +192,8 @@ def test_docs_every_host_field() -> None:
         ClientEntry(Path("/etc/certs/client-1.pem")),
         ClientEntry(Path("/etc/certs/client-2.pem")),
     )
-    assert found[6].override_path and found[6].path == "/v2/upstream"
+    assert found[6].override_path
+    assert found[6].path == "/v2/upstream"
 
 
 def test_docs_header_forms() -> None:
@@ -203,7 +211,8 @@ def test_docs_header_forms() -> None:
 
 def test_docs_dial_timeout_and_skip_verify_default() -> None:
     (server,) = parse('dial_timeout = "1s"\nskip_verify = false\n')
-    assert server.dial_timeout == 1.0 and server.skip_verify is False
+    assert server.dial_timeout == 1.0
+    assert server.skip_verify is False
 
 
 def test_docs_recursion_example_is_two_tables() -> None:
@@ -237,10 +246,10 @@ capabilities = ["pull"]
         None,
         ALL,
     )
-    assert server.ca == (Path("/d/ca.crt"),) and server.client == (
-        ClientEntry(Path("/d/client.pem")),
-    )
-    assert server.skip_verify is True and server.capabilities == ("pull",)
+    assert server.ca == (Path("/d/ca.crt"),)
+    assert server.client == (ClientEntry(Path("/d/client.pem")),)
+    assert server.skip_verify is True
+    assert server.capabilities == ("pull",)
 
 
 def test_server_without_scheme_gets_https_and_path_rules() -> None:
@@ -279,9 +288,11 @@ def test_client_forms_and_empty_lists() -> None:
     # An empty client list appends nothing: no client setting at all (no explicit TLS);
     # an empty ca list is a setting (system roots, nothing added).
     (empty,) = parse("client = []\n")
-    assert empty.client is None and not empty.explicit_tls
+    assert empty.client is None
+    assert not empty.explicit_tls
     (empty_ca,) = parse("ca = []\n")
-    assert empty_ca.ca == () and empty_ca.explicit_tls
+    assert empty_ca.ca == ()
+    assert empty_ca.explicit_tls
 
 
 def test_capabilities_any_case_deduplicated_in_containerd_order() -> None:
@@ -293,7 +304,8 @@ def test_capabilities_any_case_deduplicated_in_containerd_order() -> None:
 
 def test_field_names_match_in_any_case_as_go_toml_does() -> None:
     (server,) = parse('SERVER = "https://reg.example"\nSkip_Verify = true\nCA = "ca.crt"', "/d")
-    assert server.host == "reg.example" and server.skip_verify is True
+    assert server.host == "reg.example"
+    assert server.skip_verify is True
     assert server.ca == (Path("/d/ca.crt"),)
 
 
@@ -354,7 +366,9 @@ c = [
 
 def test_empty_file_has_only_the_server() -> None:
     (server,) = parse("")
-    assert server.is_server and server.host == "" and server.capabilities == ALL
+    assert server.is_server
+    assert server.host == ""
+    assert server.capabilities == ALL
 
 
 # --- containerd's errors -------------------------------------------------------------------------
@@ -449,7 +463,8 @@ def test_endpoints_without_a_file() -> None:
 def test_server_without_host_takes_the_registry_and_all_capabilities() -> None:
     found = parse('capabilities = ["pull"]\noverride_path = true\nca = "ca.crt"', "/d")
     (filled,) = endpoints(found, "reg:5000")
-    assert filled.url == "https://reg:5000/v2" and filled.capabilities == ALL
+    assert filled.url == "https://reg:5000/v2"
+    assert filled.capabilities == ALL
     assert filled.ca == (Path("/d/ca.crt"),)
 
 

@@ -157,7 +157,8 @@ def test_places_property(name: str, port: Any, roots: list[str], runtime: str) -
         names = [p.name for p in found if str(p.root) == root]
         assert len(names) == len(set(names))
         if runtime == "containerd":
-            assert names[-1] == "_default" and names.count("_default") == 1
+            assert names[-1] == "_default"
+            assert names.count("_default") == 1
         expected = [n for s in spellings for n in folder_names(runtime, s) if n != "_default"]
         assert [n for n in names if n != "_default"] == list(dict.fromkeys(expected))
     for place in found:
@@ -189,7 +190,8 @@ def test_podman_first_existing_folder_wins_no_merge(tmp_path: Path, ca: CA) -> N
     names = ("reg:5000",)
     certs = chosen.read(chosen.pick(names, chosen.paths(names)), names, None, None)
     assert isinstance(certs, dockercerts.HostCerts)
-    assert certs.directory == found.folder and certs.ca_files == ()
+    assert certs.directory == found.folder
+    assert certs.ca_files == ()
 
 
 def test_podman_skips_missing_and_denied_stops_on_other_errors(
@@ -207,11 +209,14 @@ def test_podman_skips_missing_and_denied_stops_on_other_errors(
     monkeypatch.setattr("dockercerts._search.os.stat", stat)
     podman = search("podman", places("podman", ["reg"], roots))
     assert [lk.state for lk in podman.looked] == ["missing", "denied", "directory"]
-    assert podman.folder == tmp_path / "c" / "reg" and podman.error is None
+    assert podman.folder == tmp_path / "c" / "reg"
+    assert podman.error is None
     # containerd stops at the denied place: its pull fails there.
     containerd = search("containerd", places("containerd", ["reg"], roots))
-    assert containerd.error is not None and "permission denied" in containerd.error
-    assert containerd.chosen is not None and containerd.chosen.root == tmp_path / "b"
+    assert containerd.error is not None
+    assert "permission denied" in containerd.error
+    assert containerd.chosen is not None
+    assert containerd.chosen.root == tmp_path / "b"
 
 
 def test_a_file_named_like_the_folder_wins_and_a_file_above_stops(tmp_path: Path) -> None:
@@ -220,9 +225,11 @@ def test_a_file_named_like_the_folder_wins_and_a_file_above_stops(tmp_path: Path
     (tmp_path / "r2").write_text("a root that is a file")
     for runtime in ("podman", "containerd"):
         found = search(runtime, places(runtime, ["reg:5000"], [tmp_path / "r1"]))
-        assert found.chosen is not None and found.looked[-1].state == "file"
+        assert found.chosen is not None
+        assert found.looked[-1].state == "file"
         stopped = search(runtime, places(runtime, ["reg:5000"], [tmp_path / "r2", tmp_path / "r1"]))
-        assert stopped.error is not None and "not a directory" in stopped.error
+        assert stopped.error is not None
+        assert "not a directory" in stopped.error
 
 
 def test_containerd_order_across_roots(tmp_path: Path) -> None:
@@ -265,7 +272,8 @@ def test_podman_load_search_list_via_home(
     CertsD(tmp_path / "home/.config/containers/certs.d").host("reg:5000").ca(ca).pair("a", alice)
     certs = load("reg:5000", runtime="podman")
     assert certs.directory == tmp_path / "home/.config/containers/certs.d/reg:5000"
-    assert [p.name for p in certs.pairs] == ["a"] and certs.trust == "merge"
+    assert [p.name for p in certs.pairs] == ["a"]
+    assert certs.trust == "merge"
 
 
 def test_podman_cert_dir_is_flat(tmp_path: Path, ca: CA) -> None:
@@ -273,7 +281,8 @@ def test_podman_cert_dir_is_flat(tmp_path: Path, ca: CA) -> None:
     CertsD(tmp_path).host("flat").ca(ca).pair("c", ca.issue_client("c"))
     for host in ("reg:5000", "other.example"):
         certs = load(host, runtime="podman", cert_dir=flat)
-        assert certs.directory == flat and [p.name for p in certs.pairs] == ["c"]
+        assert certs.directory == flat
+        assert [p.name for p in certs.pairs] == ["c"]
     with pytest.raises(ValueError, match="cert_dir= is podman's"):
         load("reg:5000", runtime="containerd", cert_dir=flat)
 
@@ -311,7 +320,8 @@ def test_podman_unlistable_folder_reads_as_empty(
 
     monkeypatch.setattr("dockercerts.scan.os.listdir", listdir)
     certs = load("reg:5000", runtime="podman", root=tmp_path)
-    assert certs.pairs == () and [w.code for w in certs.warnings] == ["folder-unreadable"]
+    assert certs.pairs == ()
+    assert [w.code for w in certs.warnings] == ["folder-unreadable"]
     with pytest.raises(CertsDirReadError, match="permission denied"):
         load("reg:5000", root=tmp_path)
 
