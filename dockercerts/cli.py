@@ -45,6 +45,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 
 from . import __version__
+from ._layouts import layout as _layout
 from .errors import (
     Attempt,
     CertsDirError,
@@ -56,7 +57,7 @@ from .errors import (
     MissingKeyError,
 )
 from .flow import Decision
-from .loader import HostCerts, default_trust, load_dir
+from .loader import HostCerts, _unwrap, default_trust, load_dir
 from .locate import (
     _split_port,
     certs_root,
@@ -69,7 +70,7 @@ from .locate import (
 from .rejection import TLS13_REFUSAL
 from .scan import ClientPair, _is_ca, _read, _utc, extension, sorted_names
 from .scan import _ca_certificates as _crt_certificates
-from .transport import Transport, docker_host_names, host_dir_for_url
+from .transport import Transport, docker_host_names
 from .trust import Trust
 
 __all__ = ["SCHEMA", "main"]
@@ -79,7 +80,8 @@ SCHEMA = 1
 
 Report = dict[str, Any]
 
-_PLATFORMS = ("linux", "windows", "darwin")
+_PLATFORMS = ("linux", "windows", "darwin", "freebsd")
+_RUNTIMES = ("docker", "podman", "containerd")
 _ROLES = {".crt": "ca", ".cert": "client-cert", ".key": "client-key"}
 _ROLE_TEXT = {
     "ca": "CA root",
@@ -661,6 +663,7 @@ def inspect_report(
     return {
         "schema": SCHEMA,
         "command": "inspect",
+        "runtime": "docker",
         "argument": redact(argument),
         "argument_kind": kind,
         "host": host,
@@ -1024,20 +1027,26 @@ def probe_report(
     trust: Optional[str] = None,
     policy: str = "docker",
     timeout: float = 5.0,
+    runtime: str = "docker",
+    cert_dir: Optional[str] = None,
 ) -> Report:
     """Send one GET with every candidate in order through the transport's own flow (every
     candidate tried, nothing remembered) and report each verdict; the ``--json`` dict."""
     plat = platform or current_platform()
     url = _probe_url(argument)
     base = _resolve_root(root, plat)
-    directory = host_dir_for_url(url, root=base, platform=plat)
-    rule = _trust(trust, plat)
+    # Without --root, podman and containerd search their own roots.
+    where = base if root is not None or runtime == "docker" else None
+    folders = _layout(runtime, root=where, cert_dir=cert_dir, platform=plat)
+    names = folders.names(url)
+    directory = folders.pick(names, folders.paths(names))
+    rule = _trust(trust, plat) if runtime == "docker" else _trust(trust or "merge", plat)
     attempts: list[Report] = []
     error: Optional[Report] = None
     certs: Optional[HostCerts] = None
     decision: Optional[Decision[httpx.Response]] = None
     try:
-        certs = load_dir(directory, platform=plat, trust=rule)
+        certs = _unwrap(folders.read(directory, names, rule, None))
     except CertsDirError as exc:
         error = _docker_error(exc)
     if certs is not None:
@@ -1045,7 +1054,15 @@ def probe_report(
         # refresh=0: read the folder now, as Docker does for each pull. No redirect is
         # followed: a probe reaches only this host (through the environment's proxy, if any,
         # as the transport does).
-        with Transport(root=base, platform=plat, trust=rule, policy=policy, refresh=0) as t:
+        with Transport(
+            root=where,
+            platform=plat,
+            trust=rule,
+            policy=policy,
+            refresh=0,
+            runtime=runtime,
+            cert_dir=cert_dir,
+        ) as t:
             request = httpx.Request(
                 "GET", url, extensions={"timeout": httpx.Timeout(timeout).as_dict()}
             )
@@ -1068,11 +1085,12 @@ def probe_report(
     return {
         "schema": SCHEMA,
         "command": "probe",
+        "runtime": runtime,
         "url": str(url),
         "platform": plat,
         "trust": rule,
         "policy": policy,
-        "root": str(base),
+        "root": str(folders.roots[0]),
         "directory": str(directory),
         "directory_exists": _is_dir(directory),
         "ca_files": [str(p) for p in certs.ca_files] if certs else [],
@@ -1344,6 +1362,18 @@ def build_parser() -> argparse.ArgumentParser:
             help="system roots plus the .crt files (merge, Linux) or only them (replace, "
             "Windows); default: the platform's rule",
         )
+        sub.add_argument(
+            "--runtime",
+            choices=_RUNTIMES,
+            default="docker",
+            help="whose folders: docker (default), podman (containers/image: podman, skopeo, "
+            "buildah, CRI-O) or containerd (hosts.toml: ctr, Kubernetes, nerdctl)",
+        )
+        sub.add_argument(
+            "--cert-dir",
+            metavar="DIR",
+            help="podman's --cert-dir: one folder read for every host (with --runtime podman)",
+        )
         sub.add_argument("--json", action="store_true", help="print the report as JSON")
 
     inspect = commands.add_parser(
@@ -1487,7 +1517,24 @@ def _run(
     if args.command == "demo":
         return run_demo(out, style, keep=args.keep)
     report: Report
-    if args.command == "inspect":
+    if args.cert_dir is not None and args.runtime != "podman":
+        raise CLIError("--cert-dir is podman's option", "add --runtime podman, or use --root")
+    if args.command == "inspect" and (args.runtime != "docker" or args.cert_dir is not None):
+        from ._inspect_runtimes import render_runtime, runtime_report
+
+        try:
+            report = runtime_report(
+                args.target,
+                runtime=args.runtime,
+                root=args.root,
+                cert_dir=args.cert_dir,
+                platform=args.platform,
+                trust=args.trust,
+            )
+        except OSError as exc:
+            return _os_error(args, exc, out)
+        lines = render_runtime(report, style) if not args.json else []
+    elif args.command == "inspect":
         try:
             report = inspect_report(
                 args.target, root=args.root, platform=args.platform, trust=args.trust
@@ -1515,6 +1562,8 @@ def _run(
                 trust=args.trust,
                 policy=args.policy,
                 timeout=args.timeout,
+                runtime=args.runtime,
+                cert_dir=args.cert_dir,
             )
         except OSError as exc:
             return _os_error(args, exc, out)
