@@ -287,11 +287,18 @@ def _client_pair(
         try:
             data.append(_go_read(path, folder))
         except _Unreadable as exc:
+            fix = "Check the path in hosts.toml (relative paths are relative to the folder)"
+            if path == folder and entry.key == folder:
+                fix = (
+                    'containerd joins the empty key of ["cert", ""] to the folder and reads '
+                    f'the folder as the key: write client = "{entry.cert.name}" (one file '
+                    "holding certificate and key) instead"
+                )
             raise EndpointTLSError(
                 f"unable to read CERT file {quote(str(path))}: {exc}",
                 path,
                 endpoint=url,
-                fix="Check the path in hosts.toml (relative paths are relative to the folder)",
+                fix=fix,
             ) from None
     key_path = entry.key if entry.key is not None else entry.cert
     problem = key_pair_problem(
@@ -584,7 +591,7 @@ def read_for_request(
     result = _read_folder(folder, registry, exists, platform, trust or "merge", password)
     if isinstance(result, BaseException):
         return result
-    _log(result, folder)
+    # No log line here: the transport logs the folder's warnings, once per change.
     matched = next((e for e in result.endpoints if same_host(e.endpoint, request_host)), None)
     if matched is not None:
         return matched.certs

@@ -32,8 +32,11 @@ Rules worth knowing (each from containerd's source):
 * A host name without ``http`` in front gets ``https://``; a path gets ``/v2`` appended
   unless ``override_path = true``; ``capabilities`` default to all four.
 * ``client`` is a path (certificate and key in one PEM file), a list of such paths, or a
-  list of ``[cert, key]`` pairs where an empty key means the key is in the certificate file.
-  Relative paths are relative to the folder.
+  list of ``[cert, key]`` pairs. Relative paths are relative to the folder. containerd's
+  documentation says an empty key (``["client.pem", ""]``) means the key is in the
+  certificate file, but its code joins ``""`` to the folder too and then reads the folder as
+  the key, which fails (``unable to read CERT file "<folder>": ... is a directory``): the
+  parser keeps that path, so the load fails as containerd's does.
 """
 
 from __future__ import annotations
@@ -512,9 +515,10 @@ def _client(value: object, folder: str, windows: bool) -> Optional[tuple[ClientE
             pair = [_absolute(p, folder, windows) for p in _strings(item)]
             if len(pair) != 2:
                 raise _Problem(f'invalid pair {go_value(item)} for "client"')
-            # An empty key is joined to the folder like any path; containerd then tests
-            # the *raw* string, so the key comes from the certificate file.
-            entries.append(ClientEntry(pair[0], None if item[1] == "" else pair[1]))
+            # Taken as containerd takes it: the empty key of the documented ["x.pem", ""]
+            # is joined to the folder like any path, so the key read is the folder itself
+            # (and fails). Only the single-path forms read the key from the cert file.
+            entries.append(ClientEntry(pair[0], pair[1]))
         else:
             raise _Problem(f'invalid type {go_type(item)} for "client"')
     # An empty list appends nothing: containerd then has no client setting at all.

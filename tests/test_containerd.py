@@ -84,21 +84,24 @@ client = [["certs/alice.cert", "certs/alice.key"]]
   skip_verify = true
 """,
     )
-    # alice.cert alone has no key: "" means the key is in the certificate file.
+    # The documented ["cert", ""] form: containerd joins "" to the folder and reads the
+    # folder as the key (ctr 1.6.20 fails this way too: see test_runtime_peers.py).
     with pytest.raises(EndpointTLSError) as caught:
         load_hosts("reg:5000", root=tmp_path)
     assert str(caught.value) == (
-        "failed to load X509 key pair: tls: found a certificate rather than a key in the PEM "
-        "for the private key"
+        f'unable to read CERT file "{folder}": read {folder}: is a directory'
     )
     assert caught.value.endpoint == "https://mirror.example/v2"
-    write(folder / "certs", "alice.cert", combined(alice))
+    assert 'client = "alice.cert"' in caught.value.fix
+    write(folder / "certs", "alice.pem", combined(alice))
+    toml = (folder / "hosts.toml").read_bytes()
+    write(folder, "hosts.toml", toml.replace(b'["certs/alice.cert", ""]', b'"certs/alice.pem"'))
     found = load_hosts("reg:5000", root=tmp_path)
     assert found.folder == folder
     assert found.source == "hosts.toml"
     mirror, server = found.endpoints
     assert mirror.endpoint.url == "https://mirror.example/v2"
-    assert [p.name for p in mirror.certs.pairs] == ["mallory.pem", "certs/alice.cert"]
+    assert [p.name for p in mirror.certs.pairs] == ["mallory.pem", "certs/alice.pem"]
     assert mirror.certs.pairs[0].key == folder / "mallory.pem"  # combined PEM
     assert mirror.certs.skip_verify
     assert "skip-verify" in {w.code for w in mirror.certs.warnings}

@@ -185,7 +185,8 @@ def test_docs_every_host_field() -> None:
     assert test1.ca == (Path("/etc/certs/test-1-ca.pem"), Path("/etc/certs/special.pem"))
     assert test1.client == (
         ClientEntry(Path("/etc/certs/client.cert"), Path("/etc/certs/client.key")),
-        ClientEntry(Path("/etc/certs/client.pem"), None),
+        # The empty key joined to the folder, as containerd's makeAbsPath does.
+        ClientEntry(Path("/etc/certs/client.pem"), Path(FOLDER)),
     )
     assert found[4].client == (ClientEntry(Path("/etc/certs/client.pem")),)
     assert found[5].client == (
@@ -282,7 +283,7 @@ def test_client_forms_and_empty_lists() -> None:
     (server,) = parse(text, "/d")
     assert server.client == (
         ClientEntry(Path("/d/c.cert"), Path("/d/c.key")),
-        ClientEntry(Path("/d/both.pem"), None),
+        ClientEntry(Path("/d/both.pem"), Path("/d")),
         ClientEntry(Path("/d/one.pem"), None),
     )
     # An empty client list appends nothing: no client setting at all (no explicit TLS);
