@@ -23,11 +23,11 @@ import httpx
 
 from ._layouts import Layout, docker_host_names, layout
 from .errors import CertsDirError
-from .loader import Candidate, HostCerts, StrPath, _Secret, _unwrap
+from .loader import Candidate, HostCerts, StrPath, _Secret, _unwrap, with_system
 from .locate import _platform, certs_root, host_dir
 from .rejection import RejectionPolicy
 from .scan import Password
-from .trust import Trust
+from .trust import Trust, check_system
 
 __all__ = ["docker_host_names", "host_dir_for_url"]
 
@@ -78,6 +78,7 @@ class Options:
     policy: RejectionPolicy
     refresh: float
     recheck: float
+    system: str = "openssl"
 
 
 _TRUSTS = (None, "merge", "replace")
@@ -94,6 +95,7 @@ def options(
     *,
     runtime: str = "docker",
     cert_dir: Optional[StrPath] = None,
+    system: str = "openssl",
 ) -> Options:
     """:class:`Options` from a transport's keyword arguments, each one checked now: a mistake
     found at the first request would surface far from where it was made."""
@@ -101,6 +103,9 @@ def options(
     folders = layout(runtime, root=root, cert_dir=cert_dir, platform=plat)
     if trust not in _TRUSTS:
         raise ValueError(f"trust must be 'merge', 'replace' or None, not {trust!r}")
+    check_system(system)
+    if system == "truststore" and trust == "replace":
+        raise ValueError("trust='replace' cannot go with system='truststore' (always merged)")
     if password is not None and not isinstance(password, (bytes, str)) and not callable(password):
         raise TypeError("password must be bytes, str or a callable taking the key's path")
     if not isinstance(policy, (str, RejectionPolicy)):
@@ -117,6 +122,7 @@ def options(
         policy=RejectionPolicy.preset(policy) if isinstance(policy, str) else policy,
         refresh=float(refresh),
         recheck=float(recheck),
+        system=system,
     )
 
 
@@ -136,7 +142,7 @@ def _identity(
 
 def _trust_identity(certs: HostCerts) -> tuple[object, ...]:
     anchors = hashlib.sha256(b"".join(certs.ca_certificates)).hexdigest()
-    return (certs.trust, certs.uses_system_roots, anchors, certs.skip_verify)
+    return (certs.trust, certs.uses_system_roots, anchors, certs.skip_verify, certs.system)
 
 
 class _Slot(Generic[Inner]):
@@ -272,8 +278,12 @@ class HostState(Generic[Inner]):
     def _reload(self, directory: Path, current: Optional[HostCerts]) -> None:
         try:
             certs = _unwrap(
-                self._options.layout.read(
-                    directory, self.names, self._options.trust, self._options.password.get()
+                with_system(
+                    self._options.layout.read(
+                        directory, self.names, self._options.trust, self._options.password.get()
+                    ),
+                    self._options.system,
+                    self._options.trust,
                 )
             )
         except CertsDirError as exc:

@@ -16,7 +16,7 @@ import ssl
 import threading
 import weakref
 from collections.abc import Iterator
-from dataclasses import InitVar, dataclass, field
+from dataclasses import InitVar, dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Optional, Union
 
@@ -36,7 +36,7 @@ from .scan import (
     _resolve_password,
     _scan,
 )
-from .trust import Trust, docker_context
+from .trust import Trust, check_system, docker_context, truststore_context
 
 __all__ = ["Candidate", "HostCerts", "default_trust", "load", "load_dir"]
 
@@ -100,9 +100,11 @@ class _ContextMaker:
         anchors: tuple[bytes, ...],
         secret: _Secret,
         skip_verify: bool = False,
+        verifier: str = "openssl",
     ) -> None:
         self._system = system
         self._skip_verify = skip_verify
+        self._verifier = verifier
         self._anchors = anchors
         self._trust: Optional[Anchors] = None
         self._secret = secret
@@ -129,9 +131,12 @@ class _ContextMaker:
         return context
 
     def _new_context(self) -> ssl.SSLContext:
-        if self._trust is None:
-            self._trust = _prepared(self._anchors)
-        context = docker_context(system=self._system, anchors=self._trust)
+        if self._verifier == "truststore":
+            context = truststore_context(self._anchors)
+        else:
+            if self._trust is None:
+                self._trust = _prepared(self._anchors)
+            context = docker_context(system=self._system, anchors=self._trust)
         if self._skip_verify:
             # containerd's skip_verify (InsecureSkipVerify): no chain, no name check.
             context.check_hostname = False
@@ -283,6 +288,8 @@ class HostCerts:
     ca_certificates: tuple[bytes, ...] = field(repr=False, compare=False, default=())
     skip_verify: bool = False
     endpoint: Optional[str] = None
+    #: Where the system roots come from: ``"openssl"`` or ``"truststore"`` (see ``system=``).
+    system: str = "openssl"
     # Not a field: dataclasses.asdict() and fields() never see the password. It is kept
     # under the same name, wrapped, which is what dataclasses.replace() passes on to the copy.
     _password: InitVar[Union[Password, _Secret, None]] = None
@@ -308,7 +315,11 @@ class HostCerts:
         if not self._candidates:
             secret: _Secret = self.__dict__["_password"]
             maker = _ContextMaker(
-                self.uses_system_roots, self.ca_certificates, secret, self.skip_verify
+                self.uses_system_roots,
+                self.ca_certificates,
+                secret,
+                self.skip_verify,
+                self.system,
             )
             pairs: tuple[Optional[ClientPair], ...] = self.pairs or (None,)
             # A race here builds two equal tuples; either one is fine to keep.
@@ -322,6 +333,7 @@ def load_dir(
     platform: Optional[str] = None,
     trust: Optional[Trust] = None,
     password: Optional[Password] = None,
+    system: str = "openssl",
 ) -> HostCerts:
     """Read the host directory at ``path`` as Docker does.
 
@@ -330,13 +342,14 @@ def load_dir(
     :func:`default_trust`); ``password`` unlocks encrypted keys (bytes, text, or a callable
     given the key's path), which Docker itself cannot read. Only regular files are read,
     each up to its size cap (:data:`dockercerts.scan.MAX_CA_FILE_SIZE`,
-    :data:`dockercerts.scan.MAX_PAIR_FILE_SIZE`).
+    :data:`dockercerts.scan.MAX_PAIR_FILE_SIZE`). ``system="truststore"`` verifies with the
+    platform's verifier plus the folder's ``.crt`` roots (see :func:`load`).
 
         >>> certs = load_dir("/etc/docker/certs.d/reg:5000")  # doctest: +SKIP
         >>> [p.name for p in certs.pairs]  # doctest: +SKIP
         ['a-team', 'b-backup']
     """
-    result = _gather(path, platform, trust, password)
+    result = with_system(_gather(path, platform, trust, password), system, trust)
     del password  # the traceback of an error raised below keeps this frame
     certs = _unwrap(result)
     for warning in certs.warnings:
@@ -356,6 +369,27 @@ def _read_dir(
     result = _gather(path, platform, trust, password, dialect)
     del password  # the traceback of an error raised below keeps this frame
     return _unwrap(result)
+
+
+def with_system(
+    result: Union[HostCerts, BaseException], system: str, trust: Optional[Trust]
+) -> Union[HostCerts, BaseException]:
+    """``result`` verifying with ``system``'s roots, or the error to raise for a bad choice.
+
+    truststore always trusts the platform's roots, so it goes with ``"merge"`` only.
+    """
+    if isinstance(result, BaseException) or system == "openssl":
+        return result
+    try:
+        check_system(system)
+    except (ValueError, ImportError) as exc:
+        return exc
+    if trust == "replace":
+        return ValueError(
+            "trust='replace' keeps the system roots out, and system='truststore' always "
+            "trusts them: leave trust unset (or 'merge')"
+        )
+    return replace(result, system=system, trust="merge")
 
 
 def _unwrap(result: Union[HostCerts, BaseException]) -> HostCerts:
@@ -404,6 +438,7 @@ def load(
     password: Optional[Password] = None,
     runtime: str = "docker",
     cert_dir: Optional[StrPath] = None,
+    system: str = "openssl",
 ) -> HostCerts:
     """Read the host directory of registry ``host`` (``reg:5000``) as ``runtime`` does.
 
@@ -414,6 +449,12 @@ def load(
     for every host. ``runtime="containerd"`` reads ``hosts.toml`` (or the loose files) and
     returns the TLS settings of the endpoint that is ``host`` itself
     (:mod:`dockercerts.containerd` has every endpoint).
+
+    ``system`` is where the system roots come from: ``"openssl"`` (OpenSSL's paths, as Go
+    on Linux) or ``"truststore"`` (the platform's verifier through the ``truststore``
+    package: the Keychain on macOS, the certificate store on Windows, as Go and Docker
+    Desktop verify there; an opt-in extra, ``pip install 'dockercerts[truststore]'``). Either
+    way the folder's CA files are added; dockercerts never changes ``ssl`` globally.
 
         >>> import dockercerts
         >>> certs = dockercerts.load("reg.example.com:5000")  # doctest: +SKIP
@@ -428,6 +469,7 @@ def load(
         result = gather_for(host, runtime, root, cert_dir, platform, trust, password)
     else:
         result = _gather(host_dir(host, root=root, platform=platform), platform, trust, password)
+    result = with_system(result, system, trust)
     del password  # the traceback of an error raised below keeps this frame
     certs = _unwrap(result)
     for warning in certs.warnings:

@@ -215,6 +215,7 @@ class _Base:
         proxy: Optional[ProxyArg] = None,
         runtime: str = "docker",
         cert_dir: Optional[StrPath] = None,
+        system: str = "openssl",
         **transport_options: Any,
     ) -> None:
         self._options: Options = options(
@@ -227,6 +228,7 @@ class _Base:
             recheck,
             runtime=runtime,
             cert_dir=cert_dir,
+            system=system,
         )
         self._proxies = ProxyRules.make(proxy, trust_env=trust_env)
         self._transport_options = _inner_options(self._inner_type, transport_options)
@@ -280,6 +282,8 @@ _ARGS_DOC = """
     (containers/image's search list; ``cert_dir=`` is its ``--cert-dir``) or
     ``"containerd"`` (``hosts.toml``: a request uses the TLS settings of the endpoint at its
     own host; see :mod:`dockercerts.containerd`). ``root`` replaces the runtime's roots.
+    ``system="truststore"`` verifies with the platform's verifier plus the folder's CA files
+    (the ``truststore`` extra; see :func:`~dockercerts.load`).
     ``refresh`` is how often (seconds) a host directory is checked for changes; 0 checks on
     every request. ``recheck`` is how long (seconds, default 60) a candidate refused at the
     certificate layer is skipped by later requests to its host; 0 never skips. ``max_hosts``
