@@ -21,7 +21,7 @@ from typing import Optional, Union
 
 import httpx
 
-from ._search import search
+from ._search import first_folder, search
 from .containerd import read_for_request, resnapshot
 from .hoststoml import HUB, HUB_HOST
 from .loader import HostCerts, StrPath, _gather
@@ -98,8 +98,7 @@ class Layout:
         (reading it raises that error), or, when none exists, the first place."""
         if len(paths) == 1 and self.runtime == "docker":
             return paths[0]
-        found = self.lookup(names).chosen
-        return found.path if found is not None else paths[0]
+        return first_folder(self.runtime, paths)
 
     def registry(self, names: tuple[str, ...], folder: Path) -> str:
         """The registry name ``folder`` stands for (the spelling whose folder was found)."""

@@ -22,7 +22,6 @@ import os
 import stat
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Optional
 
 from ._gowords import os_error
 from .runtimes import Looked, Lookup, Place, check_runtime
@@ -75,9 +74,17 @@ def search(runtime: str, places: Sequence[Place]) -> Lookup:
     return Lookup(kind, tuple(looked), None)
 
 
-def first_folder(runtime: str, paths: Sequence[Path], places: Sequence[Place]) -> Path:
-    """The folder to read: the chosen place, the place where the search stopped on an error
-    (reading it raises that error), or, when none exists, the first place (reading a
-    missing folder gives the runtime's defaults)."""
-    found: Optional[Place] = search(runtime, places).chosen
-    return found.path if found is not None else paths[0]
+def first_folder(runtime: str, paths: Sequence[Path]) -> Path:
+    """The folder to read, by :func:`search`'s rules, from bare paths (the per-host state
+    asks at every refresh, so no :class:`Lookup` is built): the one found, the one where
+    the search stopped on an error (reading it raises that error), or, when none exists,
+    the first path (reading a missing folder gives the runtime's defaults)."""
+    kind = check_runtime(runtime)
+    for path in paths:
+        state = _state(path)[0]
+        if kind == "docker":
+            if state == "directory":
+                return path
+        elif state != "missing" and not (state == "denied" and kind == "podman"):
+            return path
+    return paths[0]

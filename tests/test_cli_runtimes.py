@@ -259,3 +259,22 @@ def test_podman_denied_home_folder_is_skipped_for_real(
     assert data["looked"][0]["chosen"]
     assert denied.returncode == 2
     assert "permission denied" in data["error"]["message"]
+
+
+def test_runtime_json_keys_are_documented(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], mtls_ca: CA, alice: Leaf
+) -> None:
+    docs = (Path(__file__).resolve().parent.parent / "docs" / "cli.md").read_text("utf-8")
+    section = docs[docs.index("### inspect --runtime", docs.index("## JSON output")) :]
+    hub_tree(tmp_path, mtls_ca, alice)
+    keys: set[str] = set()
+    for runtime in ("podman", "containerd"):
+        _, data = report(
+            capsys, "inspect", "--runtime", runtime, "docker.io", "--root", str(tmp_path)
+        )
+        keys |= set(data)
+        for endpoint in data.get("endpoints", []):
+            for key in endpoint:
+                assert f"`{key}`" in section, f"endpoints[].{key} is not documented"
+    for key in keys:
+        assert f"`{key}`" in section, f"{key} is not documented in docs/cli.md"

@@ -336,3 +336,28 @@ def test_transport_names_for_the_hub_under_containerd() -> None:
     assert layout("docker").names(httpx.URL("https://registry-1.docker.io/v2/"))[0] == (
         "registry-1.docker.io"
     )
+
+
+@given(
+    st.sampled_from(RUNTIMES),
+    st.lists(st.sampled_from(["none", "dir", "file"]), min_size=1, max_size=6),
+)
+def test_the_quick_pick_agrees_with_the_search(runtime: str, kinds: list[str]) -> None:
+    """The per-host state's pick (bare paths, every refresh) and the reported search agree
+    on any mix of missing places, folders and files."""
+    import tempfile
+
+    from dockercerts._search import first_folder
+
+    with tempfile.TemporaryDirectory() as base:
+        roots = [Path(base) / f"r{i}" for i in range(3)]
+        found = places(runtime, ["reg:5000"], roots)[: len(kinds)]
+        for place, kind in zip(found, kinds):
+            place.root.mkdir(exist_ok=True)
+            if kind == "dir":
+                place.path.mkdir()
+            elif kind == "file":
+                place.path.write_text("x")
+        lookup = search(runtime, found)
+        expected = lookup.chosen.path if lookup.chosen is not None else found[0].path
+        assert first_folder(runtime, [p.path for p in found]) == expected
