@@ -32,6 +32,7 @@ from .cli import (
     _root_state,
     _warning,
     classify,
+    notes_and_near_misses,
     redact,
     table,
 )
@@ -381,13 +382,7 @@ def render_runtime(report: Report, style: Style) -> list[str]:
             [entry["path"], ("yellow", state) if entry["state"] != "missing" else state, mark]
         )
     lines += table(looked, style)
-    for note in report["notes"]:
-        lines.append(f"  note: {note}")
-    if report["near_misses"]:
-        lines += ["", style("bold", "Near misses")]
-        for miss in report["near_misses"]:
-            lines.append(f"  {style('yellow', miss['path'])}: {miss['reason']}")
-            lines.append(f"    fix: {miss['fix']}")
+    lines += notes_and_near_misses(report, style, "Near misses", "path")
     if report["files"]:
         lines += ["", style("bold", "Files, in order")]
         lines += table([[f["name"], f["role"]] for f in report["files"]], style)

@@ -14,7 +14,6 @@ Each layout answers four questions:
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Union
@@ -27,7 +26,7 @@ from .hoststoml import HUB, HUB_HOST
 from .loader import HostCerts, StrPath, _gather
 from .locate import _platform, host_dir
 from .runtimes import Lookup, Place, certs_roots, check_runtime, places
-from .scan import CONTAINERS_IMAGE, MOBY, Password, snapshot
+from .scan import CONTAINERS_IMAGE, MOBY, Password, _vanished, snapshot
 from .trust import Trust
 
 __all__ = ["Layout", "docker_host_names", "gather_for", "layout", "lookup"]
@@ -124,7 +123,8 @@ class Layout:
         if self.runtime == "containerd":
             return read_for_request(
                 folder,
-                _is_dir(folder) or _exists(folder),
+                # A place that exists in any way is read (and its errors raised).
+                not _vanished(folder),
                 self.registry(names, folder),
                 self.request_host(names),
                 platform=self.platform,
@@ -133,20 +133,6 @@ class Layout:
             )
         dialect = CONTAINERS_IMAGE if self.runtime == "podman" else MOBY
         return _gather(folder, self.platform, trust, password, dialect)
-
-
-def _is_dir(path: Path) -> bool:
-    return os.path.isdir(path)
-
-
-def _exists(path: Path) -> bool:
-    try:
-        os.stat(path)
-    except FileNotFoundError:
-        return False
-    except OSError:
-        return True  # reading it raises the error the runtime would fail with
-    return True
 
 
 def layout(

@@ -634,8 +634,26 @@ def inspect_report(
     platform: Optional[str] = None,
     trust: Optional[str] = None,
     now: Optional[datetime] = None,
+    runtime: str = "docker",
+    cert_dir: Optional[str] = None,
 ) -> Report:
-    """Everything ``inspect`` knows about ``argument``, as the ``--json`` dict."""
+    """Everything ``inspect`` knows about ``argument``, as the ``--json`` dict.
+
+    ``runtime="podman"`` or ``"containerd"`` (or podman's ``cert_dir``): that runtime's
+    report (:mod:`dockercerts._inspect_runtimes`).
+    """
+    if runtime != "docker" or cert_dir is not None:
+        from ._inspect_runtimes import runtime_report  # it builds on this module
+
+        return runtime_report(
+            argument,
+            runtime=runtime,
+            root=root,
+            cert_dir=cert_dir,
+            platform=platform,
+            trust=trust,
+            now=now,
+        )
     plat = platform or current_platform()
     kind, host = classify(argument)
     base = _resolve_root(root, plat)
@@ -740,7 +758,22 @@ def _refusal(report: Report, style: Style) -> list[str]:
     return lines
 
 
+def notes_and_near_misses(report: Report, style: Style, heading: str, label: str) -> list[str]:
+    """The report's notes, then its near misses under ``heading``, each named by ``label``."""
+    lines = [f"  note: {note}" for note in report["notes"]]
+    if report["near_misses"]:
+        lines += ["", style("bold", heading)]
+        for miss in report["near_misses"]:
+            lines.append(f"  {style('yellow', miss[label])}: {miss['reason']}")
+            lines.append(f"    fix: {miss['fix']}")
+    return lines
+
+
 def render_inspect(report: Report, style: Style) -> list[str]:
+    if report.get("runtime", "docker") != "docker":
+        from ._inspect_runtimes import render_runtime  # it builds on this module
+
+        return render_runtime(report, style)
     lines = [
         style("bold", f"dockercerts inspect {report['argument']}")
         + f"  ({_KIND_TEXT[report['argument_kind']]} -> {report['host']})"
@@ -771,14 +804,7 @@ def render_inspect(report: Report, style: Style) -> list[str]:
         ],
         style,
     )
-    for note in report["notes"]:
-        lines.append(f"  note: {note}")
-
-    if report["near_misses"]:
-        lines += ["", style("bold", "Near misses under the root")]
-        for miss in report["near_misses"]:
-            lines.append(f"  {style('yellow', miss['name'])}: {miss['reason']}")
-            lines.append(f"    fix: {miss['fix']}")
+    lines += notes_and_near_misses(report, style, "Near misses under the root", "name")
 
     if report["files"]:
         lines += ["", style("bold", "Files, in Docker's order")]
@@ -1519,25 +1545,15 @@ def _run(
     report: Report
     if args.cert_dir is not None and args.runtime != "podman":
         raise CLIError("--cert-dir is podman's option", "add --runtime podman, or use --root")
-    if args.command == "inspect" and (args.runtime != "docker" or args.cert_dir is not None):
-        from ._inspect_runtimes import render_runtime, runtime_report
-
-        try:
-            report = runtime_report(
-                args.target,
-                runtime=args.runtime,
-                root=args.root,
-                cert_dir=args.cert_dir,
-                platform=args.platform,
-                trust=args.trust,
-            )
-        except OSError as exc:
-            return _os_error(args, exc, out)
-        lines = render_runtime(report, style) if not args.json else []
-    elif args.command == "inspect":
+    if args.command == "inspect":
         try:
             report = inspect_report(
-                args.target, root=args.root, platform=args.platform, trust=args.trust
+                args.target,
+                root=args.root,
+                platform=args.platform,
+                trust=args.trust,
+                runtime=args.runtime,
+                cert_dir=args.cert_dir,
             )
         except OSError as exc:
             return _os_error(args, exc, out)

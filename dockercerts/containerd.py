@@ -51,7 +51,7 @@ from .hoststoml import (
     parse_hosts_toml,
 )
 from .hoststoml import is_localhost as _is_localhost
-from .loader import HostCerts, StrPath
+from .loader import HostCerts, StrPath, _unwrap
 from .locate import _platform, _split_port
 from .runtimes import Lookup, Place, certs_roots, places
 from .scan import (
@@ -67,6 +67,7 @@ from .scan import (
     _permission_warning,
     _read,
     _Reraise,
+    _vanished,
     snapshot,
     sorted_names,
 )
@@ -442,7 +443,7 @@ def _read_folder_raising(
     try:
         data = _go_read(toml_path, folder) if exists else b""
     except _Unreadable as exc:
-        if not _missing(toml_path):
+        if not _vanished(toml_path):
             raise CertsDirReadError(
                 toml_path,
                 folder,
@@ -489,16 +490,6 @@ def _read_folder_raising(
     return _Read(hosts_file, hosts_error, certs, tuple(ignored), snap)
 
 
-def _missing(path: Path) -> bool:
-    try:
-        os.stat(path)
-    except FileNotFoundError:
-        return True
-    except OSError:
-        return False
-    return False
-
-
 def _lookup(
     host: str,
     root: Optional[StrPath],
@@ -535,9 +526,7 @@ def load_hosts(
     """
     result = _load(host, root, platform, trust, password)
     del password  # the traceback of an error raised below keeps this frame
-    if isinstance(result, BaseException):
-        raise result
-    return result
+    return _unwrap(result)
 
 
 def _load(

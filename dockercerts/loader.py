@@ -18,7 +18,7 @@ import weakref
 from collections.abc import Iterator
 from dataclasses import InitVar, dataclass, field, replace
 from pathlib import Path
-from typing import Callable, Optional, Union
+from typing import Callable, Optional, TypeVar, Union
 
 from ._anchors import Anchors
 from .errors import CertsDirError, CertsDirReadError, KeyPairError
@@ -392,7 +392,10 @@ def with_system(
     return replace(result, system=system, trust="merge")
 
 
-def _unwrap(result: Union[HostCerts, BaseException]) -> HostCerts:
+_T = TypeVar("_T")
+
+
+def _unwrap(result: Union[_T, BaseException]) -> _T:
     """The result, or its error raised from here: a frame that holds no secret."""
     if isinstance(result, BaseException):
         raise result
