@@ -16,6 +16,8 @@ from typing import Any
 
 import httpx
 import pytest
+from test_secrets import BROKEN, PASSWORD, WRONG_PASSWORD, build, exception_texts
+from test_secrets import material as material
 
 import dockercerts
 from dockercerts import (
@@ -435,3 +437,26 @@ def test_podman_transport_reads_home_first(
     with httpx.Client(transport=Transport(runtime="podman")) as client:
         assert client.get(srv.url + "/v2/").status_code == 200
     assert [r.client_subject for r in srv.requests] == ["CN=alice"]
+
+
+# --- secrets: the broken trees of test_secrets.py, read by the other runtimes ------------------
+
+
+@pytest.mark.parametrize("runtime", ["podman", "containerd"])
+@pytest.mark.parametrize("case", sorted(BROKEN))
+@pytest.mark.parametrize("password", [None, WRONG_PASSWORD, PASSWORD])
+def test_runtime_errors_hold_no_secret(
+    runtime: str, case: str, password: Any, material: dict[str, Any], tmp_path: Path
+) -> None:
+    secrets = material["secrets"]
+    build(tmp_path, "reg:5000", BROKEN[case], material["leaves"])
+    secrets.add_tree(tmp_path)
+    try:
+        certs = load("reg:5000", runtime=runtime, root=tmp_path, password=password)
+    except dockercerts.CertsDirError as exc:
+        for text in exception_texts(exc):
+            secrets.assert_clean(text, f"{runtime} {case}: {type(exc).__name__}")
+        return
+    secrets.assert_clean(repr(certs), f"{runtime} {case}: HostCerts")
+    for warning in certs.warnings:
+        secrets.assert_clean(str(warning), f"{runtime} {case}: {warning.code}")
