@@ -2,8 +2,12 @@
 
 The data's path, one module per step:
 
-* :mod:`~dockercerts.locate`: where a registry's host directory is;
-* :mod:`~dockercerts.scan`: what is in it, by Docker's rules;
+* :mod:`~dockercerts.locate`: where a registry's host directory is; for podman and containerd,
+  :mod:`~dockercerts.runtimes` (their roots and folder names), ``_search`` (which exists) and
+  ``_layouts`` (one object per runtime, chosen in one place);
+* :mod:`~dockercerts.scan`: what is in it, by Docker's rules (or containers/image's);
+  :mod:`~dockercerts.hoststoml` and :mod:`~dockercerts.containerd`: containerd's
+  ``hosts.toml`` and folders;
 * :mod:`~dockercerts.trust` and :mod:`~dockercerts.loader`: which ``ssl`` contexts it makes;
 * :mod:`~dockercerts.rejection`: what an answer says about a certificate;
 * :mod:`~dockercerts.gochoice`: which pair Docker (Go) sends for a server's CA names, and
@@ -28,7 +32,9 @@ from .errors import (
     CertsDirTransportError,
     CertsDirUnusable,
     ClientCertificateRejected,
+    EndpointTLSError,
     EveryCertificateRejected,
+    HostsTomlError,
     InvalidHostError,
     KeyPairError,
     MissingCertificateError,
@@ -64,8 +70,10 @@ __all__ = [
     "CertsWarning",
     "ClientCertificateRejected",
     "ClientPair",
+    "EndpointTLSError",
     "EveryCertificateRejected",
     "HostCerts",
+    "HostsTomlError",
     "InvalidHostError",
     "KeyPairError",
     "MissingCertificateError",

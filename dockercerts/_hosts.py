@@ -23,13 +23,14 @@ from typing import Any, Callable, Generic, Optional, TypeVar, Union
 import httpx
 
 from . import canames
+from ._layouts import Layout, docker_host_names, layout
 from .errors import CertsDirError
 from .gochoice import issuer_listed
-from .loader import Candidate, HostCerts, StrPath, _read_dir, _Secret
+from .loader import Candidate, HostCerts, StrPath, _Secret, _unwrap, with_system
 from .locate import _platform, certs_root, host_dir
 from .rejection import RejectionPolicy
-from .scan import Password, snapshot
-from .trust import Trust
+from .scan import Password
+from .trust import Trust, check_system
 
 __all__ = ["docker_host_names", "host_dir_for_url"]
 
@@ -37,27 +38,6 @@ log = logging.getLogger("dockercerts")
 
 Inner = TypeVar("Inner")
 T = TypeVar("T")
-
-
-def docker_host_names(url: httpx.URL) -> tuple[str, ...]:
-    """The host directory names Docker could use for ``url``, in the order they are tried.
-
-    httpx lower-cases host names, drops the default port and strips IPv6 brackets; this
-    rebuilds Docker's spelling. For port 443 the bare host comes first, then ``host:443``
-    (as nerdctl does): the reference ``reg:443/app`` has its own folder in Docker.
-
-        >>> docker_host_names(httpx.URL("https://[::1]:5000/v2/"))
-        ('[::1]:5000',)
-        >>> docker_host_names(httpx.URL("https://Reg.Example.com/v2/"))
-        ('reg.example.com', 'reg.example.com:443')
-    """
-    host = url.raw_host.decode("ascii")
-    if ":" in host:
-        host = f"[{host}]"
-    port = url.port
-    if port is None or port == 443:
-        return (host, f"{host}:443")
-    return (f"{host}:{port}",)
 
 
 def host_dir_for_url(
@@ -90,7 +70,13 @@ def _first_dir(dirs: tuple[Path, ...]) -> Path:
 
 #: What the options every front end takes mean (appended to each front end's docstring).
 OPTIONS_DOC = """
-    ``root`` is the certs.d folder (default: Docker's, :func:`~dockercerts.certs_root`);
+    ``runtime`` is whose folders are read: ``"docker"`` (default), ``"podman"``
+    (containers/image's search list; ``cert_dir=`` is its ``--cert-dir``) or
+    ``"containerd"`` (``hosts.toml``: a request uses the TLS settings of the endpoint at its
+    own host; see :mod:`dockercerts.containerd`). ``system="truststore"`` verifies with the
+    platform's verifier plus the folder's CA files (the ``truststore`` extra; see
+    :func:`~dockercerts.load`).
+    ``root`` replaces the runtime's roots (Docker's: :func:`~dockercerts.certs_root`);
     ``platform`` and ``trust`` choose the platform's rules and how the folder's ``.crt`` files
     combine with the system's roots (:func:`~dockercerts.load_dir`); ``password`` decrypts
     keys; ``policy`` is the :class:`~dockercerts.RejectionPolicy` (or a preset's name).
@@ -106,6 +92,8 @@ class Options:
 
     root: Path
     platform: str
+    # Where folders are and how they are read: the runtime's, chosen once (see _layouts).
+    layout: Layout
     trust: Optional[Trust]
     # Wrapped: dataclasses.asdict() and repr() of the options must not show it.
     password: _Secret = field(repr=False)
@@ -113,6 +101,7 @@ class Options:
     refresh: float
     recheck: float
     order: str = "docker"
+    system: str = "openssl"
 
 
 _TRUSTS = (None, "merge", "replace")
@@ -127,13 +116,21 @@ def options(
     policy: Union[RejectionPolicy, str],
     refresh: float,
     recheck: float = 60.0,
+    *,
     order: str = "docker",
+    runtime: str = "docker",
+    cert_dir: Optional[StrPath] = None,
+    system: str = "openssl",
 ) -> Options:
     """:class:`Options` from a transport's keyword arguments, each one checked now: a mistake
     found at the first request would surface far from where it was made."""
     plat = _platform(platform)
+    folders = layout(runtime, root=root, cert_dir=cert_dir, platform=plat)
     if trust not in _TRUSTS:
         raise ValueError(f"trust must be 'merge', 'replace' or None, not {trust!r}")
+    check_system(system)
+    if system == "truststore" and trust == "replace":
+        raise ValueError("trust='replace' cannot go with system='truststore' (always merged)")
     if password is not None and not isinstance(password, (bytes, str)) and not callable(password):
         raise TypeError("password must be bytes, str or a callable taking the key's path")
     if not isinstance(policy, (str, RejectionPolicy)):
@@ -146,14 +143,16 @@ def options(
     if order == "ca-names":
         canames.require("order='ca-names'")
     return Options(
-        root=certs_root(platform=plat) if root is None else Path(root),
+        root=folders.roots[0],
         platform=plat,
+        layout=folders,
         trust=trust,
         password=_Secret.of(password),
         policy=RejectionPolicy.preset(policy) if isinstance(policy, str) else policy,
         refresh=float(refresh),
         recheck=float(recheck),
         order=order,
+        system=system,
     )
 
 
@@ -181,7 +180,7 @@ def _identity(
 
 def _trust_identity(certs: HostCerts) -> tuple[object, ...]:
     anchors = hashlib.sha256(b"".join(certs.ca_certificates)).hexdigest()
-    return (certs.trust, certs.uses_system_roots, anchors)
+    return (certs.trust, certs.uses_system_roots, anchors, certs.skip_verify, certs.system)
 
 
 class _Slot(Generic[Inner]):
@@ -304,7 +303,7 @@ class HostState(Generic[Inner]):
         self._options = options
         # Named once (a hostile name raises here, before any file is touched); which of them
         # exists is looked up at every check, since folders come and go.
-        self._dirs = _host_dirs(names, options.root, options.platform)
+        self._dirs = options.layout.paths(names)
         self._make: Callable[[Candidate], Inner] = make
         self._lock = threading.Lock()
         self.due = float("-inf")  # when to look at the directory again
@@ -336,7 +335,7 @@ class HostState(Generic[Inner]):
         return self.certs.directory if self.certs is not None else self._dirs[0]
 
     def _directory(self) -> Path:
-        return _first_dir(self._dirs)
+        return self._options.layout.pick(self.names, self._dirs)
 
     @property
     def failed(self) -> bool:
@@ -363,7 +362,7 @@ class HostState(Generic[Inner]):
         if (
             current is not None
             and current.directory == directory
-            and snapshot(directory) == current.snapshot
+            and self._options.layout.unchanged(directory, current)
         ):
             self._broken_since = None
         else:
@@ -378,11 +377,14 @@ class HostState(Generic[Inner]):
 
     def _reload(self, directory: Path, current: Optional[HostCerts]) -> None:
         try:
-            certs = _read_dir(
-                directory,
-                platform=self._options.platform,
-                trust=self._options.trust,
-                password=self._options.password.get(),
+            certs = _unwrap(
+                with_system(
+                    self._options.layout.read(
+                        directory, self.names, self._options.trust, self._options.password.get()
+                    ),
+                    self._options.system,
+                    self._options.trust,
+                )
             )
         except CertsDirError as exc:
             if current is None:
@@ -612,7 +614,7 @@ class Hosts(Generic[Inner]):
             if state is not None and not state.evicted:
                 return state
             # First: a name that is no registry host raises here and evicts nobody.
-            state = HostState(docker_host_names(url), self._options, self._make_for(url))
+            state = HostState(self._options.layout.names(url), self._options, self._make_for(url))
             if len(self._states) >= self._max:
                 oldest = min(self._states, key=lambda k: self._states[k].used)
                 self.closable.extend(self._states.pop(oldest).retire_all())

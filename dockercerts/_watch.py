@@ -90,7 +90,27 @@ def watched(context: ssl.SSLContext) -> ssl.SSLContext:
 
     Outside an attempt the classes behave as the standard ones (one context-variable
     lookup per handshake), so a context shared with other code is not disturbed.
+
+    A truststore context wraps a standard one (``_ctx``) whose classes verify the peer
+    after the handshake: subclasses of those report once that verification passed.
     """
+    inner = getattr(context, "_ctx", None)
+    if type(context).__module__.startswith("truststore") and isinstance(inner, ssl.SSLContext):
+        inner.sslsocket_class = _after(inner.sslsocket_class, _Socket)
+        inner.sslobject_class = _after(inner.sslobject_class, _Object)
+        return context
     context.sslsocket_class = _Socket
     context.sslobject_class = _Object
     return context
+
+
+def _after(base: Any, watcher: Any) -> Any:
+    """A subclass of ``base`` whose ``do_handshake`` reports as ``watcher``'s does."""
+    if issubclass(base, watcher):
+        return base
+
+    def do_handshake(self: Any, *args: Any) -> None:
+        base.do_handshake(self, *args)
+        opened(self)
+
+    return type(watcher.__name__, (base,), {"do_handshake": do_handshake})

@@ -45,6 +45,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 
 from . import __version__, canames
+from ._layouts import layout as _layout
 from .canames import ServerCANames
 from .errors import (
     Attempt,
@@ -60,7 +61,7 @@ from .errors import (
 )
 from .flow import Decision
 from .gochoice import go_sends, issuer_listed, leaf_without_intermediate, name_text
-from .loader import HostCerts, default_trust, load_dir
+from .loader import HostCerts, _unwrap, default_trust, load_dir
 from .locate import (
     _split_port,
     certs_root,
@@ -74,7 +75,7 @@ from .proxies import ProxyRules
 from .rejection import TLS13_REFUSAL
 from .scan import ClientPair, _is_ca, _read, _utc, extension, sorted_names
 from .scan import _ca_certificates as _crt_certificates
-from .transport import Transport, docker_host_names, host_dir_for_url
+from .transport import Transport, docker_host_names
 from .trust import Trust
 
 __all__ = ["SCHEMA", "main"]
@@ -84,7 +85,8 @@ SCHEMA = 1
 
 Report = dict[str, Any]
 
-_PLATFORMS = ("linux", "windows", "darwin")
+_PLATFORMS = ("linux", "windows", "darwin", "freebsd")
+_RUNTIMES = ("docker", "podman", "containerd")
 _ROLES = {".crt": "ca", ".cert": "client-cert", ".key": "client-key"}
 _ROLE_TEXT = {
     "ca": "CA root",
@@ -628,8 +630,26 @@ def inspect_report(
     platform: Optional[str] = None,
     trust: Optional[str] = None,
     now: Optional[datetime] = None,
+    runtime: str = "docker",
+    cert_dir: Optional[str] = None,
 ) -> Report:
-    """Everything ``inspect`` knows about ``argument``, as the ``--json`` dict."""
+    """Everything ``inspect`` knows about ``argument``, as the ``--json`` dict.
+
+    ``runtime="podman"`` or ``"containerd"`` (or podman's ``cert_dir``): that runtime's
+    report (:mod:`dockercerts._inspect_runtimes`).
+    """
+    if runtime != "docker" or cert_dir is not None:
+        from ._inspect_runtimes import runtime_report  # it builds on this module
+
+        return runtime_report(
+            argument,
+            runtime=runtime,
+            root=root,
+            cert_dir=cert_dir,
+            platform=platform,
+            trust=trust,
+            now=now,
+        )
     plat = platform or current_platform()
     kind, host = classify(argument)
     base = _resolve_root(root, plat)
@@ -657,6 +677,7 @@ def inspect_report(
     return {
         "schema": SCHEMA,
         "command": "inspect",
+        "runtime": "docker",
         "argument": redact(argument),
         "argument_kind": kind,
         "host": host,
@@ -733,7 +754,22 @@ def _refusal(report: Report, style: Style) -> list[str]:
     return lines
 
 
+def notes_and_near_misses(report: Report, style: Style, heading: str, label: str) -> list[str]:
+    """The report's notes, then its near misses under ``heading``, each named by ``label``."""
+    lines = [f"  note: {note}" for note in report["notes"]]
+    if report["near_misses"]:
+        lines += ["", style("bold", heading)]
+        for miss in report["near_misses"]:
+            lines.append(f"  {style('yellow', miss[label])}: {miss['reason']}")
+            lines.append(f"    fix: {miss['fix']}")
+    return lines
+
+
 def render_inspect(report: Report, style: Style) -> list[str]:
+    if report.get("runtime", "docker") != "docker":
+        from ._inspect_runtimes import render_runtime  # it builds on this module
+
+        return render_runtime(report, style)
     lines = [
         style("bold", f"dockercerts inspect {report['argument']}")
         + f"  ({_KIND_TEXT[report['argument_kind']]} -> {report['host']})"
@@ -764,14 +800,7 @@ def render_inspect(report: Report, style: Style) -> list[str]:
         ],
         style,
     )
-    for note in report["notes"]:
-        lines.append(f"  note: {note}")
-
-    if report["near_misses"]:
-        lines += ["", style("bold", "Near misses under the root")]
-        for miss in report["near_misses"]:
-            lines.append(f"  {style('yellow', miss['name'])}: {miss['reason']}")
-            lines.append(f"    fix: {miss['fix']}")
+    lines += notes_and_near_misses(report, style, "Near misses under the root", "name")
 
     if report["files"]:
         lines += ["", style("bold", "Files, in Docker's order")]
@@ -1020,20 +1049,26 @@ def probe_report(
     trust: Optional[str] = None,
     policy: str = "docker",
     timeout: float = 5.0,
+    runtime: str = "docker",
+    cert_dir: Optional[str] = None,
 ) -> Report:
     """Send one GET with every candidate in order through the transport's own flow (every
     candidate tried, nothing remembered) and report each verdict; the ``--json`` dict."""
     plat = platform or current_platform()
     url = _probe_url(argument)
     base = _resolve_root(root, plat)
-    directory = host_dir_for_url(url, root=base, platform=plat)
-    rule = _trust(trust, plat)
+    # Without --root, podman and containerd search their own roots.
+    where = base if root is not None or runtime == "docker" else None
+    folders = _layout(runtime, root=where, cert_dir=cert_dir, platform=plat)
+    host_names = folders.names(url)
+    directory = folders.pick(host_names, folders.paths(host_names))
+    rule = _trust(trust, plat) if runtime == "docker" else _trust(trust or "merge", plat)
     attempts: list[Report] = []
     error: Optional[Report] = None
     certs: Optional[HostCerts] = None
     decision: Optional[Decision[httpx.Response]] = None
     try:
-        certs = load_dir(directory, platform=plat, trust=rule)
+        certs = _unwrap(folders.read(directory, host_names, rule, None))
     except CertsDirError as exc:
         error = _docker_error(exc)
     if certs is not None:
@@ -1042,7 +1077,15 @@ def probe_report(
         # refresh=0: read the folder now, as Docker does for each pull. No redirect is
         # followed: a probe reaches only this host (through the environment's proxy, if any,
         # as the transport does).
-        with Transport(root=base, platform=plat, trust=rule, policy=policy, refresh=0) as t:
+        with Transport(
+            root=where,
+            platform=plat,
+            trust=rule,
+            policy=policy,
+            refresh=0,
+            runtime=runtime,
+            cert_dir=cert_dir,
+        ) as t:
             request = httpx.Request(
                 "GET", url, extensions={"timeout": httpx.Timeout(timeout).as_dict()}
             )
@@ -1079,11 +1122,12 @@ def probe_report(
     return {
         "schema": SCHEMA,
         "command": "probe",
+        "runtime": runtime,
         "url": str(url),
         "platform": plat,
         "trust": rule,
         "policy": policy,
-        "root": str(base),
+        "root": str(folders.roots[0]),
         "directory": str(directory),
         "directory_exists": _is_dir(directory),
         "ca_files": [str(p) for p in certs.ca_files] if certs else [],
@@ -1528,6 +1572,18 @@ def build_parser() -> argparse.ArgumentParser:
             help="system roots plus the .crt files (merge, Linux) or only them (replace, "
             "Windows); default: the platform's rule",
         )
+        sub.add_argument(
+            "--runtime",
+            choices=_RUNTIMES,
+            default="docker",
+            help="whose folders: docker (default), podman (containers/image: podman, skopeo, "
+            "buildah, CRI-O) or containerd (hosts.toml: ctr, Kubernetes, nerdctl)",
+        )
+        sub.add_argument(
+            "--cert-dir",
+            metavar="DIR",
+            help="podman's --cert-dir: one folder read for every host (with --runtime podman)",
+        )
         sub.add_argument("--json", action="store_true", help="print the report as JSON")
 
     inspect = commands.add_parser(
@@ -1671,10 +1727,17 @@ def _run(
     if args.command == "demo":
         return run_demo(out, style, keep=args.keep)
     report: Report
+    if args.cert_dir is not None and args.runtime != "podman":
+        raise CLIError("--cert-dir is podman's option", "add --runtime podman, or use --root")
     if args.command == "inspect":
         try:
             report = inspect_report(
-                args.target, root=args.root, platform=args.platform, trust=args.trust
+                args.target,
+                root=args.root,
+                platform=args.platform,
+                trust=args.trust,
+                runtime=args.runtime,
+                cert_dir=args.cert_dir,
             )
         except OSError as exc:
             return _os_error(args, exc, out)
@@ -1699,6 +1762,8 @@ def _run(
                 trust=args.trust,
                 policy=args.policy,
                 timeout=args.timeout,
+                runtime=args.runtime,
+                cert_dir=args.cert_dir,
             )
         except OSError as exc:
             return _os_error(args, exc, out)

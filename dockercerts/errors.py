@@ -35,7 +35,9 @@ __all__ = [
     "CertsDirTransportError",
     "CertsDirUnusable",
     "ClientCertificateRejected",
+    "EndpointTLSError",
     "EveryCertificateRejected",
+    "HostsTomlError",
     "InvalidHostError",
     "KeyPairError",
     "MissingCertificateError",
@@ -86,17 +88,21 @@ class CertsDirReadError(CertsDirError):
         super().__init__(f"cannot read {path}: {problem}. {fix}")
 
 
-class MissingKeyError(CertsDirError):
-    """A ``<name>.cert`` without ``<name>.key`` beside it. ``str()`` is Docker's message."""
+#: The tail of the missing-key message: Docker's since 23.0, and the older wording that
+#: containers/image (podman, skopeo, buildah) still prints.
+DOCKER_NOTE = "CA certificates must use the extension .crt"
+LEGACY_NOTE = "Note that CA certificates should use the extension .crt"
 
-    def __init__(self, cert: Path, key: Path) -> None:
+
+class MissingKeyError(CertsDirError):
+    """A ``<name>.cert`` without ``<name>.key`` beside it. ``str()`` is Docker's message
+    (``note``: podman's wording, :data:`LEGACY_NOTE`, for ``runtime="podman"``)."""
+
+    def __init__(self, cert: Path, key: Path, note: str = DOCKER_NOTE) -> None:
         self.cert = cert
         self.key = key
         self.paths = (cert, key)
-        super().__init__(
-            f"missing key {key.name} for client certificate {cert.name}. "
-            "CA certificates must use the extension .crt"
-        )
+        super().__init__(f"missing key {key.name} for client certificate {cert.name}. {note}")
 
 
 class MissingCertificateError(CertsDirError):
@@ -122,6 +128,42 @@ class KeyPairError(CertsDirError):
         self.fix = fix
         self.paths = (cert, key)
         super().__init__(f"client pair {cert} + {key.name}: {problem}. {fix}")
+
+
+class HostsTomlError(CertsDirError):
+    """A ``hosts.toml`` that containerd cannot decode. ``str()`` is containerd's log line:
+    ``failed to decode <path>: <reason>``.
+
+    containerd logs it and reads the folder as if there were no ``hosts.toml`` (its
+    ``.crt``/``.cert``/``.key`` files); dockercerts does the same, logs it once and keeps it
+    in :attr:`dockercerts.containerd.ContainerdHost.hosts_error` for ``inspect``. Only
+    :func:`dockercerts.hoststoml.parse_hosts_toml` raises it. ``reason`` is containerd's own
+    text where it has one (``unknown capability push2``, ``invalid pair [a] for "client"``);
+    a TOML syntax error is worded by Python's TOML parser.
+    """
+
+    def __init__(self, path: Path, reason: str) -> None:
+        self.path = path
+        self.reason = reason
+        self.paths = (path,)
+        super().__init__(f"failed to decode {path}: {reason}")
+
+
+class EndpointTLSError(CertsDirError):
+    """A file named by containerd's configuration that containerd refuses, so the whole
+    lookup fails (no partial result), as it does in containerd. ``str()`` is containerd's
+    message (``unable to read CA cert "/x/ca.crt": open /x/ca.crt: no such file or
+    directory``, ``unable to load CA cert "/x/ca.crt"``, ``unable to read CERT file ...``,
+    ``failed to load X509 key pair: tls: ...``); ``fix`` says what to do; ``endpoint`` is
+    the URL of the endpoint whose settings name the file.
+    """
+
+    def __init__(self, message: str, path: Path, *, endpoint: str, fix: str) -> None:
+        self.path = path
+        self.endpoint = endpoint
+        self.fix = fix
+        self.paths = (path,)
+        super().__init__(message)
 
 
 Outcome = Literal["accepted", "rejected", "returned", "error"]

@@ -16,16 +16,18 @@ import ssl
 import threading
 import weakref
 from collections.abc import Iterator
-from dataclasses import InitVar, dataclass, field
+from dataclasses import InitVar, dataclass, field, replace
 from pathlib import Path
-from typing import Callable, Optional, Union
+from typing import Callable, Optional, TypeVar, Union
 
 from ._anchors import Anchors
 from .errors import CertsDirError, CertsDirReadError, KeyPairError
 from .locate import _platform, host_dir
 from .scan import (
+    MOBY,
     CertsWarning,
     ClientPair,
+    Dialect,
     Password,
     Scan,
     Snapshot,
@@ -34,7 +36,7 @@ from .scan import (
     _resolve_password,
     _scan,
 )
-from .trust import Trust, docker_context
+from .trust import Trust, check_system, docker_context, truststore_context
 
 __all__ = ["Candidate", "HostCerts", "default_trust", "load", "load_dir"]
 
@@ -92,8 +94,17 @@ class _ContextMaker:
     part (see :mod:`dockercerts._anchors`).
     """
 
-    def __init__(self, system: bool, anchors: tuple[bytes, ...], secret: _Secret) -> None:
+    def __init__(
+        self,
+        system: bool,
+        anchors: tuple[bytes, ...],
+        secret: _Secret,
+        skip_verify: bool = False,
+        verifier: str = "openssl",
+    ) -> None:
         self._system = system
+        self._skip_verify = skip_verify
+        self._verifier = verifier
         self._anchors = anchors
         self._trust: Optional[Anchors] = None
         self._secret = secret
@@ -120,9 +131,17 @@ class _ContextMaker:
         return context
 
     def _new_context(self) -> ssl.SSLContext:
-        if self._trust is None:
-            self._trust = _prepared(self._anchors)
-        return docker_context(system=self._system, anchors=self._trust)
+        if self._verifier == "truststore":
+            context = truststore_context(self._anchors)
+        else:
+            if self._trust is None:
+                self._trust = _prepared(self._anchors)
+            context = docker_context(system=self._system, anchors=self._trust)
+        if self._skip_verify:
+            # containerd's skip_verify (InsecureSkipVerify): no chain, no name check.
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+        return context
 
     def _build(self, pair: Optional[ClientPair]) -> ssl.SSLContext:
         if pair is None:
@@ -249,6 +268,11 @@ class HostCerts:
     certificate); ``warnings`` are mistakes Docker passes over silently; ``trust`` is the
     rule in force (``"merge"`` or ``"replace"``).
 
+    With ``runtime="containerd"`` it is one endpoint's TLS settings: ``endpoint`` is its URL
+    (``None``: the folder names no endpoint for the host), ``ca_files`` its ``ca`` files,
+    ``pairs`` its ``client`` entries in file order, and ``skip_verify`` its
+    ``skip_verify`` (the server's certificate is then not checked at all).
+
         >>> hc = load_dir("/nonexistent/reg:5000")
         >>> hc.exists, len(hc.candidates()), hc.candidates()[0].pair is None
         (False, 1, True)
@@ -262,6 +286,10 @@ class HostCerts:
     trust: Trust
     snapshot: Snapshot = field(repr=False, compare=False)
     ca_certificates: tuple[bytes, ...] = field(repr=False, compare=False, default=())
+    skip_verify: bool = False
+    endpoint: Optional[str] = None
+    #: Where the system roots come from: ``"openssl"`` or ``"truststore"`` (see ``system=``).
+    system: str = "openssl"
     # Not a field: dataclasses.asdict() and fields() never see the password. It is kept
     # under the same name, wrapped, which is what dataclasses.replace() passes on to the copy.
     _password: InitVar[Union[Password, _Secret, None]] = None
@@ -286,7 +314,13 @@ class HostCerts:
         """
         if not self._candidates:
             secret: _Secret = self.__dict__["_password"]
-            maker = _ContextMaker(self.uses_system_roots, self.ca_certificates, secret)
+            maker = _ContextMaker(
+                self.uses_system_roots,
+                self.ca_certificates,
+                secret,
+                self.skip_verify,
+                self.system,
+            )
             pairs: tuple[Optional[ClientPair], ...] = self.pairs or (None,)
             # A race here builds two equal tuples; either one is fine to keep.
             self._candidates.append(tuple(Candidate(pair, maker) for pair in pairs))
@@ -299,6 +333,7 @@ def load_dir(
     platform: Optional[str] = None,
     trust: Optional[Trust] = None,
     password: Optional[Password] = None,
+    system: str = "openssl",
 ) -> HostCerts:
     """Read the host directory at ``path`` as Docker does.
 
@@ -307,13 +342,14 @@ def load_dir(
     :func:`default_trust`); ``password`` unlocks encrypted keys (bytes, text, or a callable
     given the key's path), which Docker itself cannot read. Only regular files are read,
     each up to its size cap (:data:`dockercerts.scan.MAX_CA_FILE_SIZE`,
-    :data:`dockercerts.scan.MAX_PAIR_FILE_SIZE`).
+    :data:`dockercerts.scan.MAX_PAIR_FILE_SIZE`). ``system="truststore"`` verifies with the
+    platform's verifier plus the folder's ``.crt`` roots (see :func:`load`).
 
         >>> certs = load_dir("/etc/docker/certs.d/reg:5000")  # doctest: +SKIP
         >>> [p.name for p in certs.pairs]  # doctest: +SKIP
         ['a-team', 'b-backup']
     """
-    result = _gather(path, platform, trust, password)
+    result = with_system(_gather(path, platform, trust, password), system, trust)
     del password  # the traceback of an error raised below keeps this frame
     certs = _unwrap(result)
     for warning in certs.warnings:
@@ -327,14 +363,39 @@ def _read_dir(
     platform: Optional[str] = None,
     trust: Optional[Trust] = None,
     password: Optional[Password] = None,
+    dialect: Dialect = MOBY,
 ) -> HostCerts:
     """:func:`load_dir` without logging the warnings (the transport logs new ones only)."""
-    result = _gather(path, platform, trust, password)
+    result = _gather(path, platform, trust, password, dialect)
     del password  # the traceback of an error raised below keeps this frame
     return _unwrap(result)
 
 
-def _unwrap(result: Union[HostCerts, BaseException]) -> HostCerts:
+def with_system(
+    result: Union[HostCerts, BaseException], system: str, trust: Optional[Trust]
+) -> Union[HostCerts, BaseException]:
+    """``result`` verifying with ``system``'s roots, or the error to raise for a bad choice.
+
+    truststore always trusts the platform's roots, so it goes with ``"merge"`` only.
+    """
+    if isinstance(result, BaseException) or system == "openssl":
+        return result
+    try:
+        check_system(system)
+    except (ValueError, ImportError) as exc:
+        return exc
+    if trust == "replace":
+        return ValueError(
+            "trust='replace' keeps the system roots out, and system='truststore' always "
+            "trusts them: leave trust unset (or 'merge')"
+        )
+    return replace(result, system=system, trust="merge")
+
+
+_T = TypeVar("_T")
+
+
+def _unwrap(result: Union[_T, BaseException]) -> _T:
     """The result, or its error raised from here: a frame that holds no secret."""
     if isinstance(result, BaseException):
         raise result
@@ -346,13 +407,16 @@ def _gather(
     platform: Optional[str],
     trust: Optional[Trust],
     password: Optional[Password],
+    dialect: Dialect = MOBY,
 ) -> Union[HostCerts, BaseException]:
     """The loaded folder, or the error to raise (returned: this frame holds the password)."""
     if trust is None:
-        trust = default_trust(platform)
+        # Go merges the system pool with the .crt files on every platform containers/image
+        # runs on; only Docker documents the Windows "replace" rule.
+        trust = default_trust(platform) if dialect is MOBY else "merge"
     elif trust not in ("merge", "replace"):
         return ValueError(f"trust must be 'merge' or 'replace', not {trust!r}")
-    found = _scan(path, password, None)
+    found = _scan(path, password, None, dialect)
     if not isinstance(found, Scan):
         return found
     return HostCerts(
@@ -375,18 +439,40 @@ def load(
     platform: Optional[str] = None,
     trust: Optional[Trust] = None,
     password: Optional[Password] = None,
+    runtime: str = "docker",
+    cert_dir: Optional[StrPath] = None,
+    system: str = "openssl",
 ) -> HostCerts:
-    """Read the host directory of registry ``host`` (``reg:5000``) under ``root``.
+    """Read the host directory of registry ``host`` (``reg:5000``) as ``runtime`` does.
 
-    ``root`` defaults to Docker's for the platform (:func:`~dockercerts.certs_root`).
+    ``root`` defaults to the runtime's roots (:func:`~dockercerts.certs_root`; podman and
+    containerd search several, see :func:`dockercerts.runtimes.certs_roots`); given, it is
+    the only root. ``runtime="podman"`` reads the first folder that exists in its search
+    list with containers/image's rules; ``cert_dir`` is podman's ``--cert-dir``, one folder
+    for every host. ``runtime="containerd"`` reads ``hosts.toml`` (or the loose files) and
+    returns the TLS settings of the endpoint that is ``host`` itself
+    (:mod:`dockercerts.containerd` has every endpoint).
+
+    ``system`` is where the system roots come from: ``"openssl"`` (OpenSSL's paths, as Go
+    on Linux) or ``"truststore"`` (the platform's verifier through the ``truststore``
+    package: the Keychain on macOS, the certificate store on Windows, as Go and Docker
+    Desktop verify there; an opt-in extra, ``pip install 'dockercerts[truststore]'``). Either
+    way the folder's CA files are added; dockercerts never changes ``ssl`` globally.
 
         >>> import dockercerts
         >>> certs = dockercerts.load("reg.example.com:5000")  # doctest: +SKIP
         >>> for candidate in certs.candidates():  # doctest: +SKIP
         ...     print(candidate.name, candidate.context)
+        >>> dockercerts.load("reg:5000", runtime="containerd").endpoint  # doctest: +SKIP
+        'https://reg:5000/v2'
     """
-    directory = host_dir(host, root=root, platform=platform)
-    result = _gather(directory, platform, trust, password)
+    if runtime != "docker" or cert_dir is not None:
+        from ._layouts import gather_for  # the other runtimes read through that module
+
+        result = gather_for(host, runtime, root, cert_dir, platform, trust, password)
+    else:
+        result = _gather(host_dir(host, root=root, platform=platform), platform, trust, password)
+    result = with_system(result, system, trust)
     del password  # the traceback of an error raised below keeps this frame
     certs = _unwrap(result)
     for warning in certs.warnings:

@@ -32,9 +32,9 @@ __all__ = [
     "registry_host",
 ]
 
-Platform = Literal["linux", "windows", "darwin"]
+Platform = Literal["linux", "windows", "darwin", "freebsd"]
 
-_PLATFORMS = ("linux", "windows", "darwin")
+_PLATFORMS = ("linux", "windows", "darwin", "freebsd")
 # One DNS-ish label: what Docker's reference grammar allows, plus '_' (seen in internal
 # names reached by URL). Dots separate labels; nothing else may appear.
 _LABEL = re.compile(r"[A-Za-z0-9_-]+\Z")
@@ -55,14 +55,19 @@ _MAX_HOST_BYTES = 255
 
 
 def current_platform() -> Platform:
-    """The running platform as dockercerts names it: ``"linux"``, ``"windows"`` or ``"darwin"``.
+    """The running platform as dockercerts names it: ``"linux"``, ``"windows"``, ``"darwin"``
+    or ``"freebsd"``.
 
     Every other POSIX system counts as ``"linux"``: Docker's Linux rules are its Unix rules.
+    FreeBSD is told apart only for containers/image, whose ``/etc`` is ``/usr/local/etc``
+    there; Docker's rules for it are Linux's.
     """
     if sys.platform.startswith("win"):
         return "windows"
     if sys.platform == "darwin":
         return "darwin"
+    if sys.platform.startswith("freebsd"):
+        return "freebsd"
     return "linux"
 
 
@@ -75,9 +80,15 @@ def _platform(platform: Optional[str]) -> Platform:
 
 
 def certs_root(
-    *, platform: Optional[str] = None, environ: Optional[Mapping[str, str]] = None
+    *,
+    platform: Optional[str] = None,
+    environ: Optional[Mapping[str, str]] = None,
+    runtime: str = "docker",
 ) -> Path:
     """The ``certs.d`` root the Docker daemon reads on ``platform`` (default: this one).
+
+    ``runtime="podman"`` or ``"containerd"``: the first of the roots that runtime searches
+    (all of them: :func:`dockercerts.runtimes.certs_roots`).
 
     * Linux: ``/etc/docker/certs.d``; for a rootless daemon (``ROOTLESSKIT_STATE_DIR`` is
       set) ``$XDG_CONFIG_HOME/docker/certs.d`` when that is absolute, else
@@ -96,6 +107,10 @@ def certs_root(
     """
     plat = _platform(platform)
     env = os.environ if environ is None else environ
+    if runtime != "docker":
+        from .runtimes import certs_roots  # that module builds on this one
+
+        return certs_roots(runtime, platform=plat, environ=env)[0]
     if plat == "windows":
         program_data = env.get("ProgramData") or env.get("PROGRAMDATA") or r"C:\ProgramData"
         return Path(program_data.rstrip("\\") + r"\docker\certs.d")
@@ -180,7 +195,12 @@ def _split_port(host: str) -> tuple[str, Optional[str]]:
 
 
 def host_dir(
-    host: str, *, root: Union[str, os.PathLike[str], None] = None, platform: Optional[str] = None
+    host: str,
+    *,
+    root: Union[str, os.PathLike[str], None] = None,
+    platform: Optional[str] = None,
+    runtime: str = "docker",
+    cert_dir: Union[str, os.PathLike[str], None] = None,
 ) -> Path:
     """The host directory Docker reads for registry ``host`` (``reg``, ``reg:5000``, ...).
 
@@ -189,13 +209,25 @@ def host_dir(
     anything that is not a registry host raises :class:`InvalidHostError` and no path is
     built, so no input can name a folder outside ``root``.
 
+    ``runtime="podman"`` and ``"containerd"`` search several places, so for them this looks
+    at the disk: the folder the runtime would read now (the first place when none exists).
+    ``cert_dir`` is podman's ``--cert-dir``, returned as it is.
+
         >>> str(host_dir("reg:5000", root="/etc/docker/certs.d"))
         '/etc/docker/certs.d/reg:5000'
         >>> host_dir("reg:5000", root="/certs.d", platform="windows").name
         'reg5000'
+        >>> host_dir("reg:5000", root="/nonexistent", runtime="containerd").name
+        'reg_5000_'
     """
     plat = _platform(platform)
     check_host(host)
+    if runtime != "docker" or cert_dir is not None:
+        from ._layouts import layout  # that module builds on this one
+
+        chosen = layout(runtime, root=root, cert_dir=cert_dir, platform=plat)
+        names = (host,)
+        return chosen.pick(names, chosen.paths(names))
     base = certs_root(platform=plat) if root is None else Path(root)
     folder = host.replace(":", "") if plat == "windows" else host
     return base / folder

@@ -273,12 +273,27 @@ class Adapter(HTTPAdapter):
         recheck: float = 60.0,
         max_hosts: int = 256,
         order: str = "docker",
+        runtime: str = "docker",
+        cert_dir: Optional[StrPath] = None,
+        system: str = "openssl",
         pool_connections: int = DEFAULT_POOLSIZE,
         pool_maxsize: int = DEFAULT_POOLSIZE,
         max_retries: Any = DEFAULT_RETRIES,
         pool_block: bool = DEFAULT_POOLBLOCK,
     ) -> None:
-        self._options = options(root, platform, trust, password, policy, refresh, recheck, order)
+        self._options = options(
+            root,
+            platform,
+            trust,
+            password,
+            policy,
+            refresh,
+            recheck,
+            order=order,
+            runtime=runtime,
+            cert_dir=cert_dir,
+            system=system,
+        )
         self._hosts: Hosts[_Candidate] = Hosts(self._options, self._make_for, max_hosts)
         # requests' URL's "scheme://netloc" -> the origin the host state is looked up by.
         self._origins: dict[str, httpx.URL] = {}

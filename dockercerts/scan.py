@@ -30,6 +30,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 
 from ._gil import let_others_run
 from .errors import (
+    DOCKER_NOTE,
+    LEGACY_NOTE,
     CertsDirError,
     CertsDirReadError,
     KeyPairError,
@@ -38,10 +40,13 @@ from .errors import (
 )
 
 __all__ = [
+    "CONTAINERS_IMAGE",
     "MAX_CA_FILE_SIZE",
     "MAX_PAIR_FILE_SIZE",
+    "MOBY",
     "CertsWarning",
     "ClientPair",
+    "Dialect",
     "Password",
     "Scan",
     "Snapshot",
@@ -103,6 +108,28 @@ class CertsWarning:
 
     def __str__(self) -> str:
         return f"{self.path.name}: {self.message} ({self.fix})"
+
+
+@dataclass(frozen=True)
+class Dialect:
+    """How a runtime's loop differs from moby's, the default.
+
+    containers/image (podman, skopeo, buildah) reads the same layout with the same pairing
+    rules, but prints the pre-23.0 wording for a ``.cert`` without its ``.key``
+    (``note``), reads a folder it may not list as an empty one (``skip_unlistable``) and
+    passes over a ``.crt`` that is gone when read, a dangling link say (``skip_vanished``).
+    """
+
+    name: str
+    note: str
+    skip_unlistable: bool
+    skip_vanished: bool
+
+
+#: moby's ``loadTLSConfig``.
+MOBY = Dialect("docker", DOCKER_NOTE, False, False)
+#: containers/image's ``SetupCertificates``.
+CONTAINERS_IMAGE = Dialect("podman", LEGACY_NOTE, True, True)
 
 
 @dataclass(frozen=True)
@@ -643,18 +670,20 @@ def scan(
     *,
     password: Optional[Password] = None,
     now: Optional[datetime] = None,
+    dialect: Dialect = MOBY,
 ) -> Scan:
     """Read a host directory exactly as Docker does; raise its first error, if any.
 
     A missing directory is not an error: the result has ``exists=False`` and nothing else,
     which means system trust and no client certificate. ``password`` unlocks encrypted keys,
     which Docker cannot read (an explicit opt-in). ``now`` is for tests of expiry warnings.
+    ``dialect=CONTAINERS_IMAGE`` reads it as containers/image does (see :class:`Dialect`).
 
         >>> result = scan("/nonexistent/certs.d/reg:5000")
         >>> result.exists, result.pairs
         (False, ())
     """
-    result = _scan(directory, password, now)
+    result = _scan(directory, password, now, dialect)
     del password  # the traceback of the error raised below keeps this frame
     if isinstance(result, BaseException):
         raise result
@@ -665,6 +694,7 @@ def _scan(
     directory: Union[str, os.PathLike[str]],
     password: Optional[Password],
     now: Optional[datetime],
+    dialect: Dialect = MOBY,
 ) -> Union[Scan, BaseException]:
     """:func:`scan`, returning its error instead of raising it.
 
@@ -673,7 +703,7 @@ def _scan(
     this one (with the password); error reporters that capture locals would send them.
     """
     try:
-        return _walk(directory, password, now)
+        return _walk(directory, password, now, dialect)
     except CertsDirError as exc:
         return _detached(exc)
     except _Reraise as wrapper:
@@ -701,10 +731,23 @@ def _walk(
     directory: Union[str, os.PathLike[str]],
     password: Optional[Password],
     now: Optional[datetime],
+    dialect: Dialect = MOBY,
 ) -> Scan:
     path = Path(directory)
     before = snapshot(path)
-    names = _list(path)
+    try:
+        names = _list(path)
+    except CertsDirReadError as exc:
+        if dialect.skip_unlistable and exc.problem.startswith("permission denied"):
+            unreadable = CertsWarning(
+                "folder-unreadable",
+                path,
+                f"{dialect.name} cannot list this folder and reads it as empty: no CA, no "
+                "client certificate",
+                "Fix its permissions, or run as a user that can read it",
+            )
+            return Scan(path, True, (), (), (), (unreadable,), before)
+        raise
     if names is None:
         return Scan(path, False, (), (), (), (), before)
     present = set(names)
@@ -717,6 +760,17 @@ def _walk(
         ext = extension(name)
         file = path / name
         if ext == ".crt":
+            if dialect.skip_vanished and _vanished(file):
+                warnings.append(
+                    CertsWarning(
+                        "crt-vanished",
+                        file,
+                        f"{dialect.name} passes over this .crt: nothing is there to read "
+                        "(a dangling link, or removed while the folder was read)",
+                        "Restore the link's target or remove the link",
+                    )
+                )
+                continue
             data = _read(file, path)
             found = _ca_certificates(data, parsed)
             ca_files.append(file)
@@ -734,7 +788,7 @@ def _walk(
             stem = name[: -len(".cert")]
             key = path / (stem + ".key")
             if key.name not in present:
-                raise MissingKeyError(file, key)
+                raise MissingKeyError(file, key, dialect.note)
             pairs.append(_check_pair(stem, file, key, path, password))
         elif ext == ".key":
             cert = path / (name[: -len(".key")] + ".cert")
@@ -765,6 +819,16 @@ def _walk(
         warnings=tuple(warnings),
         snapshot=before,
     )
+
+
+def _vanished(path: Path) -> bool:
+    try:
+        os.stat(path)
+    except FileNotFoundError:
+        return True
+    except OSError:
+        return False
+    return False
 
 
 def _rename_hint(name: str, ext: str) -> str:

@@ -215,10 +215,23 @@ class _Base:
         proxy: Optional[ProxyArg] = None,
         order: str = "docker",
         inner: Optional[Callable[..., Any]] = None,
+        runtime: str = "docker",
+        cert_dir: Optional[StrPath] = None,
+        system: str = "openssl",
         **transport_options: Any,
     ) -> None:
         self._options: Options = options(
-            root, platform, trust, password, policy, refresh, recheck, order
+            root,
+            platform,
+            trust,
+            password,
+            policy,
+            refresh,
+            recheck,
+            order=order,
+            runtime=runtime,
+            cert_dir=cert_dir,
+            system=system,
         )
         self._proxies = ProxyRules.make(proxy, trust_env=trust_env)
         self._inner: Callable[..., Any] = self._inner_type if inner is None else inner

@@ -25,16 +25,24 @@ from ._anchors import Anchors, as_anchors
 
 __all__ = [
     "DOCKER_CIPHERS",
+    "SYSTEMS",
     "Anchors",
     "SystemTrust",
     "Trust",
+    "check_system",
     "docker_context",
     "system_trust",
+    "truststore_context",
 ]
 
 log = logging.getLogger("dockercerts")
 
 Trust = Literal["merge", "replace"]
+
+#: Where system roots come from: OpenSSL's paths (the default, what Go reads on Linux), or
+#: the platform's own verifier through truststore (macOS Keychain, Windows CryptoAPI; on
+#: Linux OpenSSL's paths again), as Go and Docker Desktop verify there.
+SYSTEMS = ("openssl", "truststore")
 
 #: Docker's TLS 1.2 suites (docker/go-connections tlsconfig): ECDHE with AES-GCM or
 #: ChaCha20-Poly1305. TLS 1.3 suites are not configurable, in Go or here.
@@ -188,5 +196,48 @@ def docker_context(
     keylog = (os.environ if environ is None else environ).get("SSLKEYLOGFILE")
     if keylog:
         # As httpx and browsers do: lets Wireshark decrypt a failing mTLS exchange.
+        context.keylog_filename = keylog
+    return context
+
+
+def check_system(system: object) -> str:
+    """``system`` if it is one of :data:`SYSTEMS` and usable here; else a clear error.
+
+    ``"truststore"`` needs the ``truststore`` package (Python >= 3.10), an opt-in extra:
+    ``pip install 'dockercerts[truststore]'``.
+    """
+    if system not in SYSTEMS:
+        raise ValueError(f"system must be 'openssl' or 'truststore', not {system!r}")
+    if system == "truststore":
+        try:
+            import truststore  # noqa: F401
+        except ImportError:
+            raise ImportError(
+                "system='truststore' needs the truststore package (Python >= 3.10): "
+                "pip install 'dockercerts[truststore]'"
+            ) from None
+    return str(system)
+
+
+def truststore_context(anchors: Sequence[bytes] = ()) -> ssl.SSLContext:
+    """A client context that verifies with the platform's verifier (truststore) plus
+    ``anchors`` (DER), with Docker's TLS settings. Never injected into ``ssl`` globally.
+
+    truststore adds the anchors to the platform's roots on macOS, tries the platform's
+    store and then the anchors alone on Windows, and uses OpenSSL's default paths plus the
+    anchors on Linux (the only platform dockercerts' tests run on).
+    """
+    import truststore
+
+    context: ssl.SSLContext = truststore.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.set_ciphers(DOCKER_CIPHERS)
+    context.verify_flags |= _PARTIAL_CHAIN
+    if anchors:
+        # Eagerly, as cadata: truststore hands the platform verifier the context's loaded
+        # certificates, which a lazily searched hashed folder would not list.
+        context.load_verify_locations(cadata=b"".join(anchors))
+    keylog = os.environ.get("SSLKEYLOGFILE")
+    if keylog:
         context.keylog_filename = keylog
     return context

@@ -347,6 +347,7 @@ Shape = dict[str, Any]
 INSPECT_KEYS: Shape = {
     "schema": int,
     "command": str,
+    "runtime": str,
     "argument": str,
     "argument_kind": str,
     "host": str,
@@ -399,6 +400,7 @@ WARNING_KEYS: Shape = {"code": str, "path": str, "message": str, "fix": str}
 PROBE_KEYS: Shape = {
     "schema": int,
     "command": str,
+    "runtime": str,
     "url": str,
     "platform": str,
     "trust": str,
