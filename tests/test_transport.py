@@ -1118,16 +1118,16 @@ def test_broken_directory_raises_the_loader_error(
 
 def count_folder_reads(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
     """The folders the transports read from now on, one entry per read."""
-    from dockercerts import _hosts
+    from dockercerts._layouts import Layout
 
     reads: list[Path] = []
-    original = _hosts._read_dir
+    original = Layout.read
 
-    def counted(path: Any, **options: Any) -> Any:
-        reads.append(Path(path))
-        return original(path, **options)
+    def counted(self: Layout, folder: Path, *args: Any) -> Any:
+        reads.append(Path(folder))
+        return original(self, folder, *args)
 
-    monkeypatch.setattr(_hosts, "_read_dir", counted)
+    monkeypatch.setattr(Layout, "read", counted)
     return reads
 
 

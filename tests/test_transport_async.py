@@ -56,8 +56,8 @@ from dockercerts import (
     MissingKeyError,
     _watch,
 )
-from dockercerts import _hosts as hosts_module
 from dockercerts import loader as loader_module
+from dockercerts._layouts import Layout
 from dockercerts.loader import Candidate
 from dockercerts.testing import CA, CertsD, HostDir
 
@@ -759,8 +759,8 @@ async def test_folder_reads_and_context_builds_happen_off_the_event_loop(
 
         monkeypatch.setattr(owner, name, call)
 
-    spy(hosts_module, "_read_dir")
-    spy(hosts_module, "snapshot")
+    spy(Layout, "read")
+    spy(Layout, "unchanged")
     spy(loader_module._ContextMaker, "_build")
     async with client(certs_d, refresh=0) as http:
         assert (await http.get(srv.url + "/v2/")).status_code == 200
@@ -768,8 +768,8 @@ async def test_folder_reads_and_context_builds_happen_off_the_event_loop(
         assert (await http.get(srv.url + "/v2/")).status_code == 200
     # Two loads, one check that found the change, two contexts (a-wrong's, b-right's).
     assert {name: (len(calls), any(calls)) for name, calls in on_loop.items()} == {
-        "_read_dir": (2, False),
-        "snapshot": (1, False),
+        "read": (2, False),
+        "unchanged": (1, False),
         "_build": (2, False),
     }
 
