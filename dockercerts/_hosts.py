@@ -1,7 +1,7 @@
 """What a transport remembers about each registry host, shared by every front end.
 
 For each ``host[:port]``: the folder Docker would read (:func:`docker_host_names`), its
-candidates, each behind a :class:`_Slot` (the candidate's own inner transport, built on first
+candidates, each behind a :class:`Slot` (the candidate's own inner transport, built on first
 use), the winner, the candidates recently rejected at the certificate layer, and the turn
 that lets one request at a time look for a winner. No sockets and no awaits: a front end
 makes inner transports through the ``make`` it hands in, and closes what :meth:`drain` returns.
@@ -26,8 +26,8 @@ from . import canames
 from ._layouts import Layout, docker_host_names, layout
 from .errors import CertsDirError
 from .gochoice import issuer_listed
-from .loader import Candidate, HostCerts, StrPath, _Secret, _unwrap, with_system
-from .locate import _platform, certs_root, host_dir
+from .loader import Candidate, HostCerts, Secret, StrPath, unwrap, with_system
+from .locate import certs_root, host_dir, resolve_platform
 from .rejection import RejectionPolicy
 from .scan import Password
 from .trust import Trust, check_system
@@ -52,7 +52,7 @@ def host_dir_for_url(
         >>> host_dir_for_url("https://reg:5000/v2/", root="/etc/docker/certs.d").name
         'reg:5000'
     """
-    plat = _platform(platform)
+    plat = resolve_platform(platform)
     base = certs_root(platform=plat) if root is None else Path(root)
     return _first_dir(_host_dirs(docker_host_names(httpx.URL(url)), base, plat))
 
@@ -96,7 +96,7 @@ class Options:
     layout: Layout
     trust: Optional[Trust]
     # Wrapped: dataclasses.asdict() and repr() of the options must not show it.
-    password: _Secret = field(repr=False)
+    password: Secret = field(repr=False)
     policy: RejectionPolicy
     refresh: float
     recheck: float
@@ -124,7 +124,7 @@ def options(
 ) -> Options:
     """:class:`Options` from a transport's keyword arguments, each one checked now: a mistake
     found at the first request would surface far from where it was made."""
-    plat = _platform(platform)
+    plat = resolve_platform(platform)
     folders = layout(runtime, root=root, cert_dir=cert_dir, platform=plat)
     if trust not in _TRUSTS:
         raise ValueError(f"trust must be 'merge', 'replace' or None, not {trust!r}")
@@ -147,7 +147,7 @@ def options(
         platform=plat,
         layout=folders,
         trust=trust,
-        password=_Secret.of(password),
+        password=Secret.of(password),
         policy=RejectionPolicy.preset(policy) if isinstance(policy, str) else policy,
         refresh=float(refresh),
         recheck=float(recheck),
@@ -183,7 +183,7 @@ def _trust_identity(certs: HostCerts) -> tuple[object, ...]:
     return (certs.trust, certs.uses_system_roots, anchors, certs.skip_verify, certs.system)
 
 
-class _Slot(Generic[Inner]):
+class Slot(Generic[Inner]):
     """One candidate's inner transport: built on first use, closed once retired and unused.
 
     ``acquire`` and ``release`` count the requests (and open responses) using it, so a
@@ -284,7 +284,7 @@ def listed_first(
     return (*listed, *(item for item in items if item not in listed))
 
 
-def _chain_issuers(slot: _Slot[Any]) -> Sequence[bytes]:
+def _chain_issuers(slot: Slot[Any]) -> Sequence[bytes]:
     pair = slot.candidate.pair
     return () if pair is None else pair.chain_issuers
 
@@ -313,10 +313,10 @@ class HostState(Generic[Inner]):
         self._failure: Optional[CertsDirError] = None
         self._said: set[tuple[str, str]] = set()
         self.certs: Optional[HostCerts] = None
-        self.slots: tuple[_Slot[Inner], ...] = ()
+        self.slots: tuple[Slot[Inner], ...] = ()
         # The winner first, then Docker's order (with order="ca-names", the pairs the
         # server's CA names list before the others).
-        self.ranked: tuple[_Slot[Inner], ...] = ()
+        self.ranked: tuple[Slot[Inner], ...] = ()
         self.winner: Optional[str] = None
         # The DER names of the server's CertificateRequest, once learned (order="ca-names").
         self.ca_names: Optional[tuple[bytes, ...]] = None
@@ -377,7 +377,7 @@ class HostState(Generic[Inner]):
 
     def _reload(self, directory: Path, current: Optional[HostCerts]) -> None:
         try:
-            certs = _unwrap(
+            certs = unwrap(
                 with_system(
                     self._options.layout.read(
                         directory, self.names, self._options.trust, self._options.password.get()
@@ -416,7 +416,7 @@ class HostState(Generic[Inner]):
         trust = _trust_identity(certs)  # hashed once for all the candidates
         for candidate in certs.candidates():
             key = _identity(trust, certs, candidate)
-            slot = old.pop(key, None) or _Slot(candidate, key, self._make)
+            slot = old.pop(key, None) or Slot(candidate, key, self._make)
             slots.append(slot)
         for slot in old.values():
             self._retire(slot)
@@ -437,7 +437,7 @@ class HostState(Generic[Inner]):
         self._rank()
         log.debug("%s: candidates %s", certs.directory, [s.name for s in slots])
 
-    def _retire(self, slot: _Slot[Inner]) -> None:
+    def _retire(self, slot: Slot[Inner]) -> None:
         inner = slot.retire()
         if inner is not None:
             self.closable.append(inner)
@@ -449,11 +449,11 @@ class HostState(Generic[Inner]):
 
     # --- what the flow asks and tells ---------------------------------------------------------
 
-    def is_winner(self, slot: _Slot[Any]) -> bool:
+    def is_winner(self, slot: Slot[Any]) -> bool:
         """Whether ``slot`` is the candidate this host last accepted (its files unchanged)."""
         return self.winner is not None and slot.name == self.winner and slot in self.slots
 
-    def steady(self) -> Optional[_Slot[Inner]]:
+    def steady(self) -> Optional[Slot[Inner]]:
         """The winner's slot when :meth:`order` would certainly put it first: a winner is
         known and no rejection is remembered (then :meth:`order` decides). Nobody searches
         while a winner is known, so no turn is needed either."""
@@ -462,7 +462,7 @@ class HostState(Generic[Inner]):
         slot = self.ranked[0]
         return slot if slot.name == self.winner else None
 
-    def order(self, now: float) -> tuple[tuple[_Slot[Inner], ...], tuple[_Slot[Inner], ...]]:
+    def order(self, now: float) -> tuple[tuple[Slot[Inner], ...], tuple[Slot[Inner], ...]]:
         """The slots to try, and those skipped because they were rejected recently.
 
         When every candidate was rejected recently, all are tried again: skipping them all
@@ -489,7 +489,7 @@ class HostState(Generic[Inner]):
             [slot.name for slot in self.ranked],
         )
 
-    def settle(self, slot: _Slot[Inner]) -> None:
+    def settle(self, slot: Slot[Inner]) -> None:
         """Remember ``slot`` as the one to try first from now on; end the search for it."""
         name = slot.name
         if self.winner == name and self._turn is None and slot.key not in self._rejected:
@@ -504,7 +504,7 @@ class HostState(Generic[Inner]):
         if turn is not None:
             turn.set()
 
-    def remember(self, slot: _Slot[Inner], now: float) -> None:
+    def remember(self, slot: Slot[Inner], now: float) -> None:
         """``slot`` was rejected at the certificate layer: skip it for ``recheck`` seconds."""
         if self._options.recheck > 0:
             with self._lock:

@@ -39,8 +39,8 @@ from .cli import (
 from .containerd import HOSTS_TOML, ContainerdHost, load_hosts, localhost_note
 from .errors import CertsDirError, EndpointTLSError
 from .hoststoml import HUB, HostsFile
-from .loader import HostCerts, _unwrap
-from .locate import _split_port, current_platform
+from .loader import HostCerts, unwrap
+from .locate import current_platform, split_port
 from .runtimes import Lookup, folder_names
 from .trust import Trust
 
@@ -71,7 +71,7 @@ def _looked(lookup: Lookup) -> list[Report]:
 
 def _other_spellings(host: str) -> list[str]:
     """The same registry written the other way round on port 443."""
-    name, port = _split_port(host)
+    name, port = split_port(host)
     if port is None:
         return [f"{name}:443"]
     if port == "443":
@@ -209,7 +209,7 @@ def _podman(
     certs: Optional[HostCerts] = None
     error: Optional[Report] = None
     try:
-        certs = _unwrap(chosen.read(folder, names, rule, None))
+        certs = unwrap(chosen.read(folder, names, rule, None))
     except CertsDirError as exc:
         error = _docker_error(exc)
     files = _files(folder) if lookup.folder is not None else []

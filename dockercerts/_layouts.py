@@ -23,10 +23,10 @@ import httpx
 from ._search import first_folder, search
 from .containerd import read_for_request, resnapshot
 from .hoststoml import HUB, HUB_HOST
-from .loader import HostCerts, StrPath, _gather
-from .locate import _platform, host_dir
+from .loader import HostCerts, StrPath, gather
+from .locate import host_dir, resolve_platform
 from .runtimes import Lookup, Place, certs_roots, check_runtime, places
-from .scan import CONTAINERS_IMAGE, MOBY, Password, _vanished, snapshot
+from .scan import CONTAINERS_IMAGE, MOBY, Password, snapshot, vanished
 from .trust import Trust
 
 __all__ = ["Layout", "docker_host_names", "gather_for", "layout", "lookup"]
@@ -124,7 +124,7 @@ class Layout:
             return read_for_request(
                 folder,
                 # A place that exists in any way is read (and its errors raised).
-                not _vanished(folder),
+                not vanished(folder),
                 self.registry(names, folder),
                 self.request_host(names),
                 platform=self.platform,
@@ -132,7 +132,7 @@ class Layout:
                 password=password,
             )
         dialect = CONTAINERS_IMAGE if self.runtime == "podman" else MOBY
-        return _gather(folder, self.platform, trust, password, dialect)
+        return gather(folder, self.platform, trust, password, dialect)
 
 
 def layout(
@@ -145,7 +145,7 @@ def layout(
     """The layout of ``runtime``; ``root`` replaces its roots with one, ``cert_dir`` (podman
     only, ``--cert-dir``) is the one folder read for every host."""
     kind = check_runtime(runtime)
-    plat = _platform(platform)
+    plat = resolve_platform(platform)
     if cert_dir is not None and kind != "podman":
         raise ValueError("cert_dir= is podman's --cert-dir; use root= for docker and containerd")
     roots = certs_roots(kind, platform=plat) if root is None else (Path(root),)

@@ -61,20 +61,20 @@ from .errors import (
 )
 from .flow import Decision
 from .gochoice import go_sends, issuer_listed, leaf_without_intermediate, name_text
-from .loader import HostCerts, _unwrap, default_trust, load_dir
+from .loader import HostCerts, default_trust, load_dir, unwrap
 from .locate import (
-    _split_port,
     certs_root,
     check_host,
     current_platform,
     host_dir,
     is_image_reference,
     registry_host,
+    split_port,
 )
 from .proxies import ProxyRules
 from .rejection import TLS13_REFUSAL
-from .scan import ClientPair, _is_ca, _read, _utc, extension, sorted_names
-from .scan import _ca_certificates as _crt_certificates
+from .scan import ClientPair, extension, is_ca, read_capped, sorted_names, utc
+from .scan import ca_certificates as _crt_certificates
 from .transport import Transport, docker_host_names
 from .trust import Trust
 
@@ -293,7 +293,7 @@ def _read_file(path: Path) -> Optional[bytes]:
     """The bytes of ``path`` read as the loader reads (regular files only, capped, never
     blocking), or ``None`` when it cannot be: the loader's error says why."""
     try:
-        return _read(path, path.parent)
+        return read_capped(path, path.parent)
     except CertsDirError:
         return None
 
@@ -410,7 +410,7 @@ def _ca_certificates(files: list[Report], now: datetime) -> list[Report]:
         if data is None:
             continue
         for cert in _certificates(data):
-            not_before, not_after = _utc(cert, "not_valid_before"), _utc(cert, "not_valid_after")
+            not_before, not_after = utc(cert, "not_valid_before"), utc(cert, "not_valid_after")
             found.append(
                 {
                     "file": entry["name"],
@@ -419,7 +419,7 @@ def _ca_certificates(files: list[Report], now: datetime) -> list[Report]:
                     "not_before": _iso(not_before),
                     "not_after": _iso(not_after),
                     "validity": _validity(not_before, not_after, now),
-                    "is_ca": _is_ca(cert),
+                    "is_ca": is_ca(cert),
                     "self_signed": cert.subject == cert.issuer,
                     "fingerprint": cert.fingerprint(hashes.SHA256()).hex(),
                 }
@@ -454,7 +454,7 @@ def _near_misses(root: Path, folder: str, host: str, platform: str, exists: bool
         entries = [e for e in os.listdir(root) if _is_dir(root / e)]
     except OSError:
         return []
-    name, port = _split_port(host)
+    name, port = split_port(host)
     found = []
     for entry in sorted_names(entries):
         if entry == folder:
@@ -496,7 +496,7 @@ def _near_miss(
             "a Windows-style name (':' removed); on Linux and macOS Docker keeps the ':'",
             rename,
         )
-    entry_name, entry_port = _split_port(entry)
+    entry_name, entry_port = split_port(entry)
     if entry_name == name and entry_port != port:
         if port is not None and entry_port is None:
             return (
@@ -546,7 +546,7 @@ def _docker_error(exc: CertsDirError) -> Report:
 def _fix_missing_key(exc: MissingKeyError) -> str:
     stem = exc.cert.name[: -len(".cert")]
     cert = _first_certificate(exc.cert)
-    if cert is not None and _is_ca(cert):
+    if cert is not None and is_ca(cert):
         return (
             f"{exc.cert.name} holds a CA certificate ({cert.subject.rfc4514_string()}): "
             f"rename {exc.cert.name} -> {stem}.crt"
@@ -566,7 +566,7 @@ def _fix_missing_certificate(exc: MissingCertificateError) -> str:
     if cert is None:
         return f"add the client certificate as {exc.cert.name}, or remove {exc.key.name}"
     layout = "a Kubernetes TLS secret layout (tls.crt + tls.key); " if stem == "tls" else ""
-    if _is_ca(cert):
+    if is_ca(cert):
         return (
             f"{layout}{sibling.name} holds a CA certificate, so it stays; add the client "
             f"certificate as {exc.cert.name}, or remove {exc.key.name}"
@@ -1068,7 +1068,7 @@ def probe_report(
     certs: Optional[HostCerts] = None
     decision: Optional[Decision[httpx.Response]] = None
     try:
-        certs = _unwrap(folders.read(directory, host_names, rule, None))
+        certs = unwrap(folders.read(directory, host_names, rule, None))
     except CertsDirError as exc:
         error = _docker_error(exc)
     if certs is not None:

@@ -51,25 +51,25 @@ from .hoststoml import (
     parse_hosts_toml,
 )
 from .hoststoml import is_localhost as _is_localhost
-from .loader import HostCerts, StrPath, _unwrap
-from .locate import _platform, _split_port
+from .loader import HostCerts, StrPath, unwrap
+from .locate import resolve_platform, split_port
 from .runtimes import Lookup, Place, certs_roots, places
 from .scan import (
     CertsWarning,
     ClientPair,
     Password,
+    Reraise,
     Snapshot,
-    _ca_certificates,
-    _check_pair,
-    _detached,
-    _pair_warnings,
-    _pem_blocks,
-    _permission_warning,
-    _read,
-    _Reraise,
-    _vanished,
+    ca_certificates,
+    check_pair,
+    detached,
+    pair_warnings,
+    pem_blocks,
+    permission_warning,
+    read_capped,
     snapshot,
     sorted_names,
+    vanished,
 )
 from .trust import Trust
 
@@ -122,7 +122,7 @@ class ContainerdHost:
 
 
 def _canonical(host: str, default_port: int) -> tuple[str, int]:
-    name, port = _split_port(host)
+    name, port = split_port(host)
     number = int(port) if port and port.isdigit() else default_port
     name = name.lower()
     if name == HUB:
@@ -163,7 +163,7 @@ def _go_read(path: Path, folder: Path) -> bytes:
     if stat.S_ISDIR(mode):
         raise _Unreadable(os_error("read", path, "is a directory"))
     try:
-        return _read(path, folder)
+        return read_capped(path, folder)
     except CertsDirReadError as exc:
         raise _Unreadable(f"open {path}: {exc.problem}") from None
 
@@ -303,8 +303,8 @@ def _client_pair(
             ) from None
     key_path = entry.key if entry.key is not None else entry.cert
     problem = key_pair_problem(
-        [kind for kind, _, _ in _pem_blocks(data[0])],
-        [kind for kind, _, _ in _pem_blocks(data[-1])],
+        [kind for kind, _, _ in pem_blocks(data[0])],
+        [kind for kind, _, _ in pem_blocks(data[-1])],
     )
     data.clear()  # no key bytes kept in this frame
     if problem is not None:
@@ -316,7 +316,7 @@ def _client_pair(
             "[cert, key] pair",
         )
     try:
-        pair, chain = _check_pair(name, entry.cert, key_path, folder, password)
+        pair, chain = check_pair(name, entry.cert, key_path, folder, password)
     except CertsDirError as exc:
         text = str(exc)
         reason = (
@@ -356,7 +356,7 @@ def _endpoint_certs(
                 endpoint=url,
                 fix="Check the path in hosts.toml (relative paths are relative to the folder)",
             ) from None
-        found = _ca_certificates(data, parsed)
+        found = ca_certificates(data, parsed)
         if not found:
             raise EndpointTLSError(
                 f"unable to load CA cert {quote(str(path))}",
@@ -373,8 +373,8 @@ def _endpoint_certs(
     for entry in endpoint.client or ():
         pair, chain = _client_pair(entry, _pair_name(entry, folder, taken), folder, url, password)
         pairs.append(pair)
-        warnings.extend(_pair_warnings(pair, chain, now))
-        perm = _permission_warning(pair.key)
+        warnings.extend(pair_warnings(pair, chain, now))
+        perm = permission_warning(pair.key)
         if perm is not None:
             warnings.append(perm)
     if endpoint.skip_verify:
@@ -424,8 +424,8 @@ def _read_folder(
     try:
         return _read_folder_raising(folder, registry, exists, platform, trust, password)
     except CertsDirError as exc:
-        return _detached(exc)
-    except _Reraise as wrapper:
+        return detached(exc)
+    except Reraise as wrapper:
         return wrapper.error
 
 
@@ -443,7 +443,7 @@ def _read_folder_raising(
     try:
         data = _go_read(toml_path, folder) if exists else b""
     except _Unreadable as exc:
-        if not _vanished(toml_path):
+        if not vanished(toml_path):
             raise CertsDirReadError(
                 toml_path,
                 folder,
@@ -526,7 +526,7 @@ def load_hosts(
     """
     result = _load(host, root, platform, trust, password)
     del password  # the traceback of an error raised below keeps this frame
-    return _unwrap(result)
+    return unwrap(result)
 
 
 def _load(
@@ -536,7 +536,7 @@ def _load(
     trust: Optional[Trust],
     password: Optional[Password],
 ) -> Union[ContainerdHost, BaseException]:
-    plat = _platform(platform)
+    plat = resolve_platform(platform)
     if trust is not None and trust not in ("merge", "replace"):
         return ValueError(f"trust must be 'merge' or 'replace', not {trust!r}")
     lookup, found = _lookup(host, root, plat)
@@ -610,7 +610,7 @@ def read_for_request(
 def localhost_note(endpoint: Endpoint, registry: str) -> Optional[str]:
     """What containerd does that dockercerts does not, for an endpoint it made up for a
     loopback registry: it skips TLS verification there."""
-    port = _split_port(registry)[1]
+    port = split_port(registry)[1]
     if endpoint.implicit and _is_localhost(registry) and port != "80":
         return (
             f"containerd skips TLS verification for {registry} (a loopback registry with no "

@@ -51,7 +51,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Callable, Generic, Optional, TypeVar, Union
 
-from ._hosts import HostState, _Slot
+from ._hosts import HostState, Slot
 from .errors import Attempt, Outcome
 from .rejection import RejectionPolicy, Verdict, alert_name
 
@@ -81,7 +81,7 @@ class Wait:
 
 @dataclass(frozen=True)
 class Send:
-    slot: _Slot[Any]
+    slot: Slot[Any]
 
 
 @dataclass(frozen=True)
@@ -245,7 +245,7 @@ class Exchange(Generic[R]):
 
     # --- the direct try: the steady state without a generator ----------------------------------
 
-    def direct(self) -> Optional[_Slot[Any]]:
+    def direct(self) -> Optional[Slot[Any]]:
         """The slot to send with at once, before :meth:`flow`: the host's known winner, when
         nothing else could come first (see :meth:`HostState.steady`). ``None``: drive
         :meth:`flow` from its start.
@@ -255,7 +255,7 @@ class Exchange(Generic[R]):
         steady request's decisions together."""
         return None if self.exhaustive else self.host.steady()
 
-    def settle_direct(self, slot: _Slot[Any], sent: Sent[R]) -> Optional[Decision[R]]:
+    def settle_direct(self, slot: Slot[Any], sent: Sent[R]) -> Optional[Decision[R]]:
         """The decision when the direct try's answer ends the exchange: an answer no verdict
         looks at (see :meth:`_unjudged`), accepted. ``None``: drive ``flow(first=(slot,
         sent))``, which judges that answer as if it had sent it itself."""
@@ -267,7 +267,7 @@ class Exchange(Generic[R]):
     # --- the whole exchange ---------------------------------------------------------------------
 
     def flow(
-        self, first: Optional[tuple[_Slot[Any], Sent[R]]] = None
+        self, first: Optional[tuple[Slot[Any], Sent[R]]] = None
     ) -> Generator[Step, Any, Decision[R]]:
         """The exchange, step by step (see the module docstring). ``first``: the direct try
         already made, the first of the tries to judge."""
@@ -300,7 +300,7 @@ class Exchange(Generic[R]):
                 host.end_turn(turn)
 
     def _try(
-        self, slots: tuple[_Slot[Any], ...], first: Optional[tuple[_Slot[Any], Sent[R]]]
+        self, slots: tuple[Slot[Any], ...], first: Optional[tuple[Slot[Any], Sent[R]]]
     ) -> Generator[Step, Any, Decision[R]]:
         # ``chosen`` is the index in ``attempts`` of what is given back (the answer or the error
         # of a try with no verdict), ``None`` while every try so far was rejected.
@@ -401,7 +401,7 @@ class Exchange(Generic[R]):
 
     def _record(
         self,
-        slot: _Slot[Any],
+        slot: Slot[Any],
         sent: Sent[R],
         verdict: Optional[Verdict],
         *,
@@ -437,7 +437,7 @@ class Exchange(Generic[R]):
         if settled and not self.exhaustive:
             self.host.settle(slot)
 
-    def _rejected(self, slot: _Slot[Any], verdict: Verdict, last: bool) -> None:
+    def _rejected(self, slot: Slot[Any], verdict: Verdict, last: bool) -> None:
         log.info(
             "%s: client certificate %s rejected (%s)%s",
             self.host.names[0],

@@ -24,7 +24,7 @@ from typing import Optional
 
 from cryptography import x509
 
-from .scan import CertsWarning, ClientPair, _is_ca, tbs_names
+from .scan import CertsWarning, ClientPair, is_ca, tbs_names
 
 __all__ = ["go_sends", "issuer_listed", "leaf_without_intermediate", "name_text"]
 
@@ -98,7 +98,7 @@ def leaf_without_intermediate(
             issuer, subject = tbs_names(cert.tbs_certificate_bytes)
         except ValueError:
             continue
-        if issuer != subject and _is_ca(cert):
+        if issuer != subject and is_ca(cert):
             intermediates.setdefault(subject, cert.subject.rfc4514_string())
     found = []
     for pair in pairs:

@@ -55,7 +55,7 @@ from urllib.parse import urlsplit
 
 from ._gowords import go_type, go_value, parse_duration, quote
 from .errors import HostsTomlError
-from .locate import _split_port
+from .locate import split_port
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -600,7 +600,7 @@ def _parse(data: Union[bytes, str], base: str, where: Path, windows: bool) -> Ho
 
 def is_localhost(host: str) -> bool:
     """containerd's ``IsLocalhost``: ``localhost`` or a loopback IP, with or without port."""
-    name = _split_port(host)[0].strip("[]")
+    name = split_port(host)[0].strip("[]")
     if name == "localhost":
         return True
     try:
@@ -630,7 +630,7 @@ def endpoints(found: Sequence[Endpoint], registry: str) -> tuple[Endpoint, ...]:
         elif is_localhost(registry):
             # containerd (2.x, no --plain-http) picks https for no port or 443, else http
             # with an HTTPS-first fallback when TLS is configured.
-            port = _split_port(registry)[1]
+            port = split_port(registry)[1]
             scheme = "https" if port in (None, "443") else "http"
         listed[-1] = replace(
             last, scheme=scheme, host=host, path="/v2", capabilities=CAPABILITIES, implicit=True

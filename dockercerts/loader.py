@@ -22,7 +22,7 @@ from typing import Callable, Optional, TypeVar, Union
 
 from ._anchors import Anchors
 from .errors import CertsDirError, CertsDirReadError, KeyPairError
-from .locate import _platform, host_dir
+from .locate import host_dir, resolve_platform
 from .scan import (
     MOBY,
     CertsWarning,
@@ -31,10 +31,10 @@ from .scan import (
     Password,
     Scan,
     Snapshot,
-    _detached,
-    _open_regular,
-    _resolve_password,
-    _scan,
+    detached,
+    open_regular,
+    resolve_password,
+    scan_detached,
 )
 from .trust import Trust, check_system, docker_context, truststore_context
 
@@ -51,13 +51,13 @@ def default_trust(platform: Optional[str] = None) -> Trust:
     ``"merge"``: the system roots plus every ``.crt``. ``"replace"``: with any ``.crt``, only
     those; with none, the system roots.
     """
-    return "replace" if _platform(platform) == "windows" else "merge"
+    return "replace" if resolve_platform(platform) == "windows" else "merge"
 
 
 _PAIR_READS = 3  # reads of a pair that fails to load before it is reported as broken
 
 
-class _Secret:
+class Secret:
     """A key password kept out of ``repr()``, copies and dataclass fields."""
 
     __slots__ = ("_value",)
@@ -66,8 +66,8 @@ class _Secret:
         self._value = value
 
     @classmethod
-    def of(cls, value: Union[Password, _Secret, None]) -> _Secret:
-        return value if isinstance(value, _Secret) else cls(value)
+    def of(cls, value: Union[Password, Secret, None]) -> Secret:
+        return value if isinstance(value, Secret) else cls(value)
 
     def get(self) -> Optional[Password]:
         return self._value
@@ -75,10 +75,10 @@ class _Secret:
     def __repr__(self) -> str:
         return "<password>" if self._value is not None else "<no password>"
 
-    def __copy__(self) -> _Secret:
+    def __copy__(self) -> Secret:
         return self
 
-    def __deepcopy__(self, memo: object) -> _Secret:
+    def __deepcopy__(self, memo: object) -> Secret:
         # dataclasses.asdict() deep-copies what is not a dataclass: the secret stays one.
         return self
 
@@ -98,7 +98,7 @@ class _ContextMaker:
         self,
         system: bool,
         anchors: tuple[bytes, ...],
-        secret: _Secret,
+        secret: Secret,
         skip_verify: bool = False,
         verifier: str = "openssl",
     ) -> None:
@@ -174,11 +174,11 @@ def _prepared(anchors: tuple[bytes, ...]) -> Anchors:
 
 
 def _load_pair(
-    make: Callable[[], ssl.SSLContext], pair: ClientPair, secret: _Secret
+    make: Callable[[], ssl.SSLContext], pair: ClientPair, secret: Secret
 ) -> Union[ssl.SSLContext, CertsDirError]:
     """A context with ``pair`` loaded, or the error to raise (returned, not raised: this
     frame holds the password, and a raised error's traceback would keep it)."""
-    password = _resolve_password(secret.get(), pair.key)
+    password = resolve_password(secret.get(), pair.key)
     for attempt in range(1, _PAIR_READS + 1):
         context = make()
         try:
@@ -186,7 +186,7 @@ def _load_pair(
                 context.load_cert_chain(cert, key, password=lambda: password or b"")
             return context
         except CertsDirError as exc:
-            return _detached(exc)
+            return detached(exc)
         except ssl.SSLError as exc:
             if attempt < _PAIR_READS:
                 # The pair was checked at load time, so it is most likely being rotated:
@@ -221,9 +221,9 @@ def _opened(pair: ClientPair) -> Iterator[tuple[str, str]]:
     elsewhere it gets the names, checked a moment before.
     """
     directory = pair.cert.parent
-    cert_fd = _open_regular(pair.cert, directory)
+    cert_fd = open_regular(pair.cert, directory)
     try:
-        key_fd = _open_regular(pair.key, directory)
+        key_fd = open_regular(pair.key, directory)
     except BaseException:
         os.close(cert_fd)
         raise
@@ -292,14 +292,14 @@ class HostCerts:
     system: str = "openssl"
     # Not a field: dataclasses.asdict() and fields() never see the password. It is kept
     # under the same name, wrapped, which is what dataclasses.replace() passes on to the copy.
-    _password: InitVar[Union[Password, _Secret, None]] = None
+    _password: InitVar[Union[Password, Secret, None]] = None
     # Not an init field, so dataclasses.replace() gives the copy a cache of its own.
     _candidates: list[tuple[Candidate, ...]] = field(
         init=False, repr=False, compare=False, default_factory=list
     )
 
-    def __post_init__(self, _password: Union[Password, _Secret, None]) -> None:
-        object.__setattr__(self, "_password", _Secret.of(_password))
+    def __post_init__(self, _password: Union[Password, Secret, None]) -> None:
+        object.__setattr__(self, "_password", Secret.of(_password))
 
     @property
     def uses_system_roots(self) -> bool:
@@ -313,7 +313,7 @@ class HostCerts:
         The tuple is built once; each candidate's context is built when first used.
         """
         if not self._candidates:
-            secret: _Secret = self.__dict__["_password"]
+            secret: Secret = self.__dict__["_password"]
             maker = _ContextMaker(
                 self.uses_system_roots,
                 self.ca_certificates,
@@ -349,9 +349,9 @@ def load_dir(
         >>> [p.name for p in certs.pairs]  # doctest: +SKIP
         ['a-team', 'b-backup']
     """
-    result = with_system(_gather(path, platform, trust, password), system, trust)
+    result = with_system(gather(path, platform, trust, password), system, trust)
     del password  # the traceback of an error raised below keeps this frame
-    certs = _unwrap(result)
+    certs = unwrap(result)
     for warning in certs.warnings:
         log.warning("%s: %s", certs.directory, warning)
     return certs
@@ -366,9 +366,9 @@ def _read_dir(
     dialect: Dialect = MOBY,
 ) -> HostCerts:
     """:func:`load_dir` without logging the warnings (the transport logs new ones only)."""
-    result = _gather(path, platform, trust, password, dialect)
+    result = gather(path, platform, trust, password, dialect)
     del password  # the traceback of an error raised below keeps this frame
-    return _unwrap(result)
+    return unwrap(result)
 
 
 def with_system(
@@ -395,14 +395,14 @@ def with_system(
 _T = TypeVar("_T")
 
 
-def _unwrap(result: Union[_T, BaseException]) -> _T:
+def unwrap(result: Union[_T, BaseException]) -> _T:
     """The result, or its error raised from here: a frame that holds no secret."""
     if isinstance(result, BaseException):
         raise result
     return result
 
 
-def _gather(
+def gather(
     path: StrPath,
     platform: Optional[str],
     trust: Optional[Trust],
@@ -416,7 +416,7 @@ def _gather(
         trust = default_trust(platform) if dialect is MOBY else "merge"
     elif trust not in ("merge", "replace"):
         return ValueError(f"trust must be 'merge' or 'replace', not {trust!r}")
-    found = _scan(path, password, None, dialect)
+    found = scan_detached(path, password, None, dialect)
     if not isinstance(found, Scan):
         return found
     return HostCerts(
@@ -471,10 +471,10 @@ def load(
 
         result = gather_for(host, runtime, root, cert_dir, platform, trust, password)
     else:
-        result = _gather(host_dir(host, root=root, platform=platform), platform, trust, password)
+        result = gather(host_dir(host, root=root, platform=platform), platform, trust, password)
     result = with_system(result, system, trust)
     del password  # the traceback of an error raised below keeps this frame
-    certs = _unwrap(result)
+    certs = unwrap(result)
     for warning in certs.warnings:
         log.warning("%s: %s", certs.directory, warning)
     return certs

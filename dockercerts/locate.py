@@ -71,7 +71,8 @@ def current_platform() -> Platform:
     return "linux"
 
 
-def _platform(platform: Optional[str]) -> Platform:
+def resolve_platform(platform: Optional[str]) -> Platform:
+    """``platform`` checked, or this machine's when ``None`` (every option that takes one)."""
     if platform is None:
         return current_platform()
     if platform not in _PLATFORMS:
@@ -105,7 +106,7 @@ def certs_root(
         ...                         "HOME": "/home/ana"}))
         '/home/ana/.config/docker/certs.d'
     """
-    plat = _platform(platform)
+    plat = resolve_platform(platform)
     env = os.environ if environ is None else environ
     if runtime != "docker":
         from .runtimes import certs_roots  # that module builds on this one
@@ -156,7 +157,7 @@ def check_host(host: str) -> str:
             raise InvalidHostError(
                 host, "contains a non-ASCII or control character; write the name in IDNA form"
             )
-    name, port = _split_port(host)
+    name, port = split_port(host)
     if port is not None and (not _PORT.match(port) or not 0 < int(port) < 65536):
         raise InvalidHostError(host, f"bad port {port!r}")
     if name.startswith("["):
@@ -181,7 +182,7 @@ def check_host(host: str) -> str:
     return host
 
 
-def _split_port(host: str) -> tuple[str, Optional[str]]:
+def split_port(host: str) -> tuple[str, Optional[str]]:
     """``reg:5000`` -> (``reg``, ``"5000"``); ``[::1]:5000`` -> (``[::1]``, ``"5000"``)."""
     if host.startswith("["):
         end = host.find("]")
@@ -220,7 +221,7 @@ def host_dir(
         >>> host_dir("reg:5000", root="/nonexistent", runtime="containerd").name
         'reg_5000_'
     """
-    plat = _platform(platform)
+    plat = resolve_platform(platform)
     check_host(host)
     if runtime != "docker" or cert_dir is not None:
         from ._layouts import layout  # that module builds on this one

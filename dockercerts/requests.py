@@ -68,7 +68,7 @@ import httpx
 
 from . import canames
 from ._drive import answered, failed, run
-from ._hosts import OPTIONS_DOC, Hosts, HostState, _Slot, options
+from ._hosts import OPTIONS_DOC, Hosts, HostState, Slot, options
 from ._watch import Watch, watched
 from .flow import Close, Decision, Exchange, Learn, Read, Send, Step
 from .loader import Candidate, StrPath
@@ -403,7 +403,7 @@ class Adapter(HTTPAdapter):
 
     def _send(
         self,
-        slot: _Slot[_Candidate],
+        slot: Slot[_Candidate],
         request: PreparedRequest,
         body: _Body,
         timeout: Any,

@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Literal, Optional
 
-from .locate import _platform, certs_root, check_host
+from .locate import certs_root, check_host, resolve_platform
 
 __all__ = [
     "RUNTIMES",
@@ -126,7 +126,7 @@ def certs_roots(
         ['/home/ana/.config/containers/certs.d', '/etc/containers/certs.d', '/etc/docker/certs.d']
     """
     kind = check_runtime(runtime)
-    plat = _platform(platform)
+    plat = resolve_platform(platform)
     env = os.environ if environ is None else environ
     if kind == "docker":
         return (certs_root(platform=plat, environ=env),)
@@ -180,7 +180,7 @@ def folder_names(runtime: str, host: str, *, platform: Optional[str] = None) -> 
         ('reg5000',)
     """
     kind = check_runtime(runtime)
-    plat = _platform(platform)
+    plat = resolve_platform(platform)
     check_host(host)
     if kind == "docker":
         return (host.replace(":", "") if plat == "windows" else host,)

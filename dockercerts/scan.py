@@ -284,7 +284,7 @@ def _too_large(path: Path, directory: Path, limit: int) -> CertsDirReadError:
     )
 
 
-def _open_regular(path: Path, directory: Path) -> int:
+def open_regular(path: Path, directory: Path) -> int:
     """A descriptor of ``path`` (links followed) known to be a regular file no larger than
     its cap; raises :class:`CertsDirReadError` otherwise. The caller closes it.
 
@@ -324,7 +324,7 @@ def _file_above(directory: Path) -> Optional[Path]:
     return None
 
 
-def _read(path: Path, directory: Path) -> bytes:
+def read_capped(path: Path, directory: Path) -> bytes:
     """Read a file Docker would read, turning each way it can fail into a clear error.
 
     Only regular files, at most their cap (:data:`MAX_CA_FILE_SIZE`,
@@ -332,7 +332,7 @@ def _read(path: Path, directory: Path) -> bytes:
     and ``/proc``-like files report a size of 0.
     """
     limit = _limit(path)
-    fd = _open_regular(path, directory)
+    fd = open_regular(path, directory)
     try:
         data = _read_at_most(fd, limit + 1)
     except OSError as exc:
@@ -399,7 +399,7 @@ def _link_target(path: Path) -> Optional[str]:
         return None
 
 
-def _pem_blocks(data: bytes) -> list[tuple[str, bytes, bool]]:
+def pem_blocks(data: bytes) -> list[tuple[str, bytes, bool]]:
     """``(type, der, has_headers)`` for every PEM block; undecodable bodies are skipped."""
     blocks = []
     for done, match in enumerate(_PEM_BLOCK.finditer(data)):
@@ -418,7 +418,7 @@ def _pem_blocks(data: bytes) -> list[tuple[str, bytes, bool]]:
     return blocks
 
 
-def _ca_certificates(data: bytes, parsed: Optional[set[bytes]] = None) -> list[bytes]:
+def ca_certificates(data: bytes, parsed: Optional[set[bytes]] = None) -> list[bytes]:
     """The certificates Go's ``AppendCertsFromPEM`` would add: the rest is passed over.
 
     ``parsed`` holds certificates known to parse (shared across a folder's files), so a
@@ -426,7 +426,7 @@ def _ca_certificates(data: bytes, parsed: Optional[set[bytes]] = None) -> list[b
     """
     known: set[bytes] = set() if parsed is None else parsed
     found = []
-    for done, (kind, der, has_headers) in enumerate(_pem_blocks(data)):
+    for done, (kind, der, has_headers) in enumerate(pem_blocks(data)):
         let_others_run(done)
         if kind != "CERTIFICATE" or has_headers:
             continue
@@ -440,7 +440,8 @@ def _ca_certificates(data: bytes, parsed: Optional[set[bytes]] = None) -> list[b
     return found
 
 
-def _resolve_password(password: Optional[Password], key: Path) -> Optional[bytes]:
+def resolve_password(password: Optional[Password], key: Path) -> Optional[bytes]:
+    """The bytes that unlock ``key``: ``password`` itself, or what its callable gives."""
     if password is None:
         return None
     value = password(key) if callable(password) else password
@@ -459,19 +460,19 @@ def _key_type(key: object) -> str:
     return type(key).__name__
 
 
-def _check_pair(
+def check_pair(
     name: str, cert: Path, key: Path, directory: Path, password: Optional[Password]
 ) -> tuple[ClientPair, list[x509.Certificate]]:
     """Read and check one pair as Go's ``tls.LoadX509KeyPair`` would; never echo key bytes."""
-    cert_data = _read(cert, directory)
-    key_data = _read(key, directory)
+    cert_data = read_capped(cert, directory)
+    key_data = read_capped(key, directory)
 
     def fail(problem: str, fix: str) -> KeyPairError:
         return KeyPairError(cert, key, problem, fix)
 
-    chain_der = [der for kind, der, _ in _pem_blocks(cert_data) if kind == "CERTIFICATE"]
+    chain_der = [der for kind, der, _ in pem_blocks(cert_data) if kind == "CERTIFICATE"]
     if not chain_der:
-        if any(kind.endswith("PRIVATE KEY") for kind, _, _ in _pem_blocks(cert_data)):
+        if any(kind.endswith("PRIVATE KEY") for kind, _, _ in pem_blocks(cert_data)):
             raise fail(
                 f"{cert.name} holds a private key, not a certificate",
                 "The .cert and .key files look swapped",
@@ -489,7 +490,7 @@ def _check_pair(
             "Replace it with the certificate your registry's CA issued",
         ) from None
 
-    key_blocks = [b for b in _pem_blocks(key_data) if b[0].endswith("PRIVATE KEY")]
+    key_blocks = [b for b in pem_blocks(key_data) if b[0].endswith("PRIVATE KEY")]
     if not key_blocks:
         raise fail(
             f"no PEM private key found in {key.name}",
@@ -500,12 +501,12 @@ def _check_pair(
         has_headers and b"ENCRYPTED" in key_data.split(b"-----END", 1)[0]
     )
     try:
-        secret = _resolve_password(password, key) if encrypted else None
+        secret = resolve_password(password, key) if encrypted else None
     except Exception as exc:
         # The caller's own error, as it is, minus this frame: it holds the key's bytes.
         if exc.__traceback__ is not None:
             exc.__traceback__ = exc.__traceback__.tb_next
-        raise _Reraise(exc) from None
+        raise Reraise(exc) from None
     if encrypted and secret is None:
         raise fail(
             f"{key.name} is encrypted, and Docker cannot use encrypted keys",
@@ -544,8 +545,8 @@ def _check_pair(
         key=key,
         subject=leaf.subject.rfc4514_string(),
         issuer=leaf.issuer.rfc4514_string(),
-        not_before=_utc(leaf, "not_valid_before"),
-        not_after=_utc(leaf, "not_valid_after"),
+        not_before=utc(leaf, "not_valid_before"),
+        not_after=utc(leaf, "not_valid_after"),
         key_type=_key_type(private),
         chain_length=len(chain),
         fingerprint=leaf.fingerprint(hashes.SHA256()).hex(),
@@ -599,7 +600,8 @@ def _key_pem(data: bytes, kind: str) -> bytes:
     return data[start:stop] + b"\n"
 
 
-def _utc(cert: x509.Certificate, attr: str) -> datetime:
+def utc(cert: x509.Certificate, attr: str) -> datetime:
+    """``cert``'s ``not_valid_before``/``not_valid_after`` (``attr``) as an aware UTC time."""
     # cryptography >= 42 has the *_utc variants; older ones return naive UTC datetimes.
     aware = getattr(cert, attr + "_utc", None)
     if isinstance(aware, datetime):
@@ -608,16 +610,18 @@ def _utc(cert: x509.Certificate, attr: str) -> datetime:
     return naive.replace(tzinfo=timezone.utc)
 
 
-def _is_ca(cert: x509.Certificate) -> bool:
+def is_ca(cert: x509.Certificate) -> bool:
+    """Whether ``cert`` says it is a CA (basic constraints)."""
     try:
         return bool(cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca)
     except x509.ExtensionNotFound:
         return False
 
 
-def _pair_warnings(
+def pair_warnings(
     pair: ClientPair, chain: list[x509.Certificate], now: datetime
 ) -> list[CertsWarning]:
+    """What is wrong with a loadable pair: expiry, its chain, its key type (warnings only)."""
     found = []
     if pair.not_after is not None and pair.not_after < now:
         found.append(
@@ -638,7 +642,7 @@ def _pair_warnings(
             )
         )
     leaf = chain[0]
-    if _is_ca(leaf):
+    if is_ca(leaf):
         found.append(
             CertsWarning(
                 "client-cert-is-ca",
@@ -650,7 +654,8 @@ def _pair_warnings(
     return found
 
 
-def _permission_warning(key: Path) -> Optional[CertsWarning]:
+def permission_warning(key: Path) -> Optional[CertsWarning]:
+    """A warning when ``key`` is readable by others than its owner (POSIX)."""
     try:
         mode = os.stat(key).st_mode
     except OSError:
@@ -683,14 +688,14 @@ def scan(
         >>> result.exists, result.pairs
         (False, ())
     """
-    result = _scan(directory, password, now, dialect)
+    result = scan_detached(directory, password, now, dialect)
     del password  # the traceback of the error raised below keeps this frame
     if isinstance(result, BaseException):
         raise result
     return result
 
 
-def _scan(
+def scan_detached(
     directory: Union[str, os.PathLike[str]],
     password: Optional[Password],
     now: Optional[datetime],
@@ -705,12 +710,12 @@ def _scan(
     try:
         return _walk(directory, password, now, dialect)
     except CertsDirError as exc:
-        return _detached(exc)
-    except _Reraise as wrapper:
+        return detached(exc)
+    except Reraise as wrapper:
         return wrapper.error
 
 
-class _Reraise(Exception):
+class Reraise(Exception):
     """Carries the caller's own exception (from a password callable) out of the walk."""
 
     def __init__(self, error: BaseException) -> None:
@@ -718,8 +723,8 @@ class _Reraise(Exception):
         self.error = error
 
 
-def _detached(error: CertsDirError) -> CertsDirError:
-    """``error`` without its traceback and its chain (see :func:`_scan`)."""
+def detached(error: CertsDirError) -> CertsDirError:
+    """``error`` without its traceback and its chain (see :func:`scan_detached`)."""
     error.__traceback__ = None
     error.__context__ = None
     error.__cause__ = None
@@ -760,7 +765,7 @@ def _walk(
         ext = extension(name)
         file = path / name
         if ext == ".crt":
-            if dialect.skip_vanished and _vanished(file):
+            if dialect.skip_vanished and vanished(file):
                 warnings.append(
                     CertsWarning(
                         "crt-vanished",
@@ -771,8 +776,8 @@ def _walk(
                     )
                 )
                 continue
-            data = _read(file, path)
-            found = _ca_certificates(data, parsed)
+            data = read_capped(file, path)
+            found = ca_certificates(data, parsed)
             ca_files.append(file)
             ca_der.extend(found)
             if not found:
@@ -789,7 +794,7 @@ def _walk(
             key = path / (stem + ".key")
             if key.name not in present:
                 raise MissingKeyError(file, key, dialect.note)
-            pairs.append(_check_pair(stem, file, key, path, password))
+            pairs.append(check_pair(stem, file, key, path, password))
         elif ext == ".key":
             cert = path / (name[: -len(".key")] + ".cert")
             if cert.name not in present:
@@ -806,8 +811,8 @@ def _walk(
             )
     when = now or datetime.now(timezone.utc)
     for pair, chain in pairs:
-        warnings.extend(_pair_warnings(pair, chain, when))
-        perm = _permission_warning(pair.key)
+        warnings.extend(pair_warnings(pair, chain, when))
+        perm = permission_warning(pair.key)
         if perm is not None:
             warnings.append(perm)
     return Scan(
@@ -821,7 +826,8 @@ def _walk(
     )
 
 
-def _vanished(path: Path) -> bool:
+def vanished(path: Path) -> bool:
+    """Whether nothing is at ``path`` any more (a dangling link counts as nothing)."""
     try:
         os.stat(path)
     except FileNotFoundError:

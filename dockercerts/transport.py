@@ -28,7 +28,7 @@ from ._hosts import (
     Hosts,
     HostState,
     Options,
-    _Slot,
+    Slot,
     docker_host_names,
     host_dir_for_url,
     options,
@@ -72,9 +72,9 @@ class _Body(httpx.SyncByteStream, httpx.AsyncByteStream):
 class _Release(httpx.SyncByteStream, httpx.AsyncByteStream):
     """A response body that releases its slot when closed (closing a retired transport)."""
 
-    def __init__(self, stream: Any, slot: _Slot[Any]) -> None:
+    def __init__(self, stream: Any, slot: Slot[Any]) -> None:
         self._stream = stream
-        self._slot: Optional[_Slot[Any]] = slot
+        self._slot: Optional[Slot[Any]] = slot
 
     def __iter__(self) -> Iterator[bytes]:
         return iter(self._stream)
@@ -125,7 +125,7 @@ def _exchange(
     )
 
 
-def _sent(response: httpx.Response, slot: _Slot[Any], watch: Watch, start: float) -> Sent[Any]:
+def _sent(response: httpx.Response, slot: Slot[Any], watch: Watch, start: float) -> Sent[Any]:
     response.stream = _Release(response.stream, slot)
     return answered(response, response.status_code, response.headers, watch, start)
 
@@ -373,7 +373,7 @@ class Transport(_Base, httpx.BaseTransport):
         assert isinstance(step, Wait)
         return step.turn.wait(step.timeout)
 
-    def _send(self, slot: _Slot[httpx.HTTPTransport], request: httpx.Request) -> Sent[Any]:
+    def _send(self, slot: Slot[httpx.HTTPTransport], request: httpx.Request) -> Sent[Any]:
         watch = Watch()
         start = time.perf_counter()
         try:
@@ -481,7 +481,7 @@ class AsyncTransport(_Base, httpx.AsyncBaseTransport):
         return await _wait(step.turn, step.timeout)
 
     async def _send(
-        self, slot: _Slot[httpx.AsyncHTTPTransport], request: httpx.Request
+        self, slot: Slot[httpx.AsyncHTTPTransport], request: httpx.Request
     ) -> Sent[Any]:
         watch = Watch()
         start = time.perf_counter()

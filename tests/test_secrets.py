@@ -367,7 +367,7 @@ def test_log_records_keep_no_exception_alive(
 
     Handlers that keep records (pytest's caplog, QueueHandler, MemoryHandler, error trackers)
     keep ``record.args``; an exception there keeps ``__traceback__``, whose frames hold
-    ``scan._check_pair``'s ``key_data`` (the private key's bytes) and, through
+    ``scan.check_pair``'s ``key_data`` (the private key's bytes) and, through
     ``_HostState.refresh``, the client with its pools and SSL contexts, after ``close()``.
     The soak test saw it as leaked transports until it stopped propagating records.
     """

@@ -46,7 +46,7 @@ from dockercerts import (
     docker_host_names,
 )
 from dockercerts._hosts import HostState as _HostState
-from dockercerts._hosts import _Slot
+from dockercerts._hosts import Slot
 from dockercerts._hosts import options as _options
 from dockercerts.loader import Candidate
 from dockercerts.rejection import TLS13_REFUSAL
@@ -447,7 +447,7 @@ def test_unknown_options_are_refused_at_once(cls: Any, tmp_path: Path) -> None:
     cls(root=tmp_path, http2=False, retries=1, trust_env=False)  # builds nothing yet
 
 
-# --- _Slot: who closes a retired candidate's transport ------------------------------------------
+# --- Slot: who closes a retired candidate's transport ------------------------------------------
 
 
 class FakeInner:
@@ -462,8 +462,8 @@ class FakeInner:
             self.used_after_close += 1
 
 
-def a_slot(make: Callable[[Candidate], Any] = lambda c: FakeInner()) -> _Slot[Any]:
-    return _Slot(SimpleNamespace(name="pair"), (), make)  # type: ignore[arg-type]
+def a_slot(make: Callable[[Candidate], Any] = lambda c: FakeInner()) -> Slot[Any]:
+    return Slot(SimpleNamespace(name="pair"), (), make)  # type: ignore[arg-type]
 
 
 def test_a_retired_slot_is_handed_over_by_its_last_user() -> None:
