@@ -621,7 +621,7 @@ def is_ca(cert: x509.Certificate) -> bool:
 def pair_warnings(
     pair: ClientPair, chain: list[x509.Certificate], now: datetime
 ) -> list[CertsWarning]:
-    """What is wrong with a loadable pair: expiry, its chain, its key type (warnings only)."""
+    """What is wrong with a loadable pair, as warnings: expired, not yet valid, a CA."""
     found = []
     if pair.not_after is not None and pair.not_after < now:
         found.append(
