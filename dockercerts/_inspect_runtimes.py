@@ -10,7 +10,6 @@ plain dict (the ``--json`` output, documented in ``docs/cli.md``) rendered as te
 
 from __future__ import annotations
 
-import os
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Optional
@@ -24,19 +23,25 @@ from .cli import (
     _ca_certificates,
     _day_iso,
     _docker_error,
-    _extra_warnings,
     _files,
-    _is_dir,
     _pair,
     _plural,
-    _root_state,
     _warning,
+    _warnings,
     classify,
     notes_and_near_misses,
     redact,
     table,
 )
 from .containerd import HOSTS_TOML, ContainerdHost, load_hosts, localhost_note
+from .diagnose import (
+    ca_details_of,
+    folder_cas,
+    is_dir,
+    missing_folder,
+    refused_folder_warnings,
+    root_state,
+)
 from .errors import CertsDirError, EndpointTLSError
 from .hoststoml import HUB, HostsFile
 from .loader import HostCerts, unwrap
@@ -79,13 +84,6 @@ def _other_spellings(host: str) -> list[str]:
     return []
 
 
-def _ca_names(folder: Path) -> list[str]:
-    try:
-        return sorted(n for n in os.listdir(folder) if n.endswith(".crt"))
-    except OSError:
-        return []
-
-
 def _near_misses(chosen: Layout, host: str, lookup: Lookup) -> list[Report]:
     """Folders that exist and look meant for this registry, but are not the one read."""
     found: list[Report] = []
@@ -97,10 +95,10 @@ def _near_misses(chosen: Layout, host: str, lookup: Lookup) -> list[Report]:
         places = chosen.places(names)
         after = places[[p.path for p in places].index(winner) + 1 :]
         for place in after:
-            if place.path in seen or not _is_dir(place.path):
+            if place.path in seen or not is_dir(place.path):
                 continue
             seen.add(place.path)
-            cas = _ca_names(place.path)
+            cas = folder_cas(place.path)
             holds = f" (it holds {', '.join(cas)})" if cas else ""
             found.append(
                 {
@@ -115,7 +113,7 @@ def _near_misses(chosen: Layout, host: str, lookup: Lookup) -> list[Report]:
         for root in chosen.roots:
             for name in folder_names(runtime, other, platform=chosen.platform):
                 path = root / name
-                if name == "_default" or path in seen or path == winner or not _is_dir(path):
+                if name == "_default" or path in seen or path == winner or not is_dir(path):
                     continue
                 seen.add(path)
                 rule = (
@@ -138,8 +136,8 @@ def _near_misses(chosen: Layout, host: str, lookup: Lookup) -> list[Report]:
 
 def _roots(chosen: Layout) -> list[Report]:
     if chosen.cert_dir is not None:
-        return [{"path": str(chosen.cert_dir), "state": _root_state(chosen.cert_dir)}]
-    return [{"path": str(r), "state": _root_state(r)} for r in chosen.roots]
+        return [{"path": str(chosen.cert_dir), "state": root_state(chosen.cert_dir)}]
+    return [{"path": str(r), "state": root_state(r)} for r in chosen.roots]
 
 
 def runtime_report(
@@ -175,7 +173,7 @@ def runtime_report(
         "cert_dir": flat,
         "looked": _looked(lookup),
         "directory": str(folder) if folder is not None else None,
-        "directory_exists": folder is not None and _is_dir(folder),
+        "directory_exists": folder is not None and is_dir(folder),
         "notes": [],
         "near_misses": _near_misses(chosen, host, lookup),
     }
@@ -184,17 +182,10 @@ def runtime_report(
     else:
         _podman(report, chosen, host, lookup, rule, when)
     warnings = report["warnings"]
-    if folder is None:
-        warnings.insert(
-            0,
-            _warning(
-                "host-directory-missing",
-                str(chosen.places((host,))[0].path),
-                f"no folder in any root: {chosen.runtime} trusts the system roots and sends "
-                "no client certificate",
-                "create one of the folders listed as tried, or check the near misses",
-            ),
-        )
+    if folder is None and chosen.runtime == "containerd":
+        # podman's comes with its folder's warnings; containerd's endpoints have no folder.
+        missing = missing_folder(chosen.runtime, chosen.places((host,))[0].path)
+        warnings[:0] = _warnings((missing,))
     code = 2 if report["error"] else 1 if warnings else 0
     report["status"] = ("error", "warnings", "ok")[[2, 1, 0].index(code)]
     report["exit_code"] = code
@@ -212,17 +203,14 @@ def _podman(
         certs = unwrap(chosen.read(folder, names, rule, None))
     except CertsDirError as exc:
         error = _docker_error(exc)
-    files = _files(folder) if lookup.folder is not None else []
-    cas = _ca_certificates(files, when)
-    warnings = [
-        _warning(w.code, w.path, w.message, w.fix) for w in (certs.warnings if certs else ())
-    ]
     exists = lookup.folder is not None
-    warnings += [
-        w
-        for w in _extra_warnings(certs, cas, True, host, folder)
-        if w["code"] != "host-directory-missing"
-    ]
+    files = _files(folder) if exists else []
+    if certs is not None:
+        cas = _ca_certificates(certs.ca_details, when)
+        warnings = _warnings(certs.warnings)
+    else:
+        cas = _ca_certificates(ca_details_of(folder) if exists else (), when)
+        warnings = _warnings(refused_folder_warnings(folder) if exists else ())
     if host == HUB:
         report["notes"].append(
             "Docker Hub: containers/image reads the docker.io folder (Docker reads none)"

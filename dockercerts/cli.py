@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import errno
-import ipaddress
 import json
 import logging
 import math
@@ -27,12 +25,11 @@ import re
 import shutil
 import signal
 import ssl
-import stat
 import sys
 import tempfile
 import threading
 import traceback
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime, timezone
 from http import HTTPStatus
 from pathlib import Path
@@ -41,26 +38,30 @@ from typing import Any, Callable, Optional, TextIO, Union
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
 
 from . import __version__, canames
 from ._layouts import layout as _layout
 from .canames import ServerCANames
+from .diagnose import (
+    NearMiss,
+    ca_details_of,
+    entries,
+    explain,
+    is_dir,
+    near_misses,
+    refused_folder_warnings,
+)
+from .diagnose import root_state as diagnose_root_state
 from .errors import (
     Attempt,
     CANamesError,
     CertsDirError,
-    CertsDirReadError,
     CertsDirTransportError,
     InvalidHostError,
-    KeyPairError,
-    MissingCertificateError,
     MissingExtraError,
-    MissingKeyError,
 )
 from .flow import Decision
-from .gochoice import go_sends, issuer_listed, leaf_without_intermediate, name_text
+from .gochoice import go_sends, issuer_listed, name_text
 from .loader import HostCerts, default_trust, load_dir, unwrap
 from .locate import (
     certs_root,
@@ -69,12 +70,10 @@ from .locate import (
     host_dir,
     is_image_reference,
     registry_host,
-    split_port,
 )
 from .proxies import ProxyRules
 from .rejection import TLS13_REFUSAL
-from .scan import ClientPair, extension, is_ca, read_capped, sorted_names, utc
-from .scan import ca_certificates as _crt_certificates
+from .scan import CACertificate, CertsWarning, ClientPair
 from .transport import Transport, docker_host_names
 from .trust import Trust
 
@@ -87,7 +86,6 @@ Report = dict[str, Any]
 
 _PLATFORMS = ("linux", "windows", "darwin", "freebsd")
 _RUNTIMES = ("docker", "podman", "containerd")
-_ROLES = {".crt": "ca", ".cert": "client-cert", ".key": "client-key"}
 _ROLE_TEXT = {
     "ca": "CA root",
     "client-cert": "client cert",
@@ -247,27 +245,6 @@ def redact(argument: str) -> str:
     return f"{scheme}://***@{authority.rsplit('@', 1)[1]}{sep}{tail}"
 
 
-_LOOPBACK_NAMES = ("localhost", "127.0.0.1", "[::1]")
-
-
-def _is_ip(name: str) -> bool:
-    try:
-        ipaddress.ip_address(name.strip("[]"))
-    except ValueError:
-        return False
-    return True
-
-
-def _maybe_same_machine(a: str, b: str) -> bool:
-    """Two names that may well reach one registry: an IP and a name, or two loopback names.
-
-    Two DNS names are not flagged: whether they resolve alike cannot be known offline.
-    """
-    if _is_ip(a) != _is_ip(b):
-        return True
-    return a.lower() in _LOOPBACK_NAMES and b.lower() in _LOOPBACK_NAMES
-
-
 def _resolve_root(root: Optional[str], platform: str) -> Path:
     # Absolute, so a report copied from a terminal still says where the folder was.
     return Path(root).absolute() if root is not None else certs_root(platform=platform)
@@ -284,90 +261,6 @@ def _trust(value: Optional[str], platform: str) -> Trust:
 # --------------------------------------------------------------------------- certificates
 
 
-def _certificates(data: bytes) -> list[x509.Certificate]:
-    """Every certificate the loader would take from a ``.crt`` (Go's rules, in scan.py)."""
-    return [x509.load_der_x509_certificate(der) for der in _crt_certificates(data)]
-
-
-def _read_file(path: Path) -> Optional[bytes]:
-    """The bytes of ``path`` read as the loader reads (regular files only, capped, never
-    blocking), or ``None`` when it cannot be: the loader's error says why."""
-    try:
-        return read_capped(path, path.parent)
-    except CertsDirError:
-        return None
-
-
-def _is_dir(path: Path) -> bool:
-    """``Path.is_dir()`` that is ``False``, not an exception, when ``path`` cannot be
-    reached (Python 3.11 raises ``PermissionError`` for a folder that is not searchable)."""
-    try:
-        return stat.S_ISDIR(os.stat(path).st_mode)
-    except (OSError, ValueError):
-        return False
-
-
-def _root_state(path: Path) -> str:
-    """``"directory"``, ``"missing"``, ``"not-a-directory"`` or ``"unreadable"``."""
-    try:
-        mode = os.stat(path).st_mode
-    except (FileNotFoundError, NotADirectoryError):
-        return "missing"
-    except (OSError, ValueError):
-        return "unreadable"
-    return "directory" if stat.S_ISDIR(mode) else "not-a-directory"
-
-
-def _kind(path: Path) -> tuple[str, Optional[str]]:
-    """What ``path`` is, following links, and the link's target when it is one.
-
-    ``"file"``, ``"directory"``, ``"fifo"``, ``"socket"``, ``"device"``,
-    ``"dangling-symlink"``, ``"symlink-loop"``, ``"missing"`` or ``"unreadable"``.
-    """
-    link: Optional[str] = None
-    try:
-        if stat.S_ISLNK(os.lstat(path).st_mode):
-            with contextlib.suppress(OSError):
-                link = os.readlink(path)
-        mode = os.stat(path).st_mode
-    except FileNotFoundError:
-        return ("dangling-symlink" if link is not None else "missing"), link
-    except OSError as exc:
-        return ("symlink-loop" if exc.errno == errno.ELOOP else "unreadable"), link
-    if stat.S_ISREG(mode):
-        return "file", link
-    if stat.S_ISDIR(mode):
-        return "directory", link
-    if stat.S_ISFIFO(mode):
-        return "fifo", link
-    if stat.S_ISSOCK(mode):
-        return "socket", link
-    return "device", link
-
-
-def _first_certificate(path: Path) -> Optional[x509.Certificate]:
-    data = _read_file(path)
-    found = _certificates(data) if data is not None else []
-    return found[0] if found else None
-
-
-def _key_matches(cert: x509.Certificate, key_path: Path) -> Optional[bool]:
-    """Whether the (unencrypted) key at ``key_path`` belongs to ``cert``; None if unknown."""
-    data = _read_file(key_path)
-    if data is None:
-        return None
-    try:
-        key = serialization.load_pem_private_key(
-            data, password=None, unsafe_skip_rsa_key_validation=True
-        )
-    except Exception:  # encrypted, unsupported: we simply cannot tell
-        return None
-    finally:
-        del data  # no key bytes in this frame once it is done
-    spki = serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    return bool(key.public_key().public_bytes(*spki) == cert.public_key().public_bytes(*spki))
-
-
 def _validity(not_before: Optional[datetime], not_after: Optional[datetime], now: datetime) -> str:
     if not_after is not None and not_after < now:
         return "expired"
@@ -381,50 +274,27 @@ def _validity(not_before: Optional[datetime], not_after: Optional[datetime], now
 
 def _files(directory: Path) -> list[Report]:
     """Every entry in Docker's order with the role Docker gives it (listing errors: none)."""
-    try:
-        names = os.listdir(directory)
-    except OSError:
-        return []  # load_dir reports why, in Docker's terms
-    entries = []
-    for name in sorted_names(names):
-        path = directory / name
-        kind, link = _kind(path)
-        entries.append(
-            {
-                "name": name,
-                "path": str(path),
-                "role": _ROLES.get(extension(name), "ignored"),
-                "kind": kind,
-                "link": link,
-            }
-        )
-    return entries
+    return [
+        {"name": e.name, "path": str(e.path), "role": e.role, "kind": e.kind, "link": e.link}
+        for e in entries(directory)
+    ]
 
 
-def _ca_certificates(files: list[Report], now: datetime) -> list[Report]:
-    found = []
-    for entry in files:
-        if entry["role"] != "ca" or entry["kind"] != "file":
-            continue
-        data = _read_file(Path(entry["path"]))
-        if data is None:
-            continue
-        for cert in _certificates(data):
-            not_before, not_after = utc(cert, "not_valid_before"), utc(cert, "not_valid_after")
-            found.append(
-                {
-                    "file": entry["name"],
-                    "subject": cert.subject.rfc4514_string(),
-                    "issuer": cert.issuer.rfc4514_string(),
-                    "not_before": _iso(not_before),
-                    "not_after": _iso(not_after),
-                    "validity": _validity(not_before, not_after, now),
-                    "is_ca": is_ca(cert),
-                    "self_signed": cert.subject == cert.issuer,
-                    "fingerprint": cert.fingerprint(hashes.SHA256()).hex(),
-                }
-            )
-    return found
+def _ca_certificates(details: tuple[CACertificate, ...], now: datetime) -> list[Report]:
+    return [
+        {
+            "file": ca.file.name,
+            "subject": ca.subject,
+            "issuer": ca.issuer,
+            "not_before": _iso(ca.not_before),
+            "not_after": _iso(ca.not_after),
+            "validity": _validity(ca.not_before, ca.not_after, now),
+            "is_ca": ca.is_ca,
+            "self_signed": ca.self_signed,
+            "fingerprint": ca.fingerprint,
+        }
+        for ca in details
+    ]
 
 
 def _pair(pair: ClientPair, now: datetime) -> Report:
@@ -443,98 +313,9 @@ def _pair(pair: ClientPair, now: datetime) -> Report:
     }
 
 
-def _near_misses(root: Path, folder: str, host: str, platform: str, exists: bool) -> list[Report]:
-    """Folders under ``root`` that look like the one Docker reads but are not it.
-
-    Only what is on disk: whether a name and an IP address are the same registry cannot be
-    known offline, so an IP-versus-name folder is mentioned only when it exists and the
-    folder Docker reads does not (otherwise two registries on one port would be flagged).
-    """
-    try:
-        entries = [e for e in os.listdir(root) if _is_dir(root / e)]
-    except OSError:
-        return []
-    name, port = split_port(host)
-    found = []
-    for entry in sorted_names(entries):
-        if entry == folder:
-            continue
-        reason, fix = _near_miss(entry, folder, host, name, port, platform, exists)
-        if reason:
-            found.append({"name": entry, "path": str(root / entry), "reason": reason, "fix": fix})
-    return found
-
-
-def _near_miss(
-    entry: str,
-    folder: str,
-    host: str,
-    name: str,
-    port: Optional[str],
-    platform: str,
-    exists: bool,
-) -> tuple[str, str]:
-    rename = f"rename {entry} -> {folder}"
-    if entry.lower() == folder.lower():
-        return (
-            "differs only in case; Docker names the folder exactly as the reference is written",
-            f"{rename}, or write the reference as {entry}",
-        )
-    if port is not None and entry in (f"{name}_{port}_", f"{name.strip('[]')}_{port}_"):
-        return (
-            "containerd's spelling (host_port_); Docker's classic loader does not read it",
-            f"copy it to {folder}",
-        )
-    if platform == "windows":
-        if entry == host:
-            return ("a Linux-style name; on Windows Docker removes every ':'", rename)
-        if port is not None and entry == name:
-            return ("the same host without the port", f"{rename} if references say {host}")
-        return "", ""
-    if port is not None and entry == host.replace(":", ""):
-        return (
-            "a Windows-style name (':' removed); on Linux and macOS Docker keeps the ':'",
-            rename,
-        )
-    entry_name, entry_port = split_port(entry)
-    if entry_name == name and entry_port != port:
-        if port is not None and entry_port is None:
-            return (
-                f"the same host without the port; references written {host}/... use {folder}",
-                f"{rename} if your references include :{port}",
-            )
-        if port is None:
-            return (
-                f"the same host with :{entry_port}; Docker uses it only for references "
-                f"written {entry}/...",
-                f"{rename} if your references have no port",
-            )
-        return (
-            f"the same host on another port ({entry_port})",
-            "use the port your image references are written with",
-        )
-    if not exists and entry_port == port and _maybe_same_machine(entry_name, name):
-        return (
-            f"same port, {entry_name} instead of {name}; Docker never resolves one name to "
-            "the other, it uses the name as written in the reference",
-            f"{rename} if your references say {host}/...",
-        )
-    return "", ""
-
-
 def _docker_error(exc: CertsDirError) -> Report:
     """Docker's message for ``exc`` and a fix that looks at the files involved."""
-    message, fix = str(exc), ""
-    if isinstance(exc, MissingKeyError):
-        fix = _fix_missing_key(exc)
-    elif isinstance(exc, MissingCertificateError):
-        fix = _fix_missing_certificate(exc)
-    elif isinstance(exc, KeyPairError):
-        message = f"client pair {exc.cert.name} + {exc.key.name}: {exc.problem}"
-        fix = exc.fix
-    elif isinstance(exc, CertsDirReadError):
-        message = f"cannot read {exc.path}: {exc.problem}"
-        fix = exc.fix
+    message, fix = explain(exc)
     return {
         "type": type(exc).__name__,
         "message": message,
@@ -543,80 +324,17 @@ def _docker_error(exc: CertsDirError) -> Report:
     }
 
 
-def _fix_missing_key(exc: MissingKeyError) -> str:
-    stem = exc.cert.name[: -len(".cert")]
-    cert = _first_certificate(exc.cert)
-    if cert is not None and is_ca(cert):
-        return (
-            f"{exc.cert.name} holds a CA certificate ({cert.subject.rfc4514_string()}): "
-            f"rename {exc.cert.name} -> {stem}.crt"
-        )
-    if cert is None:
-        return f"rename {exc.cert.name} -> {stem}.crt if it is a CA root, else remove it"
-    return (
-        f"{exc.cert.name} is a client certificate ({cert.subject.rfc4514_string()}): "
-        f"put its private key beside it as {exc.key.name}"
-    )
-
-
-def _fix_missing_certificate(exc: MissingCertificateError) -> str:
-    stem = exc.key.name[: -len(".key")]
-    sibling = exc.key.parent / f"{stem}.crt"
-    cert = _first_certificate(sibling)
-    if cert is None:
-        return f"add the client certificate as {exc.cert.name}, or remove {exc.key.name}"
-    layout = "a Kubernetes TLS secret layout (tls.crt + tls.key); " if stem == "tls" else ""
-    if is_ca(cert):
-        return (
-            f"{layout}{sibling.name} holds a CA certificate, so it stays; add the client "
-            f"certificate as {exc.cert.name}, or remove {exc.key.name}"
-        )
-    matches = _key_matches(cert, exc.key)
-    if matches is False:
-        return (
-            f"{layout}{sibling.name} is not the certificate of {exc.key.name}; add the "
-            f"right one as {exc.cert.name}, or remove {exc.key.name}"
-        )
-    return (
-        f"{layout}Docker reads .crt as a CA root: if {sibling.name} is the client "
-        f"certificate{' (its key matches)' if matches else ''}, rename {sibling.name} -> "
-        f"{exc.cert.name}"
-    )
-
-
 def _warning(code: str, path: Union[str, Path], message: str, fix: str) -> Report:
     return {"code": code, "path": str(path), "message": message, "fix": fix}
 
 
-def _extra_warnings(
-    certs: Optional[HostCerts], cas: list[Report], exists: bool, host: str, directory: Path
-) -> list[Report]:
-    """What the CLI adds to the loader's warnings: it can compare files with each other."""
-    found = []
-    if not exists and host != "docker.io":
-        found.append(
-            _warning(
-                "host-directory-missing",
-                directory,
-                "no host directory: Docker trusts the system roots and sends no client certificate",
-                "create it (the registry's CA as ca.crt, client pairs as <name>.cert + "
-                "<name>.key), or check its name against the near misses",
-            )
-        )
-    for ca in cas:
-        if ca["validity"] == "expired":
-            found.append(
-                _warning(
-                    "ca-cert-expired",
-                    directory / ca["file"],
-                    f"the CA certificate {ca['subject']} expired on {_day_iso(ca['not_after'])}",
-                    "replace it with the registry's current CA certificate",
-                )
-            )
-    if certs is not None:
-        for w in leaf_without_intermediate(certs.pairs, certs.ca_certificates):
-            found.append(_warning(w.code, w.path, w.message, w.fix))
-    return found
+def _warnings(found: Iterable[CertsWarning]) -> list[Report]:
+    """The library's warnings as the report lists them."""
+    return [_warning(w.code, w.path, w.message, w.fix) for w in found]
+
+
+def _near_miss_reports(found: Iterable[NearMiss]) -> list[Report]:
+    return [{"name": m.name, "path": str(m.path), "reason": m.reason, "fix": m.fix} for m in found]
 
 
 def _day_iso(value: Optional[str]) -> str:
@@ -659,20 +377,20 @@ def inspect_report(
     notes = _notes(argument, kind, host, plat, base, directory, root is None)
 
     files = _files(directory)
-    cas = _ca_certificates(files, when)
     certs: Optional[HostCerts] = None
     error: Optional[Report] = None
     try:
         certs = load_dir(directory, platform=plat, trust=rule)
     except CertsDirError as exc:
         error = _docker_error(exc)
-    exists = _is_dir(directory)
-    warnings = [
-        _warning(w.code, w.path, w.message, w.fix) for w in (certs.warnings if certs else ())
-    ]
-    # A folder that cannot be read is not a missing one: the error says what is wrong.
-    warnings += _extra_warnings(certs, cas, exists or error is not None, host, directory)
-    root_state = _root_state(base)
+    exists = is_dir(directory)
+    if certs is not None:
+        cas = _ca_certificates(certs.ca_details, when)
+        warnings = _warnings(certs.warnings)
+    else:
+        cas = _ca_certificates(ca_details_of(directory), when)
+        warnings = _warnings(refused_folder_warnings(directory))
+    root_state = diagnose_root_state(base)
     exit_code = 2 if error else 1 if warnings else 0
     return {
         "schema": SCHEMA,
@@ -690,7 +408,7 @@ def inspect_report(
         "directory": str(directory),
         "directory_exists": exists,
         "notes": notes,
-        "near_misses": _near_misses(base, directory.name, host, plat, exists),
+        "near_misses": _near_miss_reports(near_misses(base, directory.name, host, plat, exists)),
         "files": files,
         "ca_certificates": cas,
         "pairs": [_pair(p, when) for p in certs.pairs] if certs else [],
@@ -735,7 +453,7 @@ def _notes(
         url = httpx.URL(text)
         names = docker_host_names(url)
         dirs = [host_dir(n, root=root, platform=platform) for n in names]
-        chosen = next((d for d in dirs if _is_dir(d)), dirs[0])
+        chosen = next((d for d in dirs if is_dir(d)), dirs[0])
         if chosen != directory:
             notes.append(f"dockercerts.Transport, given this URL, reads {chosen}")
     if default_root and platform != current_platform():
@@ -1129,7 +847,7 @@ def probe_report(
         "policy": policy,
         "root": str(folders.roots[0]),
         "directory": str(directory),
-        "directory_exists": _is_dir(directory),
+        "directory_exists": is_dir(directory),
         "ca_files": [str(p) for p in certs.ca_files] if certs else [],
         "error": error,
         "attempts": attempts,

@@ -19,7 +19,7 @@ import os
 import re
 import stat
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Optional, Union
@@ -44,6 +44,7 @@ __all__ = [
     "MAX_CA_FILE_SIZE",
     "MAX_PAIR_FILE_SIZE",
     "MOBY",
+    "CACertificate",
     "CertsWarning",
     "ClientPair",
     "Dialect",
@@ -89,6 +90,38 @@ class ClientPair:
     chain_length: int = 1
     fingerprint: str = ""
     chain_issuers: tuple[bytes, ...] = field(default=(), repr=False)
+
+
+@dataclass(frozen=True)
+class CACertificate:
+    """One certificate of a ``.crt`` file, as read by the scan, for reports and checks.
+
+    ``file`` is the ``.crt`` that holds it; ``fingerprint`` is its SHA-256, in hex.
+    """
+
+    file: Path
+    subject: str
+    issuer: str
+    not_before: datetime
+    not_after: datetime
+    is_ca: bool
+    self_signed: bool
+    fingerprint: str
+
+
+def describe_ca(file: Path, der: bytes) -> CACertificate:
+    """The facts of one usable ``.crt`` certificate (``der``: as :func:`ca_certificates` gives)."""
+    cert = x509.load_der_x509_certificate(der)
+    return CACertificate(
+        file=file,
+        subject=cert.subject.rfc4514_string(),
+        issuer=cert.issuer.rfc4514_string(),
+        not_before=utc(cert, "not_valid_before"),
+        not_after=utc(cert, "not_valid_after"),
+        is_ca=is_ca(cert),
+        self_signed=cert.subject == cert.issuer,
+        fingerprint=cert.fingerprint(hashes.SHA256()).hex(),
+    )
 
 
 @dataclass(frozen=True)
@@ -146,6 +179,7 @@ class Scan:
     ``ca_der`` holds every usable certificate of the ``.crt`` files, DER encoded, in order;
     ``ca_files`` lists the ``.crt`` files themselves (a ``.crt`` with nothing usable still
     counts, as in Go). ``pairs`` are sorted by the bytes of their names: the try order.
+    ``ca_details`` describes each of ``ca_der``, in the same order (see :class:`CACertificate`).
     """
 
     directory: Path
@@ -155,6 +189,7 @@ class Scan:
     pairs: tuple[ClientPair, ...]
     warnings: tuple[CertsWarning, ...]
     snapshot: Snapshot
+    ca_details: tuple[CACertificate, ...] = ()
 
 
 def extension(name: str) -> str:
@@ -533,8 +568,7 @@ def check_pair(
         ) from None
 
     leaf = chain[0]
-    spki = serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    if leaf.public_key().public_bytes(*spki) != private.public_key().public_bytes(*spki):
+    if not same_public_key(leaf, private):
         raise fail(
             f"the private key in {key.name} does not match the certificate in {cert.name}",
             "Put the key the certificate was issued for beside it, under the same name",
@@ -590,6 +624,15 @@ def tbs_names(tbs: bytes) -> tuple[bytes, bytes]:
     if len(fields) < 5:
         raise ValueError("a TBSCertificate without issuer and subject")
     return fields[2], fields[4]
+
+
+def same_public_key(cert: x509.Certificate, private: object) -> bool:
+    """Whether ``private`` (a loaded private key) is the key of ``cert``."""
+    spki = serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    public = getattr(private, "public_key", None)
+    return public is not None and bool(
+        public().public_bytes(*spki) == cert.public_key().public_bytes(*spki)
+    )
 
 
 def _key_pem(data: bytes, kind: str) -> bytes:
@@ -758,6 +801,9 @@ def _walk(
     present = set(names)
     ca_files: list[Path] = []
     ca_der: list[bytes] = []
+    ca_details: list[CACertificate] = []
+    # One description per distinct certificate: a bundle may repeat a CA thousands of times.
+    described: dict[bytes, CACertificate] = {}
     pairs: list[tuple[ClientPair, list[x509.Certificate]]] = []
     warnings: list[CertsWarning] = []
     parsed: set[bytes] = set()
@@ -780,6 +826,11 @@ def _walk(
             found = ca_certificates(data, parsed)
             ca_files.append(file)
             ca_der.extend(found)
+            for der in found:
+                known = described.get(der)
+                if known is None:
+                    known = described[der] = describe_ca(file, der)
+                ca_details.append(known if known.file == file else replace(known, file=file))
             if not found:
                 warnings.append(
                     CertsWarning(
@@ -823,6 +874,7 @@ def _walk(
         pairs=tuple(pair for pair, _ in pairs),
         warnings=tuple(warnings),
         snapshot=before,
+        ca_details=tuple(ca_details),
     )
 
 
