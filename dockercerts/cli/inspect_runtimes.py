@@ -14,27 +14,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Optional
 
-from ._layouts import Layout, layout
-from .cli import (
-    SCHEMA,
-    Cell,
-    Report,
-    Style,
-    _ca_certificates,
-    _day_iso,
-    _docker_error,
-    _files,
-    _pair,
-    _plural,
-    _warning,
-    _warnings,
-    classify,
-    notes_and_near_misses,
-    redact,
-    table,
-)
-from .containerd import HOSTS_TOML, ContainerdHost, load_hosts, localhost_note
-from .diagnose import (
+from .._layouts import Layout, layout
+from ..containerd import HOSTS_TOML, ContainerdHost, load_hosts, localhost_note
+from ..diagnose import (
     ca_details_of,
     folder_cas,
     is_dir,
@@ -42,14 +24,24 @@ from .diagnose import (
     refused_folder_warnings,
     root_state,
 )
-from .errors import CertsDirError, EndpointTLSError
-from .hoststoml import HUB, HostsFile
-from .loader import HostCerts, unwrap
-from .locate import current_platform, split_port
-from .runtimes import Lookup, folder_names
-from .trust import Trust
+from ..errors import CertsDirError, EndpointTLSError
+from ..hoststoml import HUB, HostsFile
+from ..loader import HostCerts, unwrap
+from ..locate import current_platform, split_port
+from ..runtimes import Lookup, folder_names
+from ..trust import Trust
+from .args import SCHEMA, Report, classify, redact
+from .render import Cell, Style, day_iso, notes_and_near_misses, plural, table
+from .reports import (
+    ca_reports,
+    error_report,
+    file_reports,
+    pair_report,
+    warning_report,
+    warning_reports,
+)
 
-__all__ = ["render_runtime", "runtime_report"]
+__all__ = ["render_runtime", "runtime_near_misses", "runtime_report"]
 
 _STATE_TEXT = {
     "directory": "found",
@@ -84,7 +76,7 @@ def _other_spellings(host: str) -> list[str]:
     return []
 
 
-def _near_misses(chosen: Layout, host: str, lookup: Lookup) -> list[Report]:
+def runtime_near_misses(chosen: Layout, host: str, lookup: Lookup) -> list[Report]:
     """Folders that exist and look meant for this registry, but are not the one read."""
     found: list[Report] = []
     names = (host,)
@@ -175,7 +167,7 @@ def runtime_report(
         "directory": str(folder) if folder is not None else None,
         "directory_exists": folder is not None and is_dir(folder),
         "notes": [],
-        "near_misses": _near_misses(chosen, host, lookup),
+        "near_misses": runtime_near_misses(chosen, host, lookup),
     }
     if chosen.runtime == "containerd":
         _containerd(report, host, absolute, plat, rule, when)
@@ -185,7 +177,7 @@ def runtime_report(
     if folder is None and chosen.runtime == "containerd":
         # podman's comes with its folder's warnings; containerd's endpoints have no folder.
         missing = missing_folder(chosen.runtime, chosen.places((host,))[0].path)
-        warnings[:0] = _warnings((missing,))
+        warnings[:0] = warning_reports((missing,))
     code = 2 if report["error"] else 1 if warnings else 0
     report["status"] = ("error", "warnings", "ok")[[2, 1, 0].index(code)]
     report["exit_code"] = code
@@ -202,15 +194,15 @@ def _podman(
     try:
         certs = unwrap(chosen.read(folder, names, rule, None))
     except CertsDirError as exc:
-        error = _docker_error(exc)
+        error = error_report(exc)
     exists = lookup.folder is not None
-    files = _files(folder) if exists else []
+    files = file_reports(folder) if exists else []
     if certs is not None:
-        cas = _ca_certificates(certs.ca_details, when)
-        warnings = _warnings(certs.warnings)
+        cas = ca_reports(certs.ca_details, when)
+        warnings = warning_reports(certs.warnings)
     else:
-        cas = _ca_certificates(ca_details_of(folder) if exists else (), when)
-        warnings = _warnings(refused_folder_warnings(folder) if exists else ())
+        cas = ca_reports(ca_details_of(folder) if exists else (), when)
+        warnings = warning_reports(refused_folder_warnings(folder) if exists else ())
     if host == HUB:
         report["notes"].append(
             "Docker Hub: containers/image reads the docker.io folder (Docker reads none)"
@@ -218,7 +210,7 @@ def _podman(
     report.update(
         files=files,
         ca_certificates=cas,
-        pairs=[_pair(p, when) for p in certs.pairs] if certs and exists else [],
+        pairs=[pair_report(p, when) for p in certs.pairs] if certs and exists else [],
         error=error,
         warnings=warnings,
     )
@@ -237,7 +229,7 @@ def _endpoint(found: ContainerdHost, index: int, host: str, when: datetime) -> R
         "skip_verify": bool(endpoint.skip_verify),
         "explicit_tls": endpoint.explicit_tls,
         "ca_files": [str(p) for p in certs.ca_files],
-        "pairs": [_pair(p, when) for p in certs.pairs],
+        "pairs": [pair_report(p, when) for p in certs.pairs],
         "override_path": endpoint.override_path,
         "dial_timeout": endpoint.dial_timeout,
         "header": [name for name, _ in endpoint.header],
@@ -269,7 +261,7 @@ def _top_level_misses(hosts_file: HostsFile) -> list[Report]:
 
 def _containerd_files(folder: Path, found: Optional[ContainerdHost]) -> list[Report]:
     """The folder's entries with the role containerd gives them."""
-    files = _files(folder)
+    files = file_reports(folder)
     if found is None:
         return files
     used: dict[str, str] = {}
@@ -300,7 +292,7 @@ def _containerd(
     try:
         found = load_hosts(host, root=root, platform=plat, trust=rule)
     except CertsDirError as exc:
-        error = _docker_error(exc)
+        error = error_report(exc)
         if isinstance(exc, EndpointTLSError):
             error["endpoint"] = exc.endpoint
     folder = Path(report["directory"]) if report["directory"] else None
@@ -314,7 +306,7 @@ def _containerd(
             for w in entry.certs.warnings:
                 if (w.code, str(w.path) + w.message) not in seen:
                     seen.add((w.code, str(w.path) + w.message))
-                    warnings.append(_warning(w.code, w.path, w.message, w.fix))
+                    warnings.append(warning_report(w.code, w.path, w.message, w.fix))
             note = localhost_note(entry.endpoint, host)
             if note:
                 notes.append(note)
@@ -323,7 +315,7 @@ def _containerd(
             report["near_misses"] += _top_level_misses(hosts_file)
         if found.endpoint_for(host) is None:
             warnings.append(
-                _warning(
+                warning_report(
                     "no-endpoint-for-host",
                     str(folder or ""),
                     f"no endpoint at {host} itself: containerd sends its requests to the "
@@ -397,7 +389,7 @@ def render_runtime(report: Report, style: Style) -> list[str]:
             lines.append(f"    fix: {warning['fix']}")
     summary = {
         0: style("green", f"OK: {report['runtime']} would use this as it is"),
-        1: style("yellow", _plural(len(report["warnings"]), "warning")),
+        1: style("yellow", plural(len(report["warnings"]), "warning")),
         2: style("red", f"{report['runtime']} would fail"),
     }[report["exit_code"]]
     lines += ["", f"Result: {summary} (exit {report['exit_code']})"]
@@ -407,9 +399,9 @@ def render_runtime(report: Report, style: Style) -> list[str]:
 def _pair_rows(pairs: list[Report]) -> list[list[Cell]]:
     rows: list[list[Cell]] = [["#", "client", "subject", "issuer", "validity"]]
     for number, pair in enumerate(pairs, 1):
-        validity: Cell = f"until {_day_iso(pair['not_after'])}"
+        validity: Cell = f"until {day_iso(pair['not_after'])}"
         if pair["validity"] == "expired":
-            validity = ("red", f"EXPIRED {_day_iso(pair['not_after'])}")
+            validity = ("red", f"EXPIRED {day_iso(pair['not_after'])}")
         rows.append([str(number), pair["name"], pair["subject"], pair["issuer"], validity])
     return rows
 
