@@ -46,6 +46,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 
 from . import __version__, canames
 from ._layouts import layout as _layout
+from ._pem import ca_certificates as _crt_certificates
 from .canames import ServerCANames
 from .errors import (
     Attempt,
@@ -74,7 +75,6 @@ from .locate import (
 from .proxies import ProxyRules
 from .rejection import TLS13_REFUSAL
 from .scan import ClientPair, extension, is_ca, read_capped, sorted_names, utc
-from .scan import ca_certificates as _crt_certificates
 from .transport import Transport, docker_host_names
 from .trust import Trust
 

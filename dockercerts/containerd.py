@@ -39,6 +39,7 @@ from typing import Optional, Union
 from cryptography import x509
 
 from ._gowords import key_pair_problem, os_error, quote
+from ._pem import ca_certificates, pem_blocks
 from .errors import CertsDirError, CertsDirReadError, EndpointTLSError, HostsTomlError
 from .hoststoml import (
     HUB,
@@ -60,11 +61,9 @@ from .scan import (
     Password,
     Reraise,
     Snapshot,
-    ca_certificates,
     check_pair,
     detached,
     pair_warnings,
-    pem_blocks,
     permission_warning,
     read_capped,
     snapshot,

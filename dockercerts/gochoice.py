@@ -24,7 +24,8 @@ from typing import Optional
 
 from cryptography import x509
 
-from .scan import CertsWarning, ClientPair, is_ca, tbs_names
+from ._pem import tbs_names
+from .scan import CertsWarning, ClientPair, is_ca
 
 __all__ = ["go_sends", "issuer_listed", "leaf_without_intermediate", "name_text"]
 
