@@ -1,10 +1,11 @@
 """What is in a host directory: Docker's loop over the files, with no ``ssl`` involved.
 
-:func:`scan` walks a host directory the way moby's ``loadTLSConfig`` does (see the spec,
-section 2) and returns a frozen :class:`Scan`: the CA files and the certificates they hold,
-the client pairs in try order, and diagnostics that Docker would not report but a user wants
-to hear about. Every pair is read and checked here, with ``cryptography``, so a broken pair
-fails at load time with a message naming both files, as it does in Docker.
+:func:`scan` walks a host directory the way moby's ``loadTLSConfig`` does
+(``daemon/pkg/registry/registry.go``; ``ReadCertsDirectory`` in older releases) and returns
+a frozen :class:`Scan`: the CA files and the certificates they hold, the client pairs in try
+order, and diagnostics that Docker would not report but a user wants to hear about. Every
+pair is read and checked here, with ``cryptography``, so a broken pair fails at load time
+with a message naming both files, as it does in Docker.
 
 :func:`snapshot` is the cheap half: a fingerprint of the directory (names, inodes, sizes,
 times, following symlinks) that changes whenever anything Docker would read changes.
