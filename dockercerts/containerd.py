@@ -52,8 +52,8 @@ from .hoststoml import (
     parse_hosts_toml,
 )
 from .hoststoml import is_localhost as _is_localhost
-from .loader import HostCerts, StrPath, unwrap
-from .locate import resolve_platform, split_port
+from .loader import HostCerts, unwrap
+from .locate import StrPath, resolve_platform, split_port
 from .runtimes import Lookup, Place, certs_roots, places
 from .scan import (
     CertsWarning,

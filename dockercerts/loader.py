@@ -22,7 +22,7 @@ from typing import Callable, Optional, TypeVar, Union
 
 from ._anchors import Anchors
 from .errors import CertsDirError, CertsDirReadError, KeyPairError
-from .locate import host_dir, resolve_platform
+from .locate import StrPath, host_dir, resolve_platform
 from .scan import (
     MOBY,
     CertsWarning,
@@ -40,7 +40,6 @@ from .trust import Trust, check_system, docker_context, truststore_context
 
 __all__ = ["Candidate", "HostCerts", "default_trust", "load", "load_dir"]
 
-StrPath = Union[str, "os.PathLike[str]"]
 
 log = logging.getLogger("dockercerts")
 
