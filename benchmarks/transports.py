@@ -22,16 +22,17 @@ def ok(request: httpx.Request) -> httpx.Response:
     return _OK
 
 
-class MockedTransport(dockercerts.Transport):
+def _mocked(**options: Any) -> httpx.MockTransport:
+    return httpx.MockTransport(ok)
+
+
+def MockedTransport(**options: Any) -> dockercerts.Transport:
     """The real wrapper around an in-memory inner transport: measures the wrapper alone."""
-
-    def _make(self, candidate: dockercerts.Candidate, proxy: Optional[httpx.Proxy] = None) -> Any:
-        return httpx.MockTransport(ok)
+    return dockercerts.Transport(inner=_mocked, **options)
 
 
-class MockedAsyncTransport(dockercerts.AsyncTransport):
-    def _make(self, candidate: dockercerts.Candidate, proxy: Optional[httpx.Proxy] = None) -> Any:
-        return httpx.MockTransport(ok)
+def MockedAsyncTransport(**options: Any) -> dockercerts.AsyncTransport:
+    return dockercerts.AsyncTransport(inner=_mocked, **options)
 
 
 class Loopback(httpcore.SyncBackend):
@@ -56,17 +57,13 @@ def resolve_to_loopback(inner: httpx.HTTPTransport, port: int) -> httpx.HTTPTran
     return inner
 
 
-class LoopbackTransport(dockercerts.Transport):
+def LoopbackTransport(*, port: int, **options: Any) -> dockercerts.Transport:
     """The real transport; only the TCP connect goes to the one loopback server."""
 
-    def __init__(self, *, port: int, **options: Any) -> None:
-        self.port = port
-        super().__init__(**options)
+    def inner(**kwargs: Any) -> httpx.HTTPTransport:
+        return resolve_to_loopback(httpx.HTTPTransport(**kwargs), port)
 
-    def _make(
-        self, candidate: dockercerts.Candidate, proxy: Optional[httpx.Proxy] = None
-    ) -> httpx.HTTPTransport:
-        return resolve_to_loopback(super()._make(candidate, proxy), self.port)
+    return dockercerts.Transport(inner=inner, **options)
 
 
 def contexts_built(transport: Any) -> Optional[int]:
