@@ -15,8 +15,9 @@ many names: fast to make) and ``--pairs`` client pairs. Measured, best of ``--re
 
 Also one row for a bundle of 10,000 copies of one CA (deduplicated to one anchor).
 
-``nox -s bench`` runs the same measurements as its ``anchors`` section (``benchmarks/run.py``,
-which imports the helpers here), with the event-loop stall of an async first request.
+``nox -s bench`` runs the same measurements as its ``anchors`` section
+(``benchmarks/sections/anchors.py``, which imports the helpers here), with the event-loop
+stall of an async first request.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime
+import functools
 import gc
 import os
 import ssl
@@ -230,7 +232,7 @@ def main(argv: Sequence[str]) -> int:
         base = Path(tmp)
         for n in sizes:
             pem = bundle.pem(n)
-            t_eager: Optional[float] = best(lambda pem=pem: eager_context(pem), args.repeat)
+            t_eager: Optional[float] = best(functools.partial(eager_context, pem), args.repeat)
             folder = host_folder(base, f"n{n}", pem, client_ca, args.pairs)
             # The server's leaf: issued (signed) by CA number n/2, with a key of its own.
             cost = costs(folder, bundle.server(n // 2, base), args.repeat)

@@ -43,11 +43,12 @@ from .errors import (
     OverrideRefused,
 )
 from .loader import Candidate, HostCerts, default_trust, load, load_dir
-from .locate import certs_root, check_host, host_dir, registry_host
+from .locate import Platform, StrPath, certs_root, check_host, host_dir, registry_host
 from .rejection import DOCKER, DOCKER_LEGACY, TLS_ONLY, RejectionPolicy, Verdict
-from .scan import CertsWarning, ClientPair
+from .runtimes import Runtime
+from .scan import CertsWarning, ClientPair, Password
 from .transport import AsyncTransport, Transport, docker_host_names
-from .trust import DOCKER_CIPHERS, SystemTrust, docker_context, system_trust
+from .trust import DOCKER_CIPHERS, SystemTrust, Trust, docker_context, system_trust
 
 __version__ = "0.1.0"
 
@@ -80,9 +81,14 @@ __all__ = [
     "MissingExtraError",
     "MissingKeyError",
     "OverrideRefused",
+    "Password",
+    "Platform",
     "RejectionPolicy",
+    "Runtime",
+    "StrPath",
     "SystemTrust",
     "Transport",
+    "Trust",
     "Verdict",
     "__version__",
     "certs_root",

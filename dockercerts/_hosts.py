@@ -27,8 +27,8 @@ from ._layouts import Layout, docker_host_names, layout
 from .diagnose import NOT_LOGGED
 from .errors import CertsDirError
 from .gochoice import issuer_listed
-from .loader import Candidate, HostCerts, Secret, StrPath, unwrap, with_system
-from .locate import certs_root, host_dir, resolve_platform
+from .loader import Candidate, HostCerts, Secret, unwrap, with_system
+from .locate import StrPath, certs_root, host_dir, resolve_platform
 from .rejection import RejectionPolicy
 from .scan import Password
 from .trust import Trust, check_system

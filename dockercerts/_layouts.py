@@ -23,8 +23,8 @@ import httpx
 from ._search import first_folder, search
 from .containerd import read_for_request, resnapshot
 from .hoststoml import HUB, HUB_HOST
-from .loader import HostCerts, StrPath, gather
-from .locate import host_dir, resolve_platform
+from .loader import HostCerts, gather
+from .locate import StrPath, host_dir, resolve_platform
 from .runtimes import Lookup, Place, certs_roots, check_runtime, places
 from .scan import CONTAINERS_IMAGE, MOBY, Password, snapshot, vanished
 from .trust import Trust

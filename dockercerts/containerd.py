@@ -39,6 +39,7 @@ from typing import Optional, Union
 from cryptography import x509
 
 from ._gowords import key_pair_problem, os_error, quote
+from ._pem import ca_certificates, pem_blocks
 from .errors import CertsDirError, CertsDirReadError, EndpointTLSError, HostsTomlError
 from .hoststoml import (
     HUB,
@@ -51,8 +52,8 @@ from .hoststoml import (
     parse_hosts_toml,
 )
 from .hoststoml import is_localhost as _is_localhost
-from .loader import HostCerts, StrPath, unwrap
-from .locate import resolve_platform, split_port
+from .loader import HostCerts, unwrap
+from .locate import StrPath, resolve_platform, split_port
 from .runtimes import Lookup, Place, certs_roots, places
 from .scan import (
     CertsWarning,
@@ -60,11 +61,9 @@ from .scan import (
     Password,
     Reraise,
     Snapshot,
-    ca_certificates,
     check_pair,
     detached,
     pair_warnings,
-    pem_blocks,
     permission_warning,
     read_capped,
     snapshot,

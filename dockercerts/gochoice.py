@@ -2,10 +2,11 @@
 
 Docker, containers/image (podman, skopeo) and containerd put every pair of a host folder in
 Go's ``tls.Config.Certificates``, in Docker's order. When the server asks for a certificate,
-Go's ``getClientCertificate`` sends the first pair whose chain has a certificate *issued by*
-one of the CA names in the server's CertificateRequest (the raw DER issuer name compared byte
-for byte), the first pair when the server lists no name, and **no certificate** when no pair
-matches. It never tries another pair (spec: ``runtimes.md``, section 3).
+Go's ``getClientCertificate`` (``crypto/tls/handshake_client.go``; ``SupportsCertificate`` in
+``common.go``) sends the first pair whose chain has a certificate *issued by* one of the CA
+names in the server's CertificateRequest (the raw DER issuer name compared byte for byte), the
+first pair when the server lists no name, and **no certificate** when no pair matches. It never
+tries another pair.
 
 Pure functions over DER names: :func:`issuer_listed`, :func:`go_sends` and
 :func:`leaf_without_intermediate`. Reading the names from a server is
@@ -24,7 +25,8 @@ from typing import Optional
 
 from cryptography import x509
 
-from .scan import CertsWarning, ClientPair, is_ca, tbs_names
+from ._pem import tbs_names
+from .scan import CertsWarning, ClientPair, is_ca
 
 __all__ = ["go_sends", "issuer_listed", "leaf_without_intermediate", "name_text"]
 

@@ -55,7 +55,7 @@ from urllib.parse import urlsplit
 
 from ._gowords import go_type, go_value, parse_duration, quote
 from .errors import HostsTomlError
-from .locate import split_port
+from .locate import StrPath, split_port
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -78,8 +78,6 @@ CAPABILITIES = ("pull", "resolve", "push", "referrers")
 #: Docker Hub's registry name and the host containerd sends its requests to.
 HUB = "docker.io"
 HUB_HOST = "registry-1.docker.io"
-
-StrPath = Union[str, "os.PathLike[str]"]
 
 
 @dataclass(frozen=True)

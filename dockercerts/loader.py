@@ -23,7 +23,7 @@ from typing import Callable, Optional, TypeVar, Union
 from ._anchors import Anchors
 from .diagnose import NOT_LOGGED, folder_warnings
 from .errors import CertsDirError, CertsDirReadError, KeyPairError
-from .locate import host_dir, resolve_platform
+from .locate import StrPath, host_dir, resolve_platform
 from .scan import (
     MOBY,
     CACertificate,
@@ -42,7 +42,6 @@ from .trust import Trust, check_system, docker_context, truststore_context
 
 __all__ = ["Candidate", "HostCerts", "default_trust", "load", "load_dir"]
 
-StrPath = Union[str, "os.PathLike[str]"]
 
 log = logging.getLogger("dockercerts")
 

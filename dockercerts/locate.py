@@ -33,6 +33,8 @@ __all__ = [
 ]
 
 Platform = Literal["linux", "windows", "darwin", "freebsd"]
+#: A path as every function here takes one: text or a path-like object.
+StrPath = Union[str, "os.PathLike[str]"]
 
 _PLATFORMS = ("linux", "windows", "darwin", "freebsd")
 # One DNS-ish label: what Docker's reference grammar allows, plus '_' (seen in internal

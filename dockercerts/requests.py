@@ -71,7 +71,8 @@ from ._drive import answered, failed, run
 from ._hosts import OPTIONS_DOC, Hosts, HostState, Slot, options
 from ._watch import Watch, watched
 from .flow import Close, Decision, Exchange, Learn, Read, Send, Step
-from .loader import Candidate, StrPath
+from .loader import Candidate
+from .locate import StrPath
 from .rejection import DOCKER, RejectionPolicy
 from .scan import Password
 from .trust import Trust

@@ -1,10 +1,11 @@
 """What is in a host directory: Docker's loop over the files, with no ``ssl`` involved.
 
-:func:`scan` walks a host directory the way moby's ``loadTLSConfig`` does (see the spec,
-section 2) and returns a frozen :class:`Scan`: the CA files and the certificates they hold,
-the client pairs in try order, and diagnostics that Docker would not report but a user wants
-to hear about. Every pair is read and checked here, with ``cryptography``, so a broken pair
-fails at load time with a message naming both files, as it does in Docker.
+:func:`scan` walks a host directory the way moby's ``loadTLSConfig`` does
+(``daemon/pkg/registry/registry.go``; ``ReadCertsDirectory`` in older releases) and returns
+a frozen :class:`Scan`: the CA files and the certificates they hold, the client pairs in try
+order, and diagnostics that Docker would not report but a user wants to hear about. Every
+pair is read and checked here, with ``cryptography``, so a broken pair fails at load time
+with a message naming both files, as it does in Docker.
 
 :func:`snapshot` is the cheap half: a fingerprint of the directory (names, inodes, sizes,
 times, following symlinks) that changes whenever anything Docker would read changes.
@@ -12,11 +13,7 @@ times, following symlinks) that changes whenever anything Docker would read chan
 
 from __future__ import annotations
 
-import base64
-import binascii
-import errno
 import os
-import re
 import stat
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
@@ -28,7 +25,10 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 
-from ._gil import let_others_run
+from . import _files
+from ._certfacts import CACertificate, describe_ca, is_ca, same_public_key, utc
+from ._files import extension, list_dir
+from ._pem import ca_certificates, key_pem, pem_blocks, tbs_names
 from .errors import (
     DOCKER_NOTE,
     LEGACY_NOTE,
@@ -51,19 +51,22 @@ __all__ = [
     "Password",
     "Scan",
     "Snapshot",
+    "ca_certificates",
+    "describe_ca",
     "extension",
+    "is_ca",
+    "same_public_key",
     "scan",
     "snapshot",
     "sorted_names",
     "tbs_names",
+    "utc",
 ]
 
 
 #: A key password: the bytes (or text) themselves, or a callable given the key's path.
 Password = Union[bytes, str, Callable[[Path], Union[bytes, str]]]
 
-# Go's pem.Decode trims spaces and tabs at the end of the BEGIN line; so does OpenSSL.
-_PEM_BLOCK = re.compile(rb"-----BEGIN ([A-Z0-9 ]+)-----[ \t]*\r?\n(.*?)-----END \1-----", re.DOTALL)
 # Names Docker ignores but a human probably meant as certificates or keys.
 _NEAR_MISSES = {".pem", ".cer", ".der", ".ca", ".CRT", ".CERT", ".KEY", ".Crt", ".Cert", ".Key"}
 
@@ -90,38 +93,6 @@ class ClientPair:
     chain_length: int = 1
     fingerprint: str = ""
     chain_issuers: tuple[bytes, ...] = field(default=(), repr=False)
-
-
-@dataclass(frozen=True)
-class CACertificate:
-    """One certificate of a ``.crt`` file, as read by the scan, for reports and checks.
-
-    ``file`` is the ``.crt`` that holds it; ``fingerprint`` is its SHA-256, in hex.
-    """
-
-    file: Path
-    subject: str
-    issuer: str
-    not_before: datetime
-    not_after: datetime
-    is_ca: bool
-    self_signed: bool
-    fingerprint: str
-
-
-def describe_ca(file: Path, der: bytes) -> CACertificate:
-    """The facts of one usable ``.crt`` certificate (``der``: as :func:`ca_certificates` gives)."""
-    cert = x509.load_der_x509_certificate(der)
-    return CACertificate(
-        file=file,
-        subject=cert.subject.rfc4514_string(),
-        issuer=cert.issuer.rfc4514_string(),
-        not_before=utc(cert, "not_valid_before"),
-        not_after=utc(cert, "not_valid_after"),
-        is_ca=is_ca(cert),
-        self_signed=cert.subject == cert.issuer,
-        fingerprint=cert.fingerprint(hashes.SHA256()).hex(),
-    )
 
 
 @dataclass(frozen=True)
@@ -192,55 +163,9 @@ class Scan:
     ca_details: tuple[CACertificate, ...] = ()
 
 
-def extension(name: str) -> str:
-    """Docker's extension: the suffix from the last dot, case kept (``.crt`` for ``.crt``).
-
-    Unlike :func:`os.path.splitext`, a leading dot counts, as in Go's ``filepath.Ext``.
-
-        >>> extension(".crt"), extension("ca.crt.bak"), extension("ca.CRT"), extension("x")
-        ('.crt', '.bak', '.CRT', '')
-    """
-    dot = name.rfind(".")
-    return "" if dot == -1 else name[dot:]
-
-
 def sorted_names(names: Iterable[str]) -> list[str]:
     """Names in Go's order: by their bytes (so ``B.cert`` sorts before ``a.cert``)."""
     return sorted(names, key=os.fsencode)
-
-
-def _list(directory: Path) -> Optional[list[str]]:
-    """The directory's names, or ``None`` when it does not exist (not an error in Docker)."""
-    try:
-        return os.listdir(directory)
-    except FileNotFoundError:
-        return None
-    except NotADirectoryError:
-        blocker = _file_above(directory)
-        if blocker is not None:
-            raise CertsDirReadError(
-                directory,
-                directory,
-                f"not a directory: {blocker} is a file, not a folder",
-                "The certs.d root and every folder above the host directory must be folders",
-            ) from None
-        raise CertsDirReadError(
-            directory,
-            directory,
-            "not a directory",
-            "A host directory must be a folder named after the registry (host[:port])",
-        ) from None
-    except PermissionError:
-        raise CertsDirReadError(
-            directory,
-            directory,
-            "permission denied while listing it",
-            "Run as a user that can read it, or fix its permissions",
-        ) from None
-    except OSError as exc:
-        raise CertsDirReadError(
-            directory, directory, exc.strerror or str(exc), "Check the path"
-        ) from None
 
 
 #: The largest ``.crt`` file read, in bytes (8 MiB: ~13,000 PEM certificates; the biggest
@@ -251,228 +176,22 @@ MAX_CA_FILE_SIZE = 8 * 1024 * 1024
 #: certificates). A larger one is a :class:`CertsDirReadError`.
 MAX_PAIR_FILE_SIZE = 1024 * 1024
 
-_CHUNK = 1 << 20
-# Opening must not block (a FIFO with no writer) and the descriptor must not leak to children.
-_OPEN_FLAGS = (
-    os.O_RDONLY
-    | getattr(os, "O_NONBLOCK", 0)
-    | getattr(os, "O_CLOEXEC", 0)
-    | getattr(os, "O_BINARY", 0)
-    | getattr(os, "O_NOCTTY", 0)
-)
-_KINDS = (
-    (stat.S_ISFIFO, "a named pipe (FIFO)"),
-    (stat.S_ISSOCK, "a socket"),
-    (stat.S_ISCHR, "a character device"),
-    (stat.S_ISBLK, "a block device"),
-)
-
 
 def _limit(path: Path) -> int:
-    """The size cap for ``path``: :data:`MAX_CA_FILE_SIZE` for a ``.crt``, else the pair's."""
+    """The size cap for ``path``: :data:`MAX_CA_FILE_SIZE` for a ``.crt``, else the pair's
+    (read here, at every call, so a change made at run time applies)."""
     return MAX_CA_FILE_SIZE if extension(path.name) == ".crt" else MAX_PAIR_FILE_SIZE
 
 
-def _size_text(size: int) -> str:
-    if size >= 1024 * 1024 and size % (1024 * 1024) == 0:
-        return f"{size // (1024 * 1024)} MiB"
-    if size >= 1024 and size % 1024 == 0:
-        return f"{size // 1024} KiB"
-    return f"{size} bytes"
-
-
-def _not_regular(path: Path, directory: Path, mode: int) -> Optional[CertsDirReadError]:
-    """The error for anything but a regular file, ``None`` for one.
-
-    Go reads whatever the name points to, so Docker blocks forever on a FIFO and fills its
-    memory from ``/dev/zero``; Docker has no rule to follow here, so the file is refused.
-    """
-    if stat.S_ISREG(mode):
-        return None
-    if stat.S_ISDIR(mode):
-        return CertsDirReadError(
-            path,
-            directory,
-            "is a directory",
-            f"Docker reads every name ending in {extension(path.name)} as a file: "
-            "rename or remove the folder",
-        )
-    kind = next((text for test, text in _KINDS if test(mode)), "not a file")
-    return CertsDirReadError(
-        path,
-        directory,
-        f"is {kind}, not a regular file",
-        "Docker would block on it or read it without end: replace it with a regular file "
-        "holding the PEM data (or a symbolic link to one), or remove it",
-    )
-
-
-def _too_large(path: Path, directory: Path, limit: int) -> CertsDirReadError:
-    name = "MAX_CA_FILE_SIZE" if extension(path.name) == ".crt" else "MAX_PAIR_FILE_SIZE"
-    return CertsDirReadError(
-        path,
-        directory,
-        f"is more than {_size_text(limit)}, the most dockercerts reads from a "
-        f"{extension(path.name)} file",
-        "Check that this is the right file: PEM certificates and keys are a few KiB each. "
-        f"If the bundle really is this large, raise dockercerts.scan.{name}",
-    )
-
-
 def open_regular(path: Path, directory: Path) -> int:
-    """A descriptor of ``path`` (links followed) known to be a regular file no larger than
-    its cap; raises :class:`CertsDirReadError` otherwise. The caller closes it.
-
-    ``stat`` first, so a device is never even opened (opening some has side effects); then
-    an open that cannot block, and ``fstat`` on the descriptor, so a file swapped between the
-    two calls is judged by what was really opened.
-    """
-    try:
-        error = _not_regular(path, directory, os.stat(path).st_mode)
-        if error is None:
-            fd = os.open(path, _OPEN_FLAGS)
-    except OSError as exc:
-        error = _os_error(path, directory, exc)
-    if error is not None:
-        raise error
-    try:
-        info = os.fstat(fd)
-        error = _not_regular(path, directory, info.st_mode)
-        if error is None and info.st_size > _limit(path):
-            error = _too_large(path, directory, _limit(path))
-    except OSError as exc:
-        error = _os_error(path, directory, exc)
-    if error is not None:
-        os.close(fd)
-        raise error
-    return fd
-
-
-def _file_above(directory: Path) -> Optional[Path]:
-    """The nearest parent of ``directory`` that exists and is not a folder, if any."""
-    for parent in directory.parents:
-        try:
-            if not stat.S_ISDIR(os.stat(parent).st_mode):
-                return parent
-        except OSError:
-            continue
-    return None
+    """:func:`dockercerts._files.open_regular` with ``path``'s size cap."""
+    return _files.open_regular(path, directory, _limit(path))
 
 
 def read_capped(path: Path, directory: Path) -> bytes:
-    """Read a file Docker would read, turning each way it can fail into a clear error.
-
-    Only regular files, at most their cap (:data:`MAX_CA_FILE_SIZE`,
-    :data:`MAX_PAIR_FILE_SIZE`): the cap is counted while reading too, since a file may grow
-    and ``/proc``-like files report a size of 0.
-    """
-    limit = _limit(path)
-    fd = open_regular(path, directory)
-    try:
-        data = _read_at_most(fd, limit + 1)
-    except OSError as exc:
-        error = _os_error(path, directory, exc)
-    else:
-        if data is not None:
-            return data
-        error = _too_large(path, directory, limit)
-    finally:
-        os.close(fd)
-    # Raised out here: no bytes of the file in this frame, no OSError as its context.
-    raise error
-
-
-def _read_at_most(fd: int, most: int) -> Optional[bytes]:
-    """The whole file, or ``None`` when it holds ``most`` bytes or more (those are dropped)."""
-    chunks: list[bytes] = []
-    size = 0
-    while size < most:
-        chunk = os.read(fd, min(_CHUNK, most - size))
-        if not chunk:
-            return b"".join(chunks)
-        chunks.append(chunk)
-        size += len(chunk)
-    chunks.clear()
-    return None
-
-
-def _os_error(path: Path, directory: Path, exc: OSError) -> CertsDirReadError:
-    """A :class:`CertsDirReadError` for an ``OSError`` met while opening or reading ``path``."""
-    if isinstance(exc, IsADirectoryError):
-        error = _not_regular(path, directory, stat.S_IFDIR)
-        assert error is not None
-        return error
-    if isinstance(exc, FileNotFoundError):
-        target = _link_target(path)
-        problem = "file vanished" if target is None else f"dangling symbolic link to {target}"
-        return CertsDirReadError(
-            path,
-            directory,
-            problem,
-            "Restore the link's target or remove the link (copies of Kubernetes secret "
-            "mounts often keep the links and lose the ..data folder)",
-        )
-    if isinstance(exc, PermissionError):
-        return CertsDirReadError(
-            path,
-            directory,
-            "permission denied",
-            "Run as a user that can read it, or fix its permissions",
-        )
-    if exc.errno == errno.ELOOP:
-        return CertsDirReadError(
-            path, directory, "symbolic link loop", "Fix or remove the link: it points to itself"
-        )
-    problem = exc.strerror or type(exc).__name__
-    return CertsDirReadError(path, directory, problem, "Fix or remove the file")
-
-
-def _link_target(path: Path) -> Optional[str]:
-    try:
-        return os.readlink(path)
-    except OSError:
-        return None
-
-
-def pem_blocks(data: bytes) -> list[tuple[str, bytes, bool]]:
-    """``(type, der, has_headers)`` for every PEM block; undecodable bodies are skipped."""
-    blocks = []
-    for done, match in enumerate(_PEM_BLOCK.finditer(data)):
-        let_others_run(done)
-        kind = match.group(1).decode("ascii")
-        body = match.group(2)
-        has_headers = b":" in body
-        if has_headers:
-            # RFC 1421 headers (Proc-Type, DEK-Info) end at the first blank line.
-            body = re.split(rb"\r?\n\r?\n", body, maxsplit=1)[-1]
-        try:
-            der = base64.b64decode(b"".join(body.split()), validate=True)
-        except (binascii.Error, ValueError):
-            continue
-        blocks.append((kind, der, has_headers))
-    return blocks
-
-
-def ca_certificates(data: bytes, parsed: Optional[set[bytes]] = None) -> list[bytes]:
-    """The certificates Go's ``AppendCertsFromPEM`` would add: the rest is passed over.
-
-    ``parsed`` holds certificates known to parse (shared across a folder's files), so a
-    bundle repeating one CA thousands of times parses it once.
-    """
-    known: set[bytes] = set() if parsed is None else parsed
-    found = []
-    for done, (kind, der, has_headers) in enumerate(pem_blocks(data)):
-        let_others_run(done)
-        if kind != "CERTIFICATE" or has_headers:
-            continue
-        if der not in known:
-            try:
-                x509.load_der_x509_certificate(der)
-            except ValueError:
-                continue
-            known.add(der)
-        found.append(der)
-    return found
+    """Read a file Docker would read, up to its size cap (:data:`MAX_CA_FILE_SIZE`,
+    :data:`MAX_PAIR_FILE_SIZE`); every failure is a clear :class:`CertsDirReadError`."""
+    return _files.read_capped(path, directory, _limit(path))
 
 
 def resolve_password(password: Optional[Password], key: Path) -> Optional[bytes]:
@@ -553,7 +272,7 @@ def check_pair(
         # so cryptography's RSA consistency check (~45 ms per 2048-bit key) would be spent
         # on every load and reload for nothing.
         private = serialization.load_pem_private_key(
-            _key_pem(key_data, kind), password=secret, unsafe_skip_rsa_key_validation=True
+            key_pem(key_data, kind), password=secret, unsafe_skip_rsa_key_validation=True
         )
     except (ValueError, TypeError):
         if encrypted:
@@ -587,78 +306,6 @@ def check_pair(
         chain_issuers=tuple(tbs_names(c.tbs_certificate_bytes)[0] for c in chain),
     )
     return pair, chain
-
-
-def _element(data: bytes, pos: int) -> tuple[int, int]:
-    """``(start of contents, end)`` of the DER element at ``pos``."""
-    length = data[pos + 1]
-    start = pos + 2
-    if length & 0x80:
-        count = length & 0x7F
-        length = int.from_bytes(data[start : start + count], "big")
-        start += count
-    if start + length > len(data):
-        raise ValueError("truncated DER element")
-    return start, start + length
-
-
-def tbs_names(tbs: bytes) -> tuple[bytes, bytes]:
-    """``(issuer, subject)`` of a DER ``TBSCertificate``, each the Name's bytes as written.
-
-    Go matches a server's CA names against these raw bytes (``RawIssuer``); cryptography
-    only offers names re-encoded from their parsed form, which can differ for an issuer
-    that was not encoded canonically.
-    """
-    try:
-        pos, end = _element(tbs, 0)  # the TBSCertificate SEQUENCE
-        fields: list[bytes] = []
-        while pos < end and len(fields) < 6:
-            _, stop = _element(tbs, pos)
-            fields.append(tbs[pos:stop])
-            pos = stop
-    except IndexError:
-        raise ValueError("truncated TBSCertificate") from None
-    if fields and fields[0][0] == 0xA0:  # [0] EXPLICIT version, absent for v1
-        fields.pop(0)
-    # serialNumber, signature, issuer, validity, subject
-    if len(fields) < 5:
-        raise ValueError("a TBSCertificate without issuer and subject")
-    return fields[2], fields[4]
-
-
-def same_public_key(cert: x509.Certificate, private: object) -> bool:
-    """Whether ``private`` (a loaded private key) is the key of ``cert``."""
-    spki = serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    public = getattr(private, "public_key", None)
-    return public is not None and bool(
-        public().public_bytes(*spki) == cert.public_key().public_bytes(*spki)
-    )
-
-
-def _key_pem(data: bytes, kind: str) -> bytes:
-    begin = f"-----BEGIN {kind}-----".encode()
-    end = f"-----END {kind}-----".encode()
-    start = data.find(begin)
-    stop = data.find(end, start) + len(end)
-    return data[start:stop] + b"\n"
-
-
-def utc(cert: x509.Certificate, attr: str) -> datetime:
-    """``cert``'s ``not_valid_before``/``not_valid_after`` (``attr``) as an aware UTC time."""
-    # cryptography >= 42 has the *_utc variants; older ones return naive UTC datetimes.
-    aware = getattr(cert, attr + "_utc", None)
-    if isinstance(aware, datetime):
-        return aware
-    naive: datetime = getattr(cert, attr)
-    return naive.replace(tzinfo=timezone.utc)
-
-
-def is_ca(cert: x509.Certificate) -> bool:
-    """Whether ``cert`` says it is a CA (basic constraints)."""
-    try:
-        return bool(cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca)
-    except x509.ExtensionNotFound:
-        return False
 
 
 def pair_warnings(
@@ -784,7 +431,7 @@ def _walk(
     path = Path(directory)
     before = snapshot(path)
     try:
-        names = _list(path)
+        names = list_dir(path)
     except CertsDirReadError as exc:
         if dialect.skip_unlistable and exc.problem.startswith("permission denied"):
             unreadable = CertsWarning(

@@ -36,7 +36,8 @@ from ._hosts import (
 from ._watch import Watch, watched
 from .errors import CertsDirError, CertsDirTransportError, ClientCertificateRejected
 from .flow import Close, Decision, Exchange, Learn, Read, Send, Sent, Wait
-from .loader import Candidate, StrPath
+from .loader import Candidate
+from .locate import StrPath
 from .proxies import ProxyArg, ProxyRules
 from .rejection import DOCKER, RejectionPolicy
 from .scan import Password

@@ -279,13 +279,10 @@ def containerd_folder(root: Path, srv: Any, toml: str, files: dict[str, bytes]) 
     return folder
 
 
-@pytest.mark.parametrize("tls", ["1.2", "1.3"])
-def test_transport_uses_client_entries_in_file_order(
-    tls: str, tmp_path: Path, mtls_server: Any, mallory: Leaf, alice: Leaf
-) -> None:
-    srv = mtls_server(reject="tls", tls_version=tls)
+def wrong_then_right(root: Path, srv: Any, mallory: Leaf, alice: Leaf) -> None:
+    """A hosts.toml whose endpoint lists a refused combined PEM, then alice's pair."""
     containerd_folder(
-        tmp_path,
+        root,
         srv,
         '[host."URL"]\nca = "ca.crt"\nclient = ["mallory.pem", ["a.cert", "a.key"]]\n',
         {
@@ -295,6 +292,14 @@ def test_transport_uses_client_entries_in_file_order(
             "a.key": alice.key_pem(),
         },
     )
+
+
+@pytest.mark.parametrize("tls", ["1.2", "1.3"])
+def test_transport_uses_client_entries_in_file_order(
+    tls: str, tmp_path: Path, mtls_server: Any, mallory: Leaf, alice: Leaf
+) -> None:
+    srv = mtls_server(reject="tls", tls_version=tls)
+    wrong_then_right(tmp_path, srv, mallory, alice)
     transport = Transport(runtime="containerd", root=tmp_path)
     with httpx.Client(transport=transport) as client:
         response = client.get(srv.url + "/v2/")
@@ -470,17 +475,7 @@ def test_requests_adapter_reads_containerds_folders_too(
     entries in file order, the wrong one refused, the right one remembered."""
     requests_adapter = pytest.importorskip("dockercerts.requests")
     srv = mtls_server(reject="tls", tls_version=tls)
-    containerd_folder(
-        tmp_path,
-        srv,
-        '[host."URL"]\nca = "ca.crt"\nclient = ["mallory.pem", ["a.cert", "a.key"]]\n',
-        {
-            "ca.crt": srv.server_ca.cert_pem,
-            "mallory.pem": combined(mallory),
-            "a.cert": alice.cert_pem,
-            "a.key": alice.key_pem(),
-        },
-    )
+    wrong_then_right(tmp_path, srv, mallory, alice)
     with requests_adapter.session(runtime="containerd", root=tmp_path) as session:
         response = session.get(srv.url + "/v2/", timeout=10)
     assert response.status_code == 200

@@ -6,7 +6,8 @@ clients, and concurrent connections, all just work. It speaks enough of the regi
 (``/v2/``, ``/v2/_catalog``, a Bearer challenge) and HTTP/1.1 (keep-alive, chunked bodies) for
 transport tests, and records every handshake and request.
 
-Three ways to reject a client certificate, matching the table in the spec (section 5):
+Three ways to reject a client certificate, as real servers refuse one
+(``tests/test_peers.py`` pins each against the real binary):
 
 ``reject="tls"``
     docker-registry's ``http.tls.clientcas``: the certificate is required and checked during the

@@ -1,0 +1,216 @@
+"""Measuring helpers shared by the sections: medians of interleaved rounds, CPU time, resident
+memory, and the two summaries more than one section reports (a keep-alive throughput against a
+baseline, and a wrapper's own cost per call).
+
+Absolute times drift on shared machines, so every figure is a ratio against a baseline
+measured in the same run, from medians of interleaved repetitions (A, B, B, A, ...).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import cProfile
+import dataclasses
+import gc
+import pstats
+import statistics
+import sys
+import time
+from collections.abc import Awaitable, Iterator, Sequence
+from pathlib import Path
+from typing import Any, Callable, Optional, TypeVar
+
+T = TypeVar("T")
+
+# Micro-benchmarks (no I/O wait) count this thread's CPU time, so that time spent descheduled
+# on a shared machine does not count; end-to-end figures use wall time.
+CPU = time.thread_time
+
+# Each round's n requests per variant are sent in slices, A and B alternating (A,B,B,A,...),
+# so that the two see the same moments of a shared machine's load.
+STEADY_SLICES = 4
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def median(values: Sequence[float]) -> float:
+    return statistics.median(values)
+
+
+def rss_kb() -> Optional[int]:
+    """Resident memory of this process (VmRSS), in KiB; ``None`` without /proc."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+def settled_rss_kb() -> Optional[int]:
+    gc.collect()
+    return rss_kb()
+
+
+@contextlib.contextmanager
+def gc_paused() -> Iterator[None]:
+    """As :mod:`timeit` does: no collector pauses inside a timed micro-loop."""
+    enabled = gc.isenabled()
+    gc.collect()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _orders(rounds: int, count: int) -> Iterator[list[int]]:
+    """The order of the measurements in each round: A,B / B,A / A,B ..."""
+    for number in range(rounds):
+        order = list(range(count))
+        if number % 2:
+            order.reverse()
+        yield order
+
+
+def interleaved(rounds: int, *runs: Callable[[], T]) -> list[list[T]]:
+    """Run each measurement ``rounds`` times, rotating the order every round (A,B / B,A)."""
+    samples: list[list[T]] = [[] for _ in runs]
+    for order in _orders(rounds, len(runs)):
+        for index in order:
+            samples[index].append(runs[index]())
+    return samples
+
+
+async def ainterleaved(rounds: int, *runs: Callable[[], Awaitable[T]]) -> list[list[T]]:
+    samples: list[list[T]] = [[] for _ in runs]
+    for order in _orders(rounds, len(runs)):
+        for index in order:
+            samples[index].append(await runs[index]())
+    return samples
+
+
+def paired(a: Sequence[float], b: Sequence[float]) -> float:
+    """The median of the per-round ratios ``a[i] / b[i]`` (pairs cancel drift)."""
+    return median([x / y for x, y in zip(a, b)])
+
+
+def shares(total: int, workers: int) -> list[int]:
+    base, extra = divmod(total, workers)
+    return [base + (1 if i < extra else 0) for i in range(workers)]
+
+
+def cpu_per_request(
+    handle: Callable[[Any], Any], request: object, calls: int
+) -> Callable[[], float]:
+    """A measurement: this thread's CPU time per ``handle(request).close()``, collector paused."""
+
+    def run() -> float:
+        with gc_paused():
+            start = CPU()
+            for _ in range(calls):
+                handle(request).close()
+            return (CPU() - start) / calls
+
+    return run
+
+
+def self_time_profile(
+    handle: Callable[[Any], Any], request: object, calls: int, top: int = 6
+) -> tuple[tuple[str, float], ...]:
+    """Where a wrapped call spends its time: the largest self times under cProfile, as % of all."""
+    profile = cProfile.Profile()
+    profile.enable()
+    for _ in range(calls):
+        handle(request).close()
+    profile.disable()
+    totals: list[tuple[str, float]] = []
+    stats: dict[Any, Any] = pstats.Stats(profile).stats  # type: ignore[attr-defined]
+    for (file, line, func), (_cc, _nc, self_time, _ct, _callers) in stats.items():
+        name = func if file == "~" else f"{Path(file).name}:{line} {func}"
+        totals.append((name, self_time))
+    whole = sum(t for _, t in totals) or 1.0
+    totals.sort(key=lambda item: item[1], reverse=True)
+    return tuple((name, t / whole * 100) for name, t in totals[:top] if "disable" not in name)
+
+
+@dataclasses.dataclass(frozen=True)
+class OwnCost:
+    """A wrapper's own cost per call: wrapped minus bare, per round (µs)."""
+
+    wrapped_us: float
+    mock_us: float
+    cost_us: float
+    cost_min_us: float
+    cost_max_us: float
+
+
+def own_cost(wrapped: list[float], bare: list[float]) -> OwnCost:
+    costs = [(w - b) * 1e6 for w, b in zip(wrapped, bare)]
+    return OwnCost(
+        wrapped_us=median(wrapped) * 1e6,
+        mock_us=median(bare) * 1e6,
+        cost_us=median(costs),
+        cost_min_us=min(costs),
+        cost_max_us=max(costs),
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class Throughput:
+    """Keep-alive throughput of a client against a bare one over the same rounds, with an A/A
+    control: a second bare client, whose distance from the first is the machine's noise."""
+
+    control_ratio: float
+    control_min: float
+    control_max: float
+    cpu_ratio: float
+    wrapped_cpu_us: float
+    bare_cpu_us: float
+    best_ratio: float
+    throughput_ratio: float
+    ratio_min: float
+    ratio_max: float
+    wrapped_us: float
+    bare_us: float
+    wrapped_rps: float
+    bare_rps: float
+
+
+def _rounds(slices: list[float]) -> list[float]:
+    """Per-round totals of the slices (each round: its variant's n requests)."""
+    return [sum(slices[i : i + STEADY_SLICES]) for i in range(0, len(slices), STEADY_SLICES)]
+
+
+def throughput(
+    wrapped: list[float],
+    bare: list[float],
+    control: list[float],
+    cpu_a: list[float],
+    cpu_b: list[float],
+    n: int,
+) -> Throughput:
+    wrapped, bare, control, cpu_a, cpu_b = map(_rounds, (wrapped, bare, control, cpu_a, cpu_b))
+    ratios = [b / a for a, b in zip(wrapped, bare)]
+    controls = [b / c for c, b in zip(control, bare)]
+    return Throughput(
+        control_ratio=median(controls),
+        control_min=min(controls),
+        control_max=max(controls),
+        cpu_ratio=median([b / a for a, b in zip(cpu_a, cpu_b)]),
+        wrapped_cpu_us=median(cpu_a) / n * 1e6,
+        bare_cpu_us=median(cpu_b) / n * 1e6,
+        best_ratio=min(bare) / min(wrapped),
+        throughput_ratio=median(ratios),
+        ratio_min=min(ratios),
+        ratio_max=max(ratios),
+        wrapped_us=median(wrapped) / n * 1e6,
+        bare_us=median(bare) / n * 1e6,
+        wrapped_rps=n / median(wrapped),
+        bare_rps=n / median(bare),
+    )

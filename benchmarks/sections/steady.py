@@ -1,0 +1,272 @@
+"""1. Steady state: keep-alive throughput against bare httpx with the right pair, sync, async,
+8 threads and 64 tasks, with an A/A control (a second bare client in the same rounds)."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import time
+from collections.abc import Awaitable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Callable, Optional
+
+import httpx
+
+import dockercerts
+
+from ..measure import STEADY_SLICES, Throughput, ainterleaved, interleaved, log, shares, throughput
+from ..section import Results, Row, Section
+from ..server import ServerSpec, one_host
+from ..transports import aclient, aget_ok, client, get_ok
+from .wrapper import Wrapper
+
+TARGET = 0.97
+CONCURRENT_TARGET = 0.95
+
+# Steady state keeps every connection alive: 8 per client (8 threads, or 64 tasks sharing
+# them), and no expiry while the other variant runs. httpx's defaults (20 kept alive, 5 s)
+# would close connections between rounds, and 64 connections would measure the Python
+# test server's thread convoy (~11 ms per request here) rather than the client.
+LIMITS = httpx.Limits(max_connections=8, max_keepalive_connections=8, keepalive_expiry=600)
+
+
+@dataclasses.dataclass(frozen=True)
+class Knobs:
+    requests: int
+    rounds: int
+
+
+@dataclasses.dataclass(frozen=True)
+class SteadyMode:
+    throughput: Throughput
+    # TCP connections the server accepted in the timed runs, per variant
+    new_connections: dict[str, int]
+
+
+@dataclasses.dataclass(frozen=True)
+class Steady:
+    requests: int
+    rounds: int
+    modes: dict[str, SteadyMode]  # "sync", "8 threads", "async", "64 tasks"
+
+
+def measure(knobs: Knobs) -> Steady:
+    n, rounds = knobs.requests, knobs.rounds
+    warm = max(n // 4, 128)  # enough for every worker to open its connection
+    with one_host(ServerSpec(wrong=4, max_workers=32), pairs=5) as (srv, root, url):
+        modes: dict[str, SteadyMode] = {}
+        # "control" is a second bare client measured in the same rounds: bare against control
+        # (an A/A comparison) shows how far two identical clients drift apart on this machine.
+        new_connections = {"dockercerts": 0, "bare": 0, "control": 0}
+
+        def timed(fn: Callable[[], None], variant: str, cpu: list[float]) -> Callable[[], float]:
+            def run() -> float:
+                start, cpu_start = time.perf_counter(), time.process_time()
+                fn()
+                elapsed = time.perf_counter() - start
+                cpu.append(time.process_time() - cpu_start)
+                new_connections[variant] += srv.take().connections
+                return elapsed
+
+            return run
+
+        variants = {
+            "dockercerts": client(dockercerts.Transport(root=root, limits=LIMITS)),
+            "bare": client(httpx.HTTPTransport(verify=srv.pki.bare_context(), limits=LIMITS)),
+            "control": client(httpx.HTTPTransport(verify=srv.pki.bare_context(), limits=LIMITS)),
+        }
+        with ThreadPoolExecutor(8) as pool:
+
+            def sequential(c: httpx.Client, count: int) -> Callable[[], None]:
+                return lambda: get_ok(c, url, count)
+
+            def threaded(c: httpx.Client, count: int) -> Callable[[], None]:
+                def run() -> None:
+                    for future in [pool.submit(get_ok, c, url, k) for k in shares(count, 8)]:
+                        future.result()
+
+                return run
+
+            for mode, shape in (("sync", sequential), ("8 threads", threaded)):
+                log(f"  steady: {mode}")
+                for variant in variants.values():  # connections opened, winner settled
+                    shape(variant, warm)()
+                srv.take()
+                cpu: dict[str, list[float]] = {name: [] for name in variants}
+                a, b, control = interleaved(
+                    rounds * STEADY_SLICES,
+                    *(
+                        timed(shape(variant, n // STEADY_SLICES), name, cpu[name])
+                        for name, variant in variants.items()
+                    ),
+                )
+                figures = throughput(a, b, control, cpu["dockercerts"], cpu["bare"], n)
+                modes[mode] = SteadyMode(figures, dict(new_connections))
+                new_connections.update(dockercerts=0, bare=0, control=0)
+        for c in variants.values():
+            c.close()
+
+        async def amain() -> None:
+            wrapped_transport = dockercerts.AsyncTransport(root=root, limits=LIMITS)
+            bare_transport, control_transport = (
+                httpx.AsyncHTTPTransport(verify=srv.pki.bare_context(), limits=LIMITS)
+                for _ in range(2)
+            )
+            async with (
+                aclient(wrapped_transport) as wrapped_client,
+                aclient(bare_transport) as bare_client,
+                aclient(control_transport) as control_client,
+            ):
+                avariants = {
+                    "dockercerts": wrapped_client,
+                    "bare": bare_client,
+                    "control": control_client,
+                }
+
+                def atimed(
+                    fn: Callable[[], Awaitable[None]], variant: str, cpu: list[float]
+                ) -> Any:
+                    async def run() -> float:
+                        start, cpu_start = time.perf_counter(), time.process_time()
+                        await fn()
+                        elapsed = time.perf_counter() - start
+                        cpu.append(time.process_time() - cpu_start)
+                        new_connections[variant] += srv.take().connections
+                        return elapsed
+
+                    return run
+
+                def asequential(c: httpx.AsyncClient, count: int) -> Any:
+                    return lambda: aget_ok(c, url, count)
+
+                def tasks(c: httpx.AsyncClient, count: int) -> Any:
+                    async def run() -> None:
+                        await asyncio.gather(*(aget_ok(c, url, k) for k in shares(count, 64)))
+
+                    return run
+
+                for mode, shape in (("async", asequential), ("64 tasks", tasks)):
+                    log(f"  steady: {mode}")
+                    for avariant in avariants.values():
+                        await shape(avariant, warm)()
+                    srv.take()
+                    acpu: dict[str, list[float]] = {name: [] for name in avariants}
+                    a, b, control = await ainterleaved(
+                        rounds * STEADY_SLICES,
+                        *(
+                            atimed(shape(avariant, n // STEADY_SLICES), name, acpu[name])
+                            for name, avariant in avariants.items()
+                        ),
+                    )
+                    figures = throughput(a, b, control, acpu["dockercerts"], acpu["bare"], n)
+                    modes[mode] = SteadyMode(figures, dict(new_connections))
+                    new_connections.update(dockercerts=0, bare=0, control=0)
+
+        asyncio.run(amain())
+    return Steady(requests=n, rounds=rounds, modes=modes)
+
+
+def _why(mode: str, data: Throughput, target: float, wrapper: Optional[Wrapper]) -> str:
+    """For a miss: the wrapper's own cost against this mode's request, and whether the A/A
+    control shows the machine alone producing a difference of this size."""
+    ratio = data.throughput_ratio
+    kind = "async" if mode in ("async", "64 tasks") else "sync"
+    own = ""
+    if wrapper is not None:
+        cost = wrapper.modes[kind].cost_us
+        own = (
+            f"The wrapper's own measured cost is {cost:.1f} µs a request (1b), "
+            f"{cost / data.bare_us * 100:.1f}% of this mode's "
+            f"{data.bare_us:.0f} µs. "
+        )
+    return (
+        f"{own}Two identical bare clients measured in the same rounds (A/A control) "
+        f"came out at {data.control_ratio:.3f}x, per round "
+        f"{data.control_min:.2f}..{data.control_max:.2f}: "
+        + (
+            "a difference of this run's size is within what the machine alone produces. "
+            if abs(1 - data.control_ratio) >= target - ratio or data.control_min <= ratio
+            else "the machine alone does not explain this miss. "
+        )
+        + f"Per-round ratios {data.ratio_min:.2f}..{data.ratio_max:.2f}, "
+        f"best rounds {data.best_ratio:.3f}x, client CPU per request "
+        f"{data.cpu_ratio:.3f}x."
+    )
+
+
+def rows(results: Results) -> list[Row]:
+    steady = results.one(Steady)
+    if steady is None:
+        return []
+    wrapper = results.one(Wrapper)
+    out = []
+    for mode, figures in steady.modes.items():
+        data = figures.throughput
+        target = TARGET if mode in ("sync", "async") else CONCURRENT_TARGET
+        ratio = data.throughput_ratio
+        out.append(
+            Row(
+                f"1. steady, {mode} ({steady.requests} GETs): throughput vs bare",
+                f"{ratio:.3f}x ({data.wrapped_us:.0f} vs {data.bare_us:.0f} µs/req)",
+                f">= {target:.2f}x",
+                "met" if ratio >= target else f"missed by {(target - ratio) * 100:.1f} points",
+                f"rounds {data.ratio_min:.3f}..{data.ratio_max:.3f}; best-of "
+                f"{data.best_ratio:.3f}x; client CPU {data.cpu_ratio:.3f}x; "
+                f"A/A control {data.control_ratio:.3f}x",
+                _why(mode, data, target, wrapper) if ratio < target else "",
+            )
+        )
+    return out
+
+
+def details(results: Results) -> list[str]:
+    steady = results.one(Steady)
+    if steady is None:
+        return []
+    out = [
+        f"### 1. Steady state ({steady.requests} GETs per variant and round, "
+        f"{steady.rounds} rounds, keep-alive; each round sent in {STEADY_SLICES} slices "
+        "alternating A,B,B,A,...)",
+        "",
+        "| Mode | dockercerts µs/req | bare µs/req | throughput ratio (median) | "
+        "per-round ratios | best-of ratio | client CPU µs/req (dockercerts / bare) | "
+        "client CPU ratio | A/A control (bare / second bare) | "
+        "new connections in timed runs (dockercerts / bare) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for mode, figures in steady.modes.items():
+        d, nc = figures.throughput, figures.new_connections
+        out.append(
+            f"| {mode} | {d.wrapped_us:.0f} | {d.bare_us:.0f} | "
+            f"{d.throughput_ratio:.3f}x | {d.ratio_min:.3f}..{d.ratio_max:.3f} | "
+            f"{d.best_ratio:.3f}x | {d.wrapped_cpu_us:.0f} / {d.bare_cpu_us:.0f} | "
+            f"{d.cpu_ratio:.3f}x | {d.control_ratio:.3f}x "
+            f"({d.control_min:.2f}..{d.control_max:.2f}) | "
+            f"{nc['dockercerts']} / {nc['bare']} |"
+        )
+    out += [
+        "",
+        "Throughput ratio: bare time / dockercerts time per round (wall clock, the target's "
+        "figure). Best-of: the fastest round of each. Client CPU: this process's CPU time "
+        "per request (all its threads; the server is another process), which time spent "
+        "waiting for the shared CPUs does not inflate. A/A control: the bare client against "
+        "a second, identical bare client in the same rounds; its distance from 1.000x is "
+        "the machine's own noise in this run.",
+        "",
+        "New connections: TCP connections the server accepted during the timed runs "
+        "(0: every request reused a kept-alive connection).",
+        "",
+    ]
+    return out
+
+
+SECTION = Section(
+    name="steady",
+    number="1",
+    result=Steady,
+    full=Knobs(requests=2000, rounds=10),
+    quick=Knobs(requests=500, rounds=3),
+    measure=measure,
+    rows=rows,
+    details=details,
+)
