@@ -24,6 +24,7 @@ import httpx
 
 from . import canames
 from ._layouts import Layout, docker_host_names, layout
+from .diagnose import NOT_LOGGED
 from .errors import CertsDirError
 from .gochoice import issuer_listed
 from .loader import Candidate, HostCerts, Secret, unwrap, with_system
@@ -403,6 +404,8 @@ class HostState(Generic[Inner]):
         self._broken_since = None
         for warning in certs.warnings:
             # Reloads (a Kubernetes rotation, say) must not repeat the same warning.
+            if warning.code in NOT_LOGGED:
+                continue
             if (warning.code, str(warning.path)) not in self._said:
                 self._said.add((warning.code, str(warning.path)))
                 log.warning("%s: %s", directory, warning)

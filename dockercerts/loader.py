@@ -21,10 +21,12 @@ from pathlib import Path
 from typing import Callable, Optional, TypeVar, Union
 
 from ._anchors import Anchors
+from .diagnose import NOT_LOGGED, folder_warnings
 from .errors import CertsDirError, CertsDirReadError, KeyPairError
 from .locate import StrPath, host_dir, resolve_platform
 from .scan import (
     MOBY,
+    CACertificate,
     CertsWarning,
     ClientPair,
     Dialect,
@@ -264,8 +266,11 @@ class HostCerts:
 
     ``ca_files`` are the ``.crt`` files and ``pairs`` the client pairs, both in Docker's
     order; ``exists`` is ``False`` when there is no directory (system trust, no client
-    certificate); ``warnings`` are mistakes Docker passes over silently; ``trust`` is the
-    rule in force (``"merge"`` or ``"replace"``).
+    certificate); ``warnings`` are mistakes Docker passes over silently, the complete
+    diagnosis ``dockercerts inspect`` shows (the scan's own, then
+    :func:`dockercerts.diagnose.folder_warnings`); ``trust`` is the rule in force
+    (``"merge"`` or ``"replace"``). ``ca_details`` describes each certificate of the
+    ``.crt`` files (:class:`~dockercerts.scan.CACertificate`), as read by the one scan.
 
     With ``runtime="containerd"`` it is one endpoint's TLS settings: ``endpoint`` is its URL
     (``None``: the folder names no endpoint for the host), ``ca_files`` its ``ca`` files,
@@ -285,6 +290,7 @@ class HostCerts:
     trust: Trust
     snapshot: Snapshot = field(repr=False, compare=False)
     ca_certificates: tuple[bytes, ...] = field(repr=False, compare=False, default=())
+    ca_details: tuple[CACertificate, ...] = field(repr=False, compare=False, default=())
     skip_verify: bool = False
     endpoint: Optional[str] = None
     #: Where the system roots come from: ``"openssl"`` or ``"truststore"`` (see ``system=``).
@@ -351,9 +357,14 @@ def load_dir(
     result = with_system(gather(path, platform, trust, password), system, trust)
     del password  # the traceback of an error raised below keeps this frame
     certs = unwrap(result)
-    for warning in certs.warnings:
-        log.warning("%s: %s", certs.directory, warning)
+    _log_warnings(certs)
     return certs
+
+
+def _log_warnings(certs: HostCerts) -> None:
+    for warning in certs.warnings:
+        if warning.code not in NOT_LOGGED:
+            log.warning("%s: %s", certs.directory, warning)
 
 
 def _read_dir(
@@ -423,10 +434,11 @@ def gather(
         exists=found.exists,
         ca_files=found.ca_files,
         pairs=found.pairs,
-        warnings=found.warnings,
+        warnings=found.warnings + folder_warnings(found, dialect),
         trust=trust,
         snapshot=found.snapshot,
         ca_certificates=found.ca_der,
+        ca_details=found.ca_details,
         _password=password,
     )
 
@@ -474,6 +486,5 @@ def load(
     result = with_system(result, system, trust)
     del password  # the traceback of an error raised below keeps this frame
     certs = unwrap(result)
-    for warning in certs.warnings:
-        log.warning("%s: %s", certs.directory, warning)
+    _log_warnings(certs)
     return certs

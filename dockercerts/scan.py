@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 import stat
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Optional, Union
@@ -26,6 +26,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 
 from . import _files
+from ._certfacts import CACertificate, describe_ca, is_ca, same_public_key, utc
 from ._files import extension, list_dir
 from ._pem import ca_certificates, key_pem, pem_blocks, tbs_names
 from .errors import (
@@ -43,17 +44,23 @@ __all__ = [
     "MAX_CA_FILE_SIZE",
     "MAX_PAIR_FILE_SIZE",
     "MOBY",
+    "CACertificate",
     "CertsWarning",
     "ClientPair",
     "Dialect",
     "Password",
     "Scan",
     "Snapshot",
+    "ca_certificates",
+    "describe_ca",
     "extension",
+    "is_ca",
+    "same_public_key",
     "scan",
     "snapshot",
     "sorted_names",
     "tbs_names",
+    "utc",
 ]
 
 
@@ -143,6 +150,7 @@ class Scan:
     ``ca_der`` holds every usable certificate of the ``.crt`` files, DER encoded, in order;
     ``ca_files`` lists the ``.crt`` files themselves (a ``.crt`` with nothing usable still
     counts, as in Go). ``pairs`` are sorted by the bytes of their names: the try order.
+    ``ca_details`` describes each of ``ca_der``, in the same order (see :class:`CACertificate`).
     """
 
     directory: Path
@@ -152,6 +160,7 @@ class Scan:
     pairs: tuple[ClientPair, ...]
     warnings: tuple[CertsWarning, ...]
     snapshot: Snapshot
+    ca_details: tuple[CACertificate, ...] = ()
 
 
 def sorted_names(names: Iterable[str]) -> list[str]:
@@ -278,8 +287,7 @@ def check_pair(
         ) from None
 
     leaf = chain[0]
-    spki = serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    if leaf.public_key().public_bytes(*spki) != private.public_key().public_bytes(*spki):
+    if not same_public_key(leaf, private):
         raise fail(
             f"the private key in {key.name} does not match the certificate in {cert.name}",
             "Put the key the certificate was issued for beside it, under the same name",
@@ -298,24 +306,6 @@ def check_pair(
         chain_issuers=tuple(tbs_names(c.tbs_certificate_bytes)[0] for c in chain),
     )
     return pair, chain
-
-
-def utc(cert: x509.Certificate, attr: str) -> datetime:
-    """``cert``'s ``not_valid_before``/``not_valid_after`` (``attr``) as an aware UTC time."""
-    # cryptography >= 42 has the *_utc variants; older ones return naive UTC datetimes.
-    aware = getattr(cert, attr + "_utc", None)
-    if isinstance(aware, datetime):
-        return aware
-    naive: datetime = getattr(cert, attr)
-    return naive.replace(tzinfo=timezone.utc)
-
-
-def is_ca(cert: x509.Certificate) -> bool:
-    """Whether ``cert`` says it is a CA (basic constraints)."""
-    try:
-        return bool(cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca)
-    except x509.ExtensionNotFound:
-        return False
 
 
 def pair_warnings(
@@ -458,6 +448,9 @@ def _walk(
     present = set(names)
     ca_files: list[Path] = []
     ca_der: list[bytes] = []
+    ca_details: list[CACertificate] = []
+    # One description per distinct certificate: a bundle may repeat a CA thousands of times.
+    described: dict[bytes, CACertificate] = {}
     pairs: list[tuple[ClientPair, list[x509.Certificate]]] = []
     warnings: list[CertsWarning] = []
     parsed: set[bytes] = set()
@@ -480,6 +473,11 @@ def _walk(
             found = ca_certificates(data, parsed)
             ca_files.append(file)
             ca_der.extend(found)
+            for der in found:
+                known = described.get(der)
+                if known is None:
+                    known = described[der] = describe_ca(file, der)
+                ca_details.append(known if known.file == file else replace(known, file=file))
             if not found:
                 warnings.append(
                     CertsWarning(
@@ -523,6 +521,7 @@ def _walk(
         pairs=tuple(pair for pair, _ in pairs),
         warnings=tuple(warnings),
         snapshot=before,
+        ca_details=tuple(ca_details),
     )
 
 

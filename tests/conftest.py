@@ -12,12 +12,14 @@ plain-HTTP registry using it (``tokenserver.py``).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from peers import RegistryPeer, require_peer
 from tokenserver import TokenServer
+from warnings_parity import checked
 
 from dockercerts.cli import main
 
@@ -63,3 +65,24 @@ def token_registry(registry_bin: str, tokens: TokenServer) -> Iterator[RegistryP
     """Plain-HTTP registry with token auth: the upstream TLS fronts proxy to."""
     with RegistryPeer(token_auth=tokens.auth, binary=registry_bin) as peer:
         yield peer
+
+
+@pytest.fixture(autouse=True)
+def _inspect_warnings_are_the_librarys(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[None]:
+    """In the CLI tests, every inspect report's warnings must equal ``load(...).warnings``
+    (see warnings_parity.py); a mismatch fails the test that made the report."""
+    if not request.module.__name__.startswith("test_cli"):
+        yield
+        return
+    from dockercerts import cli
+
+    seen: list[str] = []
+    monkeypatch.setattr(cli, "inspect_report", checked(cli.inspect_report, seen))
+    yield
+    if os.environ.get("DOCKERCERTS_PARITY_LOG"):  # to count what the check covered
+        with open(os.environ["DOCKERCERTS_PARITY_LOG"], "a", encoding="utf-8") as out:
+            out.writelines(f"{request.node.nodeid} {line}\n" for line in seen)
+    mismatches = [line for line in seen if line.startswith("MISMATCH")]
+    assert not mismatches, "\n".join(mismatches)

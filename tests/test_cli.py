@@ -26,7 +26,7 @@ import pytest
 
 import dockercerts
 from dockercerts import cli
-from dockercerts.cli import CLIError, classify, use_colour
+from dockercerts.cli import CLIError, classify, demo, use_colour
 from dockercerts.pytest_plugin import CAFactory, ServerFactory
 from dockercerts.rejection import TLS13_REFUSAL
 from dockercerts.testing import CA, CertsD, Leaf, MTLSServer
@@ -769,7 +769,7 @@ def test_demo_cleans_up_when_interrupted(
         raise KeyboardInterrupt
 
     monkeypatch.setattr("dockercerts.testing.MTLSServer", Recording)
-    monkeypatch.setattr(cli, "_demo_requests", interrupt)
+    monkeypatch.setattr(demo, "_demo_requests", interrupt)
 
     code, _, err = run("demo")
 

@@ -26,7 +26,7 @@ import httpx
 import pytest
 
 from dockercerts import cli
-from dockercerts.cli import main
+from dockercerts.cli import inspect, main, probe
 from dockercerts.testing import CA, CertsD, Leaf
 
 pytestmark = pytest.mark.reliability
@@ -176,7 +176,7 @@ def test_any_os_error_while_building_a_report_is_still_a_report(
     def broken(*args: object, **kwargs: object) -> object:
         raise OSError(5, "Input/output error")
 
-    monkeypatch.setattr(cli, "_files", broken)
+    monkeypatch.setattr(inspect, "file_reports", broken)
     code, out, err = run("inspect", HOST, "--root", str(certs_d.path), "--json")
     no_crash(err)
     assert code == 2
@@ -276,19 +276,19 @@ def test_a_server_certificate_for_another_name_gets_the_name_hint() -> None:
     )
     exc = httpx.ConnectError(message)
     exc.__context__ = ssl.SSLCertVerificationError(1, message)
-    hint = cli._error_hint(exc, httpx.URL("https://localhost:5443/v2/"), 5.0)
+    hint = probe.error_hint(exc, httpx.URL("https://localhost:5443/v2/"), 5.0)
     assert "ca.crt" not in hint
     assert "localhost" in hint
     assert "name" in hint
     expired = httpx.ConnectError(
         "[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed: certificate has expired"
     )
-    assert "expired" in cli._error_hint(expired, httpx.URL("https://localhost:5443/"), 5.0)
+    assert "expired" in probe.error_hint(expired, httpx.URL("https://localhost:5443/"), 5.0)
     unknown = httpx.ConnectError(
         "[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed: unable to get local "
         "issuer certificate"
     )
-    assert "ca.crt" in cli._error_hint(unknown, httpx.URL("https://localhost:5443/"), 5.0)
+    assert "ca.crt" in probe.error_hint(unknown, httpx.URL("https://localhost:5443/"), 5.0)
 
 
 def test_credentials_in_a_url_are_never_echoed(run: Any, certs_d: CertsD) -> None:

@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 from test_cli_hostile import run_unprivileged, shared_root  # noqa: F401 (a fixture)
 
-from dockercerts._inspect_runtimes import _near_misses
 from dockercerts._layouts import Layout
 from dockercerts.cli import main
+from dockercerts.cli.inspect_runtimes import runtime_near_misses
 from dockercerts.testing import CA, CertsD, Leaf
 
 
@@ -197,7 +197,7 @@ def test_podman_near_miss_shadowed_by_home(tmp_path: Path, mtls_ca: CA) -> None:
     home.host("reg:5000")
     etc.host("reg:5000").ca(mtls_ca)
     chosen = Layout("podman", (home.root, tmp_path / "etc-containers", etc.root), "linux")
-    (miss,) = _near_misses(chosen, "reg:5000", chosen.lookup(("reg:5000",)))
+    (miss,) = runtime_near_misses(chosen, "reg:5000", chosen.lookup(("reg:5000",)))
     assert miss["path"] == str(etc.root / "reg:5000")
     assert "ca.crt" in miss["reason"]
     assert "merges nothing" in miss["reason"]

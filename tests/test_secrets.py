@@ -51,7 +51,7 @@ pytestmark = pytest.mark.reliability
 PASSWORD = "Tr0ub4dor&3-correct-horse"
 WRONG_PASSWORD = "battery-staple-wrong-one"
 HAS_CLI = importlib.util.find_spec("dockercerts.cli") is not None
-NO_CLI = "dockercerts/cli.py does not exist yet"
+NO_CLI = "dockercerts/cli does not exist yet"
 
 
 # --------------------------------------------------------------------------- needles

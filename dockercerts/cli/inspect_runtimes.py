@@ -10,41 +10,38 @@ plain dict (the ``--json`` output, documented in ``docs/cli.md``) rendered as te
 
 from __future__ import annotations
 
-import os
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Optional
 
-from ._layouts import Layout, layout
-from .cli import (
-    SCHEMA,
-    Cell,
-    Report,
-    Style,
-    _ca_certificates,
-    _day_iso,
-    _docker_error,
-    _extra_warnings,
-    _files,
-    _is_dir,
-    _pair,
-    _plural,
-    _root_state,
-    _warning,
-    classify,
-    notes_and_near_misses,
-    redact,
-    table,
+from .._layouts import Layout, layout
+from ..containerd import HOSTS_TOML, ContainerdHost, load_hosts, localhost_note
+from ..diagnose import (
+    ca_details_of,
+    folder_cas,
+    is_dir,
+    missing_folder,
+    refused_folder_warnings,
+    root_state,
 )
-from .containerd import HOSTS_TOML, ContainerdHost, load_hosts, localhost_note
-from .errors import CertsDirError, EndpointTLSError
-from .hoststoml import HUB, HostsFile
-from .loader import HostCerts, unwrap
-from .locate import current_platform, split_port
-from .runtimes import Lookup, folder_names
-from .trust import Trust
+from ..errors import CertsDirError, EndpointTLSError
+from ..hoststoml import HUB, HostsFile
+from ..loader import HostCerts, unwrap
+from ..locate import current_platform, split_port
+from ..runtimes import Lookup, folder_names
+from ..trust import Trust
+from .args import SCHEMA, Report, classify, redact
+from .render import Cell, Style, day_iso, notes_and_near_misses, plural, table
+from .reports import (
+    ca_reports,
+    error_report,
+    file_reports,
+    pair_report,
+    warning_report,
+    warning_reports,
+)
 
-__all__ = ["render_runtime", "runtime_report"]
+__all__ = ["render_runtime", "runtime_near_misses", "runtime_report"]
 
 _STATE_TEXT = {
     "directory": "found",
@@ -79,14 +76,7 @@ def _other_spellings(host: str) -> list[str]:
     return []
 
 
-def _ca_names(folder: Path) -> list[str]:
-    try:
-        return sorted(n for n in os.listdir(folder) if n.endswith(".crt"))
-    except OSError:
-        return []
-
-
-def _near_misses(chosen: Layout, host: str, lookup: Lookup) -> list[Report]:
+def runtime_near_misses(chosen: Layout, host: str, lookup: Lookup) -> list[Report]:
     """Folders that exist and look meant for this registry, but are not the one read."""
     found: list[Report] = []
     names = (host,)
@@ -97,10 +87,10 @@ def _near_misses(chosen: Layout, host: str, lookup: Lookup) -> list[Report]:
         places = chosen.places(names)
         after = places[[p.path for p in places].index(winner) + 1 :]
         for place in after:
-            if place.path in seen or not _is_dir(place.path):
+            if place.path in seen or not is_dir(place.path):
                 continue
             seen.add(place.path)
-            cas = _ca_names(place.path)
+            cas = folder_cas(place.path)
             holds = f" (it holds {', '.join(cas)})" if cas else ""
             found.append(
                 {
@@ -115,7 +105,7 @@ def _near_misses(chosen: Layout, host: str, lookup: Lookup) -> list[Report]:
         for root in chosen.roots:
             for name in folder_names(runtime, other, platform=chosen.platform):
                 path = root / name
-                if name == "_default" or path in seen or path == winner or not _is_dir(path):
+                if name == "_default" or path in seen or path == winner or not is_dir(path):
                     continue
                 seen.add(path)
                 rule = (
@@ -138,8 +128,8 @@ def _near_misses(chosen: Layout, host: str, lookup: Lookup) -> list[Report]:
 
 def _roots(chosen: Layout) -> list[Report]:
     if chosen.cert_dir is not None:
-        return [{"path": str(chosen.cert_dir), "state": _root_state(chosen.cert_dir)}]
-    return [{"path": str(r), "state": _root_state(r)} for r in chosen.roots]
+        return [{"path": str(chosen.cert_dir), "state": root_state(chosen.cert_dir)}]
+    return [{"path": str(r), "state": root_state(r)} for r in chosen.roots]
 
 
 def runtime_report(
@@ -175,26 +165,19 @@ def runtime_report(
         "cert_dir": flat,
         "looked": _looked(lookup),
         "directory": str(folder) if folder is not None else None,
-        "directory_exists": folder is not None and _is_dir(folder),
+        "directory_exists": folder is not None and is_dir(folder),
         "notes": [],
-        "near_misses": _near_misses(chosen, host, lookup),
+        "near_misses": runtime_near_misses(chosen, host, lookup),
     }
     if chosen.runtime == "containerd":
         _containerd(report, host, absolute, plat, rule, when)
     else:
         _podman(report, chosen, host, lookup, rule, when)
     warnings = report["warnings"]
-    if folder is None:
-        warnings.insert(
-            0,
-            _warning(
-                "host-directory-missing",
-                str(chosen.places((host,))[0].path),
-                f"no folder in any root: {chosen.runtime} trusts the system roots and sends "
-                "no client certificate",
-                "create one of the folders listed as tried, or check the near misses",
-            ),
-        )
+    if folder is None and chosen.runtime == "containerd":
+        # podman's comes with its folder's warnings; containerd's endpoints have no folder.
+        missing = missing_folder(chosen.runtime, chosen.places((host,))[0].path)
+        warnings[:0] = warning_reports((missing,))
     code = 2 if report["error"] else 1 if warnings else 0
     report["status"] = ("error", "warnings", "ok")[[2, 1, 0].index(code)]
     report["exit_code"] = code
@@ -211,18 +194,15 @@ def _podman(
     try:
         certs = unwrap(chosen.read(folder, names, rule, None))
     except CertsDirError as exc:
-        error = _docker_error(exc)
-    files = _files(folder) if lookup.folder is not None else []
-    cas = _ca_certificates(files, when)
-    warnings = [
-        _warning(w.code, w.path, w.message, w.fix) for w in (certs.warnings if certs else ())
-    ]
+        error = error_report(exc)
     exists = lookup.folder is not None
-    warnings += [
-        w
-        for w in _extra_warnings(certs, cas, True, host, folder)
-        if w["code"] != "host-directory-missing"
-    ]
+    files = file_reports(folder) if exists else []
+    if certs is not None:
+        cas = ca_reports(certs.ca_details, when)
+        warnings = warning_reports(certs.warnings)
+    else:
+        cas = ca_reports(ca_details_of(folder) if exists else (), when)
+        warnings = warning_reports(refused_folder_warnings(folder) if exists else ())
     if host == HUB:
         report["notes"].append(
             "Docker Hub: containers/image reads the docker.io folder (Docker reads none)"
@@ -230,7 +210,7 @@ def _podman(
     report.update(
         files=files,
         ca_certificates=cas,
-        pairs=[_pair(p, when) for p in certs.pairs] if certs and exists else [],
+        pairs=[pair_report(p, when) for p in certs.pairs] if certs and exists else [],
         error=error,
         warnings=warnings,
     )
@@ -249,7 +229,7 @@ def _endpoint(found: ContainerdHost, index: int, host: str, when: datetime) -> R
         "skip_verify": bool(endpoint.skip_verify),
         "explicit_tls": endpoint.explicit_tls,
         "ca_files": [str(p) for p in certs.ca_files],
-        "pairs": [_pair(p, when) for p in certs.pairs],
+        "pairs": [pair_report(p, when) for p in certs.pairs],
         "override_path": endpoint.override_path,
         "dial_timeout": endpoint.dial_timeout,
         "header": [name for name, _ in endpoint.header],
@@ -281,7 +261,7 @@ def _top_level_misses(hosts_file: HostsFile) -> list[Report]:
 
 def _containerd_files(folder: Path, found: Optional[ContainerdHost]) -> list[Report]:
     """The folder's entries with the role containerd gives them."""
-    files = _files(folder)
+    files = file_reports(folder)
     if found is None:
         return files
     used: dict[str, str] = {}
@@ -312,7 +292,7 @@ def _containerd(
     try:
         found = load_hosts(host, root=root, platform=plat, trust=rule)
     except CertsDirError as exc:
-        error = _docker_error(exc)
+        error = error_report(exc)
         if isinstance(exc, EndpointTLSError):
             error["endpoint"] = exc.endpoint
     folder = Path(report["directory"]) if report["directory"] else None
@@ -326,7 +306,7 @@ def _containerd(
             for w in entry.certs.warnings:
                 if (w.code, str(w.path) + w.message) not in seen:
                     seen.add((w.code, str(w.path) + w.message))
-                    warnings.append(_warning(w.code, w.path, w.message, w.fix))
+                    warnings.append(warning_report(w.code, w.path, w.message, w.fix))
             note = localhost_note(entry.endpoint, host)
             if note:
                 notes.append(note)
@@ -335,7 +315,7 @@ def _containerd(
             report["near_misses"] += _top_level_misses(hosts_file)
         if found.endpoint_for(host) is None:
             warnings.append(
-                _warning(
+                warning_report(
                     "no-endpoint-for-host",
                     str(folder or ""),
                     f"no endpoint at {host} itself: containerd sends its requests to the "
@@ -409,7 +389,7 @@ def render_runtime(report: Report, style: Style) -> list[str]:
             lines.append(f"    fix: {warning['fix']}")
     summary = {
         0: style("green", f"OK: {report['runtime']} would use this as it is"),
-        1: style("yellow", _plural(len(report["warnings"]), "warning")),
+        1: style("yellow", plural(len(report["warnings"]), "warning")),
         2: style("red", f"{report['runtime']} would fail"),
     }[report["exit_code"]]
     lines += ["", f"Result: {summary} (exit {report['exit_code']})"]
@@ -419,9 +399,9 @@ def render_runtime(report: Report, style: Style) -> list[str]:
 def _pair_rows(pairs: list[Report]) -> list[list[Cell]]:
     rows: list[list[Cell]] = [["#", "client", "subject", "issuer", "validity"]]
     for number, pair in enumerate(pairs, 1):
-        validity: Cell = f"until {_day_iso(pair['not_after'])}"
+        validity: Cell = f"until {day_iso(pair['not_after'])}"
         if pair["validity"] == "expired":
-            validity = ("red", f"EXPIRED {_day_iso(pair['not_after'])}")
+            validity = ("red", f"EXPIRED {day_iso(pair['not_after'])}")
         rows.append([str(number), pair["name"], pair["subject"], pair["issuer"], validity])
     return rows
 
