@@ -5,14 +5,14 @@ certificate. :mod:`dockercerts.scan` re-exports ``utc`` and ``is_ca``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 
-__all__ = ["CACertificate", "describe_ca", "is_ca", "same_public_key", "utc"]
+__all__ = ["CACertificate", "describe_ca", "describe_cas", "is_ca", "same_public_key", "utc"]
 
 
 @dataclass(frozen=True)
@@ -46,6 +46,20 @@ def describe_ca(file: Path, der: bytes) -> CACertificate:
         self_signed=cert.subject == cert.issuer,
         fingerprint=cert.fingerprint(hashes.SHA256()).hex(),
     )
+
+
+def describe_cas(files: tuple[Path, ...], ders: tuple[bytes, ...]) -> tuple[CACertificate, ...]:
+    """:func:`describe_ca` for each ``(file, der)`` pair, each distinct certificate parsed once
+    (a bundle may repeat a CA thousands of times). Only reports ask for this: the scan keeps
+    the certificates' bytes and their expiry, not their descriptions."""
+    described: dict[bytes, CACertificate] = {}
+    found = []
+    for file, der in zip(files, ders):
+        known = described.get(der)
+        if known is None:
+            known = described[der] = describe_ca(file, der)
+        found.append(known if known.file == file else replace(known, file=file))
+    return tuple(found)
 
 
 def same_public_key(cert: x509.Certificate, private: object) -> bool:

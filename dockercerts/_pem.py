@@ -6,10 +6,12 @@ from __future__ import annotations
 import base64
 import binascii
 import re
+from datetime import datetime
 from typing import Optional
 
 from cryptography import x509
 
+from ._certfacts import utc
 from ._gil import let_others_run
 
 __all__ = ["ca_certificates", "key_pem", "pem_blocks", "tbs_names"]
@@ -37,13 +39,14 @@ def pem_blocks(data: bytes) -> list[tuple[str, bytes, bool]]:
     return blocks
 
 
-def ca_certificates(data: bytes, parsed: Optional[set[bytes]] = None) -> list[bytes]:
+def ca_certificates(data: bytes, parsed: Optional[dict[bytes, datetime]] = None) -> list[bytes]:
     """The certificates Go's ``AppendCertsFromPEM`` would add: the rest is passed over.
 
-    ``parsed`` holds certificates known to parse (shared across a folder's files), so a
-    bundle repeating one CA thousands of times parses it once.
+    ``parsed`` maps certificates known to parse (shared across a folder's files, so a bundle
+    repeating one CA thousands of times parses it once) to their ``notAfter``, which the one
+    parse gives for free and the expiry check needs.
     """
-    known: set[bytes] = set() if parsed is None else parsed
+    known: dict[bytes, datetime] = {} if parsed is None else parsed
     found = []
     for done, (kind, der, has_headers) in enumerate(pem_blocks(data)):
         let_others_run(done)
@@ -51,10 +54,10 @@ def ca_certificates(data: bytes, parsed: Optional[set[bytes]] = None) -> list[by
             continue
         if der not in known:
             try:
-                x509.load_der_x509_certificate(der)
+                cert = x509.load_der_x509_certificate(der)
             except ValueError:
                 continue
-            known.add(der)
+            known[der] = utc(cert, "not_valid_after")
         found.append(der)
     return found
 

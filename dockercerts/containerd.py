@@ -344,7 +344,7 @@ def _endpoint_certs(
     """containerd's ``updateTLSConfigFromHost`` for one endpoint, as a :class:`HostCerts`."""
     url = endpoint.url
     anchors: list[bytes] = []
-    parsed: set[bytes] = set()
+    parsed: dict[bytes, datetime] = {}
     for path in endpoint.ca or ():
         try:
             data = _go_read(path, folder)

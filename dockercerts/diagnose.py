@@ -45,6 +45,7 @@ from .scan import (
     Scan,
     ca_certificates,
     describe_ca,
+    describe_cas,
     extension,
     is_ca,
     read_capped,
@@ -92,7 +93,18 @@ def folder_warnings(
     # Docker reads no folder for Docker Hub; the other runtimes do.
     if not found.exists and (dialect is not MOBY or found.directory.name != "docker.io"):
         found_warnings.append(missing_folder(dialect.name, found.directory))
-    found_warnings.extend(expired_cas(found.ca_details, now))
+    when = now or datetime.now(timezone.utc)
+    expired = [i for i, not_after in enumerate(found.ca_expiry) if not_after < when]
+    if expired:  # only those are described (a subject to name): a large bundle is not
+        found_warnings.extend(
+            expired_cas(
+                describe_cas(
+                    tuple(found.ca_sources[i] for i in expired),
+                    tuple(found.ca_der[i] for i in expired),
+                ),
+                when,
+            )
+        )
     if found.pairs:  # without pairs there is nothing to check, and a bundle is not parsed
         found_warnings.extend(leaf_without_intermediate(found.pairs, found.ca_der))
     return tuple(found_warnings)

@@ -93,8 +93,13 @@ def leaf_without_intermediate(
     intermediates the folder holds (``ca_certificates``: DER, the ``.crt`` files' content)
     can be recognised; one kept nowhere in the folder cannot be told from a root.
     """
+    wanted = {pair.chain_issuers[-1] for pair in pairs if pair.chain_issuers}
     intermediates: dict[bytes, str] = {}
     for der in ca_certificates:
+        # A DER certificate holds its subject's bytes as written: one without any pair's
+        # issuer in it cannot be that issuer, and a large bundle is not parsed for nothing.
+        if not any(name in der for name in wanted):
+            continue
         try:
             cert = x509.load_der_x509_certificate(der)
             issuer, subject = tbs_names(cert.tbs_certificate_bytes)

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Callable, Optional, TypeVar, Union
 
 from ._anchors import Anchors
+from ._certfacts import describe_cas
 from .diagnose import NOT_LOGGED, folder_warnings
 from .errors import CertsDirError, CertsDirReadError, KeyPairError
 from .locate import StrPath, host_dir, resolve_platform
@@ -290,7 +291,8 @@ class HostCerts:
     trust: Trust
     snapshot: Snapshot = field(repr=False, compare=False)
     ca_certificates: tuple[bytes, ...] = field(repr=False, compare=False, default=())
-    ca_details: tuple[CACertificate, ...] = field(repr=False, compare=False, default=())
+    #: The ``.crt`` file of each of ``ca_certificates``, in the same order.
+    ca_sources: tuple[Path, ...] = field(repr=False, compare=False, default=())
     skip_verify: bool = False
     endpoint: Optional[str] = None
     #: Where the system roots come from: ``"openssl"`` or ``"truststore"`` (see ``system=``).
@@ -305,6 +307,12 @@ class HostCerts:
 
     def __post_init__(self, _password: Union[Password, Secret, None]) -> None:
         object.__setattr__(self, "_password", Secret.of(_password))
+
+    @property
+    def ca_details(self) -> tuple[CACertificate, ...]:
+        """Each of ``ca_certificates`` described (:class:`~dockercerts.scan.CACertificate`),
+        from the bytes the one scan read; computed when asked (reports ask, loads do not)."""
+        return describe_cas(self.ca_sources, self.ca_certificates)
 
     @property
     def uses_system_roots(self) -> bool:
@@ -438,7 +446,7 @@ def gather(
         trust=trust,
         snapshot=found.snapshot,
         ca_certificates=found.ca_der,
-        ca_details=found.ca_details,
+        ca_sources=found.ca_sources,
         _password=password,
     )
 
