@@ -57,12 +57,9 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import datetime as _dt
-import email.utils
 import errno
 import hashlib
-import http
 import itertools
-import json
 import platform
 import select
 import selectors
@@ -79,6 +76,17 @@ from typing import Callable, Literal, Optional, Union
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from dockercerts.testing._http import (
+    BadRequest,
+    Reader,
+    Request,
+    json_response,
+    nginx_error_page,
+    nginx_response,
+    raw_response,
+    read_request,
+    reason_phrase,
+)
 from dockercerts.testing.pki import (
     CA,
     Leaf,
@@ -98,13 +106,10 @@ _X509_V_FLAG_NO_CHECK_TIME = 0x200000
 
 _NO_CERT_REASON = "No required SSL certificate was sent"
 _BAD_CERT_REASON = "The SSL certificate error"
-_EXTRA_REASONS = {495: "SSL Certificate Error", 496: "SSL Certificate Required"}
-_MAX_LINE = 65536
 # How long a worker waits for the next request on a kept-alive connection before handing it
 # to the accept thread. Busy clients stay on the fast path (no thread hop per request), idle
 # connections stop holding workers soon after.
 _LINGER = 0.1
-_MAX_HEADERS = 200
 
 
 @dataclass(frozen=True)
@@ -151,34 +156,6 @@ class RequestRecord:
     status: int
     connection_id: int
     client_cert: Optional[ClientCertInfo] = field(repr=False)
-
-
-def nginx_error_page(status: int, title_reason: str, h1: Optional[str] = None) -> bytes:
-    """nginx's built-in error page, byte for byte.
-
-    ``nginx_error_page(400, "No required SSL certificate was sent", "400 Bad Request")`` is the
-    page nginx sends when ``ssl_verify_client on`` sees no certificate.
-    """
-    title = f"{status} {title_reason}"
-    lines = [
-        "<html>",
-        f"<head><title>{title}</title></head>",
-        "<body>",
-        f"<center><h1>{h1 or title}</h1></center>",
-    ]
-    if h1 is not None:
-        lines.append(f"<center>{title_reason}</center>")
-    lines += ["<hr><center>nginx</center>", "</body>", "</html>", ""]
-    return "\r\n".join(lines).encode("ascii")
-
-
-def _reason(status: int) -> str:
-    if status in _EXTRA_REASONS:
-        return _EXTRA_REASONS[status]
-    try:
-        return http.HTTPStatus(status).phrase
-    except ValueError:
-        return "Error"
 
 
 def _utc(cert: x509.Certificate, attr: str) -> _dt.datetime:
@@ -270,69 +247,13 @@ def _install_ca_names(ctx: ssl.SSLContext, cas: Sequence[CA]) -> bool:
     return True
 
 
-class _BadRequest(Exception):
-    """The request cannot be parsed; answer 400 and close."""
-
-
-@dataclass
-class _Request:
-    method: str
-    target: str
-    version: str
-    headers: dict[str, str]
-    body: bytes
-
-
-class _Reader:
-    """A read buffer over the TLS socket that can tell when it holds nothing unread.
-
-    ``io.BufferedReader`` cannot say that without a blocking read, and an idle connection is
-    handed back to the selector only when no request bytes are waiting anywhere.
-    """
-
-    def __init__(self, sock: ssl.SSLSocket) -> None:
-        self.sock = sock
-        self.buf = bytearray()
-
-    @property
-    def idle(self) -> bool:
-        return not self.buf and self.sock.pending() == 0
-
-    def _fill(self) -> bool:
-        data = self.sock.recv(65536)
-        self.buf += data
-        return bool(data)
-
-    def readline(self, limit: int) -> bytes:
-        start = 0
-        while True:
-            end = self.buf.find(b"\n", start, limit)
-            if end >= 0:
-                return self._take(end + 1)
-            if len(self.buf) >= limit:
-                return self._take(limit)
-            start = len(self.buf)
-            if not self._fill():
-                return self._take(len(self.buf))
-
-    def read(self, size: int) -> bytes:
-        while len(self.buf) < size and self._fill():
-            pass
-        return self._take(min(size, len(self.buf)))
-
-    def _take(self, size: int) -> bytes:
-        out = bytes(self.buf[:size])
-        del self.buf[:size]
-        return out
-
-
 @dataclass
 class _Conn:
     sock: socket.socket
     conn_id: int
     info: Optional[ClientCertInfo] = None
     tls_version: str = ""
-    reader: Optional[_Reader] = None
+    reader: Optional[Reader] = None
     idle_since: float = 0.0
 
 
@@ -776,7 +697,7 @@ class MTLSServer:
             der = tls.getpeercert(binary_form=True)
             conn.info = self._judge(der) if der else None
             conn.tls_version = tls.version() or ""
-            conn.reader = _Reader(tls)
+            conn.reader = Reader(tls)
             keep = self._http_loop(conn)
         except (ssl.SSLError, OSError):
             pass  # The client went away or stop() shut the socket: nothing to answer.
@@ -848,9 +769,9 @@ class MTLSServer:
         info = conn.info
         while True:
             try:
-                request = self._read_request(reader, tls)
-            except _BadRequest:
-                tls.sendall(self._html(400, "Bad Request", close=True))
+                request = read_request(reader, tls)
+            except BadRequest:
+                tls.sendall(nginx_response(400, "Bad Request", close=True))
                 return False
             if request is None:
                 return False
@@ -877,78 +798,7 @@ class MTLSServer:
                 # Free the worker: the accept thread resumes the connection when bytes arrive.
                 return self._park(conn)
 
-    def _read_request(self, reader: _Reader, tls: ssl.SSLSocket) -> Optional[_Request]:
-        line = reader.readline(_MAX_LINE + 1)
-        while line in (b"\r\n", b"\n"):  # RFC 9112: ignore blank lines before a request
-            line = reader.readline(_MAX_LINE + 1)
-        if not line:
-            return None
-        if len(line) > _MAX_LINE or not line.endswith(b"\n"):
-            raise _BadRequest
-        parts = line.decode("latin-1").rstrip("\r\n").split(" ")
-        if len(parts) != 3 or not parts[2].startswith("HTTP/"):
-            raise _BadRequest
-        method, target, version = parts
-        headers: dict[str, str] = {}
-        for _ in range(_MAX_HEADERS + 1):
-            hline = reader.readline(_MAX_LINE + 1)
-            if not hline or len(hline) > _MAX_LINE:
-                raise _BadRequest
-            if hline in (b"\r\n", b"\n"):
-                break
-            name, sep, value = hline.decode("latin-1").partition(":")
-            if not sep:
-                raise _BadRequest
-            key = name.strip().lower()
-            value = value.strip()
-            headers[key] = f"{headers[key]}, {value}" if key in headers else value
-        else:
-            raise _BadRequest
-        chunked = "chunked" in headers.get("transfer-encoding", "").lower()
-        length = 0
-        if not chunked and "content-length" in headers:
-            try:
-                length = int(headers["content-length"])
-            except ValueError:
-                raise _BadRequest from None
-            if length < 0:
-                raise _BadRequest
-        if headers.get("expect", "").lower() == "100-continue" and (chunked or length):
-            tls.sendall(b"HTTP/1.1 100 Continue\r\n\r\n")
-        body = self._read_chunked(reader) if chunked else self._read_exact(reader, length)
-        return _Request(method, target, version, headers, body)
-
-    @staticmethod
-    def _read_exact(reader: _Reader, length: int) -> bytes:
-        data = reader.read(length) if length else b""
-        if len(data) != length:
-            raise OSError("connection closed inside the request body")
-        return data
-
-    def _read_chunked(self, reader: _Reader) -> bytes:
-        parts: list[bytes] = []
-        while True:
-            size_line = reader.readline(_MAX_LINE + 1)
-            if not size_line.endswith(b"\n"):
-                raise _BadRequest
-            try:
-                size = int(size_line.split(b";", 1)[0].strip(), 16)
-            except ValueError:
-                raise _BadRequest from None
-            if size == 0:
-                break
-            parts.append(self._read_exact(reader, size))
-            if reader.readline(3) not in (b"\r\n", b"\n"):
-                raise _BadRequest
-        while True:  # trailers, up to the final blank line
-            trailer = reader.readline(_MAX_LINE + 1)
-            if not trailer or trailer in (b"\r\n", b"\n"):
-                break
-        return b"".join(parts)
-
-    def _respond(
-        self, request: _Request, info: Optional[ClientCertInfo]
-    ) -> tuple[int, bytes, bool]:
+    def _respond(self, request: Request, info: Optional[ClientCertInfo]) -> tuple[int, bytes, bool]:
         wants_close = request.headers.get("connection", "").lower() == "close" or (
             request.version == "HTTP/1.0"
             and request.headers.get("connection", "").lower() != "keep-alive"
@@ -957,7 +807,11 @@ class MTLSServer:
         if self.reject == "http" and (info is None or not info.trusted):
             reason = _NO_CERT_REASON if info is None else _BAD_CERT_REASON
             page = nginx_error_page(400, reason, "400 Bad Request")
-            return 400, self._raw(400, "Bad Request", page, nginx=True, close=True, head=head), True
+            return (
+                400,
+                raw_response(400, "Bad Request", page, nginx=True, close=True, head=head),
+                True,
+            )
         if self.reject == "status":
             try:
                 allowed = self._accept(info) if self._accept else bool(info and info.trusted)
@@ -965,12 +819,12 @@ class MTLSServer:
                 with self._lock:
                     self._errors.append(f"accept() raised {type(exc).__name__}: {exc}")
                     self._lock.notify_all()
-                return 500, self._html(500, _reason(500), close=True, head=head), True
+                return 500, nginx_response(500, reason_phrase(500), close=True, head=head), True
             if not allowed:
-                reason = _reason(self.status)
+                reason = reason_phrase(self.status)
                 return (
                     self.status,
-                    self._html(
+                    nginx_response(
                         self.status,
                         reason,
                         close=wants_close,
@@ -986,7 +840,7 @@ class MTLSServer:
                 "access_token": "dockercerts-test-token",
                 "expires_in": 300,
             }
-            return 200, self._json(200, token, close=wants_close, head=head), wants_close
+            return 200, json_response(200, token, close=wants_close, head=head), wants_close
         if self.auth_challenge and "authorization" not in request.headers:
             challenge = (
                 f'Bearer realm="https://127.0.0.1:{self.port}/token",service="dockercerts-test"'
@@ -998,7 +852,7 @@ class MTLSServer:
             }
             return (
                 401,
-                self._json(
+                json_response(
                     401, body, close=wants_close, head=head, extra=[("WWW-Authenticate", challenge)]
                 ),
                 wants_close,
@@ -1016,56 +870,4 @@ class MTLSServer:
                 "client_subject": info.subject if info else None,
                 "client_fingerprint": info.fingerprint if info else None,
             }
-        return 200, self._json(200, content, close=wants_close, head=head), wants_close
-
-    def _json(
-        self,
-        status: int,
-        content: object,
-        *,
-        close: bool,
-        head: bool,
-        extra: Sequence[tuple[str, str]] = (),
-    ) -> bytes:
-        body = json.dumps(content, separators=(",", ":")).encode()
-        headers = [
-            ("Content-Type", "application/json; charset=utf-8"),
-            ("Docker-Distribution-API-Version", "registry/2.0"),
-            *extra,
-        ]
-        return self._raw(status, _reason(status), body, headers=headers, close=close, head=head)
-
-    def _html(
-        self,
-        status: int,
-        reason: str,
-        *,
-        close: bool,
-        head: bool = False,
-        extra: Sequence[tuple[str, str]] = (),
-    ) -> bytes:
-        page = nginx_error_page(status, reason)
-        return self._raw(status, reason, page, headers=extra, nginx=True, close=close, head=head)
-
-    @staticmethod
-    def _raw(
-        status: int,
-        reason: str,
-        body: bytes,
-        *,
-        headers: Sequence[tuple[str, str]] = (),
-        nginx: bool = False,
-        close: bool,
-        head: bool,
-    ) -> bytes:
-        lines = [f"HTTP/1.1 {status} {reason}"]
-        if nginx:
-            lines.append("Server: nginx")
-        lines.append(f"Date: {email.utils.formatdate(usegmt=True)}")
-        if nginx:
-            lines.append("Content-Type: text/html")
-        lines += [f"{name}: {value}" for name, value in headers]
-        lines.append(f"Content-Length: {len(body)}")
-        lines.append("Connection: close" if close else "Connection: keep-alive")
-        head_bytes = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
-        return head_bytes if head else head_bytes + body
+        return 200, json_response(200, content, close=wants_close, head=head), wants_close
