@@ -40,6 +40,7 @@ from .loader import Candidate
 from .locate import StrPath
 from .proxies import ProxyArg, ProxyRules
 from .rejection import DOCKER, RejectionPolicy
+from .routing import Target, rewrite
 from .scan import Password
 from .trust import Trust
 
@@ -110,7 +111,8 @@ class _Release(httpx.SyncByteStream, httpx.AsyncByteStream):
 def _exchange(
     request: httpx.Request, state: HostState[Any], policy: RejectionPolicy, exhaustive: bool
 ) -> Exchange[httpx.Response]:
-    """The flow for ``request``; a streamed body is wrapped to tell whether it was read."""
+    """The flow for ``request``; a streamed body is wrapped to tell whether it was read.
+    The path is given (routing on) only when the host's folder routes (containerd)."""
     stream = request.stream
     body = None if isinstance(stream, httpx.ByteStream) else _Body(stream)
     if body is not None:
@@ -123,7 +125,42 @@ def _exchange(
         replayable=lambda: body is None or not body.started,
         wait_timeout=timeout.get("pool"),
         exhaustive=exhaustive,
+        path=None if state.routes is None else request.url.path,
     )
+
+
+def _aim(request: httpx.Request, target: Optional[Target], home: _Home) -> None:
+    """Point ``request`` at ``target`` (:func:`~dockercerts.routing.rewrite`), from its own
+    URL and headers (``home``, put back by :meth:`_Home.restore` when the exchange ends)."""
+    if target is None or target.identity:
+        if request.url is not home.url:
+            home.restore(request)
+        return
+    url = home.url
+    raw_path, _, raw_query = url.raw_path.decode("ascii").partition("?")
+    path, query = rewrite(target, raw_path, raw_query)
+    request.url = url.copy_with(
+        scheme=target.scheme,
+        host=target.host,
+        port=target.port,
+        raw_path=(path + "?" + query if query else path).encode("ascii"),
+    )
+    # containerd adds the [header] values to the request's own (Go's Header.Add).
+    items = [item for item in home.headers.multi_items() if item[0].lower() != "host"]
+    request.headers = httpx.Headers([("Host", target.netloc), *items, *target.headers])
+
+
+class _Home:
+    """A request's own URL and headers, while routing points it elsewhere."""
+
+    __slots__ = ("headers", "url")
+
+    def __init__(self, request: httpx.Request) -> None:
+        self.url = request.url
+        self.headers = request.headers
+
+    def restore(self, request: httpx.Request) -> None:
+        request.url, request.headers = self.url, self.headers
 
 
 def _sent(response: httpx.Response, slot: Slot[Any], watch: Watch, start: float) -> Sent[Any]:
@@ -351,13 +388,16 @@ class Transport(_Base, httpx.BaseTransport):
             done.close()
         stream = request.stream
         exchange = _exchange(request, state, self._options.policy, every_candidate)
+        home = _Home(request)
         try:
-            return run(exchange, lambda step: self._step(step, request), httpx.Response.close)
+            return run(exchange, lambda step: self._step(step, request, home), httpx.Response.close)
         finally:
             request.stream = stream
+            home.restore(request)
 
-    def _step(self, step: Any, request: httpx.Request) -> Any:
+    def _step(self, step: Any, request: httpx.Request, home: _Home) -> Any:
         if isinstance(step, Send):
+            _aim(request, step.target, home)
             return self._send(step.slot, request)
         if isinstance(step, Read):
             response: httpx.Response = step.response
@@ -436,10 +476,12 @@ class AsyncTransport(_Base, httpx.AsyncBaseTransport):
             await done.aclose()
         stream = request.stream
         exchange = _exchange(request, state, self._options.policy, every_candidate)
+        home = _Home(request)
         first = None
         try:
             slot = exchange.direct()
             if slot is not None:  # the steady state: the winner, judged without the generator
+                _aim(request, exchange.target, home)
                 sent = await self._send(slot, request)
                 decided = exchange.settle_direct(slot, sent)
                 if decided is not None:
@@ -449,7 +491,7 @@ class AsyncTransport(_Base, httpx.AsyncBaseTransport):
             try:
                 step = next(flow)
                 while True:
-                    step = flow.send(await self._step(step, request))
+                    step = flow.send(await self._step(step, request, home))
             except StopIteration as end:
                 decision: Decision[httpx.Response] = end.value
                 return decision
@@ -457,12 +499,14 @@ class AsyncTransport(_Base, httpx.AsyncBaseTransport):
                 flow.close()
         finally:
             request.stream = stream
-            if exchange.held is not None:  # interrupted while keeping an answer
+            home.restore(request)
+            for held in exchange.holding():  # interrupted while keeping an answer
                 with anyio.CancelScope(shield=True):
-                    await exchange.held.aclose()
+                    await held.aclose()
 
-    async def _step(self, step: Any, request: httpx.Request) -> Any:
+    async def _step(self, step: Any, request: httpx.Request, home: _Home) -> Any:
         if isinstance(step, Send):
+            _aim(request, step.target, home)
             return await self._send(step.slot, request)
         if isinstance(step, Read):
             response: httpx.Response = step.response
