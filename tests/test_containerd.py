@@ -355,7 +355,7 @@ def test_transport_top_level_client_not_for_a_host_table(
     # Routed: the host table is tried first (no client of its own), then the server (whose
     # name does not resolve); the host table's TLS failure is the answer (the first of equals).
     attempts = caught.value.attempts
-    assert [(a.candidate, a.endpoint) for a in attempts][0] == (None, srv.url + "/v2")
+    assert next((a.candidate, a.endpoint) for a in attempts) == (None, srv.url + "/v2")
     assert [a.endpoint for a in attempts][1:] == ["https://upstream.invalid/v2"]
 
 
@@ -373,7 +373,7 @@ def test_transport_host_without_endpoint_gets_defaults_and_a_warning(
         caplog.at_level(logging.WARNING, "dockercerts"),
         httpx.Client(transport=Transport(runtime="containerd", root=tmp_path)) as client,
         # Routed as containerd routes: to the server the folder names, which does not resolve.
-        pytest.raises(httpx.ConnectError, match="not known|resolution|nodename"),
+        pytest.raises(httpx.ConnectError, match=r"not known|resolution|nodename"),
     ):
         client.get(srv.url + "/v2/")
     assert any("names no endpoint at localhost:" in r.getMessage() for r in caplog.records)
