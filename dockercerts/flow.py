@@ -272,7 +272,9 @@ class Exchange(Generic[R]):
             route = routes.by_op[self._op]
             if route:
                 start = routes.start(self._op, time.monotonic()) if routes.sticky else None
-                self._route = tuple(route[i] for i in walk_order(route, start))
+                self._route = (
+                    route if start is None else tuple(route[i] for i in walk_order(route, start))
+                )
                 self.target, self.host = self._route[0]
 
     def holding(self) -> tuple[R, ...]:

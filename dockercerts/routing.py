@@ -100,6 +100,8 @@ class Target:
     netloc: str
     prefix: str
     ns: Optional[str]
+    #: ``ns=<registry>`` quoted, the whole query of a request without one (the usual case).
+    ns_query: str
     headers: tuple[tuple[str, str], ...]
     capabilities: frozenset[str]
     identity: bool
@@ -126,12 +128,7 @@ def target(endpoint: Endpoint, registry: str, request_netloc: str) -> Target:
     # An http:// endpoint at the request's own host (containerd's default for a loopback
     # registry on a port) is tried over HTTPS first by containerd; the request is HTTPS.
     scheme = "https" if home else endpoint.scheme
-    identity = (
-        home
-        and endpoint.path == "/v2"
-        and ns is None
-        and not headers
-    )
+    identity = home and endpoint.path == "/v2" and ns is None and not headers
     return Target(
         name=endpoint.url,
         scheme=scheme,
@@ -140,6 +137,7 @@ def target(endpoint: Endpoint, registry: str, request_netloc: str) -> Target:
         netloc=netloc,
         prefix=endpoint.path,
         ns=ns,
+        ns_query="" if ns is None else "ns=" + quote_plus(ns),
         headers=headers,
         capabilities=frozenset(endpoint.capabilities),
         identity=identity,
@@ -162,7 +160,7 @@ def rewrite(aim: Target, path: str, query: str) -> tuple[str, str]:
     if aim.ns is None:
         return path, query
     if not query:
-        return path, "ns=" + quote_plus(aim.ns)
+        return path, aim.ns_query
     pairs = [*parse_qsl(query, keep_blank_values=True), ("ns", aim.ns)]
     pairs.sort(key=lambda pair: pair[0])  # stable: the values of one key keep their order
     return path, urlencode(pairs)
