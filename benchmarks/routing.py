@@ -4,9 +4,9 @@
 Two ``runtime="containerd"`` transports over an in-memory inner transport, the same blob
 request, steady (every endpoint's winner known): ``routed`` has a ``hosts.toml`` with a
 pull mirror in front of the server (each request is mapped to its operation and rewritten
-for the mirror: URL, ``Host``, ``?ns=``); ``plain`` has the same pair in a folder without ``hosts.toml`` (nothing routed). The
-cost is the median of the per-round differences, rounds interleaved (A, B, B, A, ...)
-because absolute times drift on shared machines.
+for the mirror: URL, ``Host``, ``?ns=``); ``plain`` has the same pair in a folder without
+``hosts.toml`` (nothing routed). The cost is the median of the per-round differences,
+rounds interleaved (A, B, B, A, ...) because absolute times drift on shared machines.
 """
 
 from __future__ import annotations

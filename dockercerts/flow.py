@@ -264,12 +264,10 @@ class Exchange(Generic[R]):
         # ``Send.target``) and ``host``'s folder routes (``host.routes``).
         routes = host.routes if path is not None else None
         self._routes: Optional[Routes[Any]] = routes
-        self._route: tuple[tuple[Target, HostState[Any]], ...] = ()
-        self._op = ""
         if routes is not None:
             assert path is not None
             self._op = operation(method, path)
-            route = routes.by_op[self._op]
+            route = self._route = routes.by_op[self._op]
             if route:
                 start = routes.start(self._op, time.monotonic()) if routes.sticky else None
                 self._route = (
@@ -279,6 +277,8 @@ class Exchange(Generic[R]):
 
     def holding(self) -> tuple[R, ...]:
         """The answers kept so far, for a driver interrupted mid-flow to close."""
+        if self._held is None and self._kept is None:  # every request ends here
+            return ()
         return tuple(r for r in (self._held, self._kept) if r is not None)
 
     # --- the direct try: the steady state without a generator ----------------------------------

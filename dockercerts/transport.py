@@ -134,9 +134,12 @@ def _exchange(
     )
 
 
-def _aim(request: httpx.Request, target: Optional[Target], home: _Home) -> None:
+def _aim(request: httpx.Request, target: Optional[Target], home: Optional[_Home]) -> None:
     """Point ``request`` at ``target`` (:func:`~dockercerts.routing.rewrite`), from its own
-    URL and headers (``home``, put back by :meth:`_Home.restore` when the exchange ends)."""
+    URL and headers (``home``, put back by :meth:`_Home.restore` when the exchange ends;
+    ``None`` when the host routes nothing: then neither is ever changed)."""
+    if home is None:
+        return
     if target is None or target.identity:
         if request.url is not home.url:
             home.restore(request)
@@ -507,7 +510,7 @@ class AsyncTransport(_Base, httpx.AsyncBaseTransport):
             await done.aclose()
         stream = request.stream
         exchange = _exchange(request, state, self._options.policy, every_candidate)
-        home = _Home(request)
+        home = None if state.routes is None else _Home(request)
         first = None
         try:
             slot = exchange.direct()
@@ -530,12 +533,13 @@ class AsyncTransport(_Base, httpx.AsyncBaseTransport):
                 flow.close()
         finally:
             request.stream = stream
-            home.restore(request)
+            if home is not None:
+                home.restore(request)
             for held in exchange.holding():  # interrupted while keeping an answer
                 with anyio.CancelScope(shield=True):
                     await held.aclose()
 
-    async def _step(self, step: Any, request: httpx.Request, home: _Home) -> Any:
+    async def _step(self, step: Any, request: httpx.Request, home: Optional[_Home]) -> Any:
         if isinstance(step, Send):
             _aim(request, step.target, home)
             return await self._send(step.slot, request)
