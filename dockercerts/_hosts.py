@@ -74,8 +74,9 @@ def _first_dir(dirs: tuple[Path, ...]) -> Path:
 OPTIONS_DOC = """
     ``runtime`` is whose folders are read: ``"docker"`` (default), ``"podman"``
     (containers/image's search list; ``cert_dir=`` is its ``--cert-dir``) or
-    ``"containerd"`` (``hosts.toml``: a request uses the TLS settings of the endpoint at its
-    own host; see :mod:`dockercerts.containerd`). ``system="truststore"`` verifies with the
+    ``"containerd"`` (``hosts.toml``: a request is routed as containerd routes it, to the
+    mirrors with the operation's capability, then ``server``, each with its own TLS; see
+    :mod:`dockercerts.routing`). ``system="truststore"`` verifies with the
     platform's verifier plus the folder's CA files (the ``truststore`` extra; see
     :func:`~dockercerts.load`).
     ``root`` replaces the runtime's roots (Docker's: :func:`~dockercerts.certs_root`);
