@@ -40,6 +40,7 @@ from .errors import (
     MissingCertificateError,
     MissingExtraError,
     MissingKeyError,
+    NoEndpointError,
     OverrideRefused,
 )
 from .loader import Candidate, HostCerts, default_trust, load, load_dir
@@ -80,6 +81,7 @@ __all__ = [
     "MissingCertificateError",
     "MissingExtraError",
     "MissingKeyError",
+    "NoEndpointError",
     "OverrideRefused",
     "Password",
     "Platform",

@@ -33,7 +33,7 @@ def run(
     try:
         slot = exchange.direct()
         if slot is not None:  # the steady state: the winner, judged without the generator
-            sent: Sent[R] = handle(Send(slot))
+            sent: Sent[R] = handle(Send(slot, exchange.target))
             decided = exchange.settle_direct(slot, sent)
             if decided is not None:
                 return decided
@@ -49,8 +49,8 @@ def run(
         finally:
             flow.close()
     finally:
-        if exchange.held is not None:  # interrupted while keeping an answer
-            discard(exchange.held)
+        for held in exchange.holding():  # interrupted while keeping an answer
+            discard(held)
 
 
 def answered(

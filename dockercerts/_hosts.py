@@ -24,12 +24,14 @@ import httpx
 
 from . import canames
 from ._layouts import Layout, docker_host_names, layout
+from .containerd import RequestView
 from .diagnose import NOT_LOGGED
 from .errors import CertsDirError
 from .gochoice import issuer_listed
 from .loader import Candidate, HostCerts, Secret, unwrap, with_system
 from .locate import StrPath, certs_root, host_dir, resolve_platform
 from .rejection import RejectionPolicy
+from .routing import NEEDS, Target, target
 from .scan import Password
 from .trust import Trust, check_system
 
@@ -73,8 +75,9 @@ def _first_dir(dirs: tuple[Path, ...]) -> Path:
 OPTIONS_DOC = """
     ``runtime`` is whose folders are read: ``"docker"`` (default), ``"podman"``
     (containers/image's search list; ``cert_dir=`` is its ``--cert-dir``) or
-    ``"containerd"`` (``hosts.toml``: a request uses the TLS settings of the endpoint at its
-    own host; see :mod:`dockercerts.containerd`). ``system="truststore"`` verifies with the
+    ``"containerd"`` (``hosts.toml``: a request is routed as containerd routes it, to the
+    mirrors with the operation's capability, then ``server``, each with its own TLS; see
+    :mod:`dockercerts.routing`). ``system="truststore"`` verifies with the
     platform's verifier plus the folder's CA files (the ``truststore`` extra; see
     :func:`~dockercerts.load`).
     ``root`` replaces the runtime's roots (Docker's: :func:`~dockercerts.certs_root`);
@@ -290,6 +293,39 @@ def _chain_issuers(slot: Slot[Any]) -> Sequence[bytes]:
     return () if pair is None else pair.chain_issuers
 
 
+class Routes(Generic[Inner]):
+    """A registry's endpoints for each operation (containerd's ``hosts.toml``), each with its
+    own :class:`HostState`, and the endpoint that answered last per operation.
+
+    ``by_op`` is replaced at each reload, never mutated. ``sticky`` maps an operation to
+    ``(endpoint name, until)``: the endpoints before it failed, so the walk starts there
+    until ``until`` (:func:`~dockercerts.routing.walk_order`); the flow decides what goes in.
+    """
+
+    __slots__ = ("by_op", "recheck", "sticky")
+
+    def __init__(
+        self, by_op: dict[str, tuple[tuple[Target, HostState[Inner]], ...]], recheck: float
+    ) -> None:
+        self.by_op = by_op
+        self.recheck = recheck
+        self.sticky: dict[str, tuple[str, float]] = {}
+
+    def start(self, op: str, now: float) -> Optional[str]:
+        """The endpoint the walk for ``op`` starts from, while remembered."""
+        held = self.sticky.get(op)
+        return held[0] if held is not None and held[1] > now else None
+
+    def stick(self, op: str, name: Optional[str], now: float) -> None:
+        """Start later walks for ``op`` at ``name`` for ``recheck`` seconds (``None``: at the
+        first endpoint, the default). Kept as is while it holds: the endpoints before it
+        are tried again ``recheck`` seconds after they failed, not after the last success."""
+        if name is None or self.recheck <= 0:
+            self.sticky.pop(op, None)
+        elif self.start(op, now) != name:
+            self.sticky[op] = (name, now + self.recheck)
+
+
 class HostState(Generic[Inner]):
     """One registry host: its candidates' slots, the winner, what was rejected. One lock.
 
@@ -298,14 +334,24 @@ class HostState(Generic[Inner]):
     """
 
     def __init__(
-        self, names: tuple[str, ...], options: Options, make: Callable[[Candidate], Inner]
+        self,
+        names: tuple[str, ...],
+        options: Options,
+        make: Callable[[Candidate], Inner],
+        *,
+        make_for: Optional[Callable[[httpx.URL], Callable[[Candidate], Inner]]] = None,
+        owner: Optional[HostState[Inner]] = None,
     ) -> None:
         self.names = names
         self._options = options
+        # An endpoint of ``owner``'s folder (containerd routing): its certificates come from
+        # that folder, installed by the owner at each of its reloads; it reads nothing itself.
+        self._owner = owner
         # Named once (a hostile name raises here, before any file is touched); which of them
         # exists is looked up at every check, since folders come and go.
-        self._dirs = options.layout.paths(names)
+        self._dirs = options.layout.paths(names) if owner is None else ()
         self._make: Callable[[Candidate], Inner] = make
+        self._make_for = make_for
         self._lock = threading.Lock()
         self.due = float("-inf")  # when to look at the directory again
         self._broken_since: Optional[str] = None
@@ -329,6 +375,10 @@ class HostState(Generic[Inner]):
         self.closable: list[Inner] = []
         self.evicted = False
         self.used = 0.0
+        #: containerd's endpoints when the folder routes requests elsewhere (mirrors, a
+        #: ``server`` that is not this host, ``override_path``, headers); ``None``: sent here.
+        self.routes: Optional[Routes[Inner]] = None
+        self._endpoints: dict[str, HostState[Inner]] = {}
 
     @property
     def directory(self) -> Path:
@@ -378,15 +428,12 @@ class HostState(Generic[Inner]):
 
     def _reload(self, directory: Path, current: Optional[HostCerts]) -> None:
         try:
-            certs = unwrap(
-                with_system(
-                    self._options.layout.read(
-                        directory, self.names, self._options.trust, self._options.password.get()
-                    ),
-                    self._options.system,
-                    self._options.trust,
-                )
+            found = self._options.layout.view(
+                directory, self.names, self._options.trust, self._options.password.get()
             )
+            view = found if isinstance(found, RequestView) else None
+            certs = unwrap(self._system(found.certs if isinstance(found, RequestView) else found))
+            more = [unwrap(self._system(e.certs)) for e in view.endpoints] if view else []
         except CertsDirError as exc:
             if current is None:
                 raise
@@ -410,6 +457,66 @@ class HostState(Generic[Inner]):
                 self._said.add((warning.code, str(warning.path)))
                 log.warning("%s: %s", directory, warning)
         self._install(certs)
+        self._route(view, more)
+
+    def _system(self, found: Union[HostCerts, BaseException]) -> Union[HostCerts, BaseException]:
+        return with_system(found, self._options.system, self._options.trust)
+
+    def _route(self, view: Optional[RequestView], certs: list[HostCerts]) -> None:
+        """Install containerd's endpoints (``view``, their TLS ``certs``): each endpoint other
+        than this host gets a state of its own, kept across reloads while its URL stays."""
+        request = self._options.layout.request_host(self.names)
+        aims = (
+            []
+            if view is None
+            else [target(e.endpoint, view.registry, request) for e in view.endpoints]
+        )
+        if view is None or (len(aims) == 1 and view.own == 0 and aims[0].identity):
+            for gone in self._endpoints.values():
+                gone._retire_from(self)
+            self._endpoints, self.routes = {}, None
+            return
+        old = self._endpoints
+        states: dict[str, HostState[Inner]] = {}
+        pairs: list[tuple[Target, HostState[Inner]]] = []
+        for index, (aim, endpoint_certs) in enumerate(zip(aims, certs)):
+            if index == view.own:
+                pairs.append((aim, self))
+                continue
+            state: Optional[HostState[Inner]] = old.pop(aim.name, None) or states.get(aim.name)
+            if state is None:
+                assert self._make_for is not None, "a routing host makes its endpoints' pools"
+                state = HostState(
+                    (aim.netloc,),
+                    self._options,
+                    self._make_for(httpx.URL(aim.name)),
+                    owner=self,
+                )
+            with state._lock:
+                state._install(endpoint_certs)
+            states[aim.name] = state
+            pairs.append((aim, state))
+        for gone in old.values():
+            gone._retire_from(self)
+        self._endpoints = states
+        by_op = {
+            op: tuple(pair for pair in pairs if needs <= pair[0].capabilities)
+            for op, needs in NEEDS.items()
+        }
+        routes: Routes[Inner] = Routes(by_op, self._options.recheck)
+        if self.routes is not None:
+            routes.sticky = self.routes.sticky
+        self.routes = routes
+
+    def _retire_from(self, owner: HostState[Inner]) -> None:
+        """Retire an endpoint's slots (its owner holds its own lock): closable by the owner."""
+        with self._lock:
+            self.evicted = True
+            for slot in self.slots:
+                inner = slot.retire()
+                if inner is not None:
+                    owner.closable.append(inner)
+            self.slots = ()
 
     def _install(self, certs: HostCerts) -> None:
         """Swap in new candidates, keeping the slots of those whose files did not change."""
@@ -443,7 +550,9 @@ class HostState(Generic[Inner]):
     def _retire(self, slot: Slot[Inner]) -> None:
         inner = slot.retire()
         if inner is not None:
-            self.closable.append(inner)
+            # An endpoint's retired pools are closed by whoever drains its owner (the owner's
+            # lock is held: endpoints are only reloaded from the owner's reload).
+            (self._owner or self).closable.append(inner)
 
     def _rank(self) -> None:
         slots = listed_first(self.slots, _chain_issuers, self.ca_names or ())
@@ -551,6 +660,8 @@ class HostState(Generic[Inner]):
             self.evicted = True
             for slot in self.slots:
                 self._retire(slot)
+            for state in self._endpoints.values():
+                state._retire_from(self)
             # ``ranked`` stays: a request that found this state just before has slots to use
             # (a retired slot closes what it builds when its last user leaves).
             self.slots = ()
@@ -617,7 +728,12 @@ class Hosts(Generic[Inner]):
             if state is not None and not state.evicted:
                 return state
             # First: a name that is no registry host raises here and evicts nobody.
-            state = HostState(self._options.layout.names(url), self._options, self._make_for(url))
+            state = HostState(
+                self._options.layout.names(url),
+                self._options,
+                self._make_for(url),
+                make_for=self._make_for,
+            )
             if len(self._states) >= self._max:
                 oldest = min(self._states, key=lambda k: self._states[k].used)
                 self.closable.extend(self._states.pop(oldest).retire_all())

@@ -16,12 +16,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Union
+from typing import Any, Optional, Union
 
 import httpx
 
 from ._search import first_folder, search
-from .containerd import read_for_request, resnapshot
+from .containerd import RequestView, read_for_request, read_view, resnapshot
 from .hoststoml import HUB, HUB_HOST
 from .loader import HostCerts, gather
 from .locate import StrPath, host_dir, resolve_platform
@@ -122,17 +122,30 @@ class Layout:
         to raise (returned: this frame holds the password)."""
         if self.runtime == "containerd":
             return read_for_request(
-                folder,
-                # A place that exists in any way is read (and its errors raised).
-                not vanished(folder),
-                self.registry(names, folder),
-                self.request_host(names),
-                platform=self.platform,
-                trust=trust,
-                password=password,
+                folder, *self._containerd(folder, names), **self._go(trust, password)
             )
         dialect = CONTAINERS_IMAGE if self.runtime == "podman" else MOBY
         return gather(folder, self.platform, trust, password, dialect)
+
+    def view(
+        self,
+        folder: Path,
+        names: tuple[str, ...],
+        trust: Optional[Trust],
+        password: Optional[Password],
+    ) -> Union[HostCerts, RequestView, BaseException]:
+        """:meth:`read`, but containerd's is a :class:`~dockercerts.containerd.RequestView`:
+        the request's own TLS and every endpoint of the folder, for routing."""
+        if self.runtime == "containerd":
+            return read_view(folder, *self._containerd(folder, names), **self._go(trust, password))
+        return self.read(folder, names, trust, password)
+
+    def _containerd(self, folder: Path, names: tuple[str, ...]) -> tuple[bool, str, str]:
+        # A place that exists in any way is read (and its errors raised).
+        return not vanished(folder), self.registry(names, folder), self.request_host(names)
+
+    def _go(self, trust: Optional[Trust], password: Optional[Password]) -> dict[str, Any]:
+        return {"platform": self.platform, "trust": trust, "password": password}
 
 
 def layout(

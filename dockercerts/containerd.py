@@ -72,7 +72,7 @@ from .scan import (
 )
 from .trust import Trust
 
-__all__ = ["ContainerdHost", "EndpointCerts", "load_hosts", "same_host"]
+__all__ = ["ContainerdHost", "EndpointCerts", "RequestView", "load_hosts", "same_host"]
 
 log = logging.getLogger("dockercerts")
 
@@ -562,6 +562,19 @@ def _log(result: _Read, folder: Path) -> None:
         log.error("%s", result.hosts_error)
 
 
+@dataclass(frozen=True)
+class RequestView:
+    """What a request to ``request_host`` gets from a registry's folder: ``certs``, the TLS
+    of the endpoint at that host (see :func:`read_for_request`), ``own`` (that endpoint's
+    index in ``endpoints``, ``None`` when the folder names none there), and every endpoint
+    of the folder, for routing (:mod:`dockercerts.routing`)."""
+
+    registry: str
+    certs: HostCerts
+    own: Optional[int]
+    endpoints: tuple[EndpointCerts, ...]
+
+
 def read_for_request(
     folder: Path,
     exists: bool,
@@ -576,13 +589,38 @@ def read_for_request(
     its endpoint's, or, when the folder names no endpoint at that host, the system roots
     and no client certificate, with a warning saying where containerd would go instead.
     Returns the error instead of raising it (this frame holds the password)."""
+    view = read_view(
+        folder,
+        exists,
+        registry,
+        request_host,
+        platform=platform,
+        trust=trust,
+        password=password,
+    )
+    return view if isinstance(view, BaseException) else view.certs
+
+
+def read_view(
+    folder: Path,
+    exists: bool,
+    registry: str,
+    request_host: str,
+    *,
+    platform: str,
+    trust: Optional[Trust],
+    password: Optional[Password],
+) -> Union[RequestView, BaseException]:
+    """:func:`read_for_request`, with every endpoint of the folder (a :class:`RequestView`)."""
     result = _read_folder(folder, registry, exists, platform, trust or "merge", password)
     if isinstance(result, BaseException):
         return result
     # No log line here: the transport logs the folder's warnings, once per change.
-    matched = next((e for e in result.endpoints if same_host(e.endpoint, request_host)), None)
-    if matched is not None:
-        return matched.certs
+    own = next(
+        (i for i, e in enumerate(result.endpoints) if same_host(e.endpoint, request_host)), None
+    )
+    if own is not None:
+        return RequestView(registry, result.endpoints[own].certs, own, result.endpoints)
     others = ", ".join(e.endpoint.url for e in result.endpoints)
     note = CertsWarning(
         "no-endpoint-for-host",
@@ -593,7 +631,7 @@ def read_for_request(
         "one of those endpoints",
     )
     first = result.endpoints[0].certs
-    return HostCerts(
+    certs = HostCerts(
         directory=folder,
         exists=exists,
         ca_files=(),
@@ -604,6 +642,7 @@ def read_for_request(
         endpoint=None,
         _password=password,
     )
+    return RequestView(registry, certs, None, result.endpoints)
 
 
 def localhost_note(endpoint: Endpoint, registry: str) -> Optional[str]:

@@ -43,6 +43,7 @@ __all__ = [
     "MissingCertificateError",
     "MissingExtraError",
     "MissingKeyError",
+    "NoEndpointError",
     "OverrideRefused",
 ]
 
@@ -68,6 +69,21 @@ class InvalidHostError(CertsDirError, ValueError):
         super().__init__(
             f"{host!r} is not a registry host ({reason}); expected a name such as "
             "'registry.example.com', 'reg:5000' or '[::1]:5000'"
+        )
+
+
+class NoEndpointError(CertsDirError):
+    """A registry's ``hosts.toml`` lists no endpoint with the capability an operation needs
+    (containerd: ``no resolve hosts``), so the request is sent nowhere. ``directory`` is
+    the folder, ``operation`` what the request is (see :mod:`dockercerts.routing`)."""
+
+    def __init__(self, directory: Path, operation: str) -> None:
+        self.directory = directory
+        self.operation = operation
+        self.paths = (directory,)
+        super().__init__(
+            f"{directory}: no endpoint in hosts.toml can {operation} (containerd: no "
+            f"{operation} hosts); add {operation!r} to an endpoint's capabilities"
         )
 
 
@@ -185,7 +201,9 @@ class Attempt:
     * ``status``: the HTTP status, when an answer came; ``fresh``: whether a TLS connection
       was opened for this try (``False``: a kept-alive one was reused); ``tls_version``: what
       that connection negotiated; ``elapsed``: seconds the try took; ``alert``: the TLS
-      alert read, if any (after a TLS 1.3 handshake it may be lost to the connection's reset).
+      alert read, if any (after a TLS 1.3 handshake it may be lost to the connection's reset);
+      ``endpoint``: with containerd routing, the endpoint the try went to
+      (``https://mirror:5000/v2``, as containerd names it), ``None`` otherwise.
 
     The records of an exchange are ``response.extensions["dockercerts.attempts"]`` (httpx),
     ``response.dockercerts_attempts`` (requests: ``dockercerts.requests.attempts(response)``)
@@ -201,6 +219,7 @@ class Attempt:
     tls_version: Optional[str] = None
     elapsed: Optional[float] = None
     alert: Optional[str] = None
+    endpoint: Optional[str] = None
 
     # Written by hand (``dataclass`` keeps an ``__init__`` the class defines): one record is
     # made for every request, and the generated frozen ``__init__`` (one
@@ -216,6 +235,7 @@ class Attempt:
         tls_version: Optional[str] = None,
         elapsed: Optional[float] = None,
         alert: Optional[str] = None,
+        endpoint: Optional[str] = None,
     ) -> None:
         self.__dict__.update(
             candidate=candidate,
@@ -227,11 +247,13 @@ class Attempt:
             tls_version=tls_version,
             elapsed=elapsed,
             alert=alert,
+            endpoint=endpoint,
         )
 
     def describe(self) -> str:
         name = "(no client certificate)" if self.candidate is None else self.candidate
-        return f"{name}: {self.outcome}"
+        where = "" if self.endpoint is None else f" at {self.endpoint}"
+        return f"{name}{where}: {self.outcome}"
 
 
 class CertsDirUnusable(CertsDirError):

@@ -51,9 +51,11 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Callable, Generic, Optional, TypeVar, Union
 
-from ._hosts import HostState, Slot
-from .errors import Attempt, Outcome
+from ._hosts import HostState, Routes, Slot
+from .errors import Attempt, NoEndpointError, Outcome
 from .rejection import RejectionPolicy, Verdict, alert_name
+from .routing import Target, operation, walk_order
+from .routing import rank as endpoint_rank
 
 __all__ = ["Close", "Decision", "Exchange", "Learn", "Read", "Send", "Sent", "Wait"]
 
@@ -82,6 +84,9 @@ class Wait:
 @dataclass(frozen=True)
 class Send:
     slot: Slot[Any]
+    #: Where to send it (containerd routing: see :func:`~dockercerts.routing.rewrite`);
+    #: ``None``: the request's own URL, unchanged.
+    target: Optional[Target] = None
 
 
 @dataclass(frozen=True)
@@ -213,13 +218,19 @@ class Exchange(Generic[R]):
     """
 
     __slots__ = (
+        "_challenged",
+        "_held",
+        "_kept",
+        "_op",
+        "_route",
+        "_routes",
         "attempts",
         "exhaustive",
-        "held",
         "host",
         "method",
         "policy",
         "replayable",
+        "target",
         "wait_timeout",
     )
 
@@ -232,6 +243,7 @@ class Exchange(Generic[R]):
         replayable: Callable[[], bool],
         wait_timeout: Optional[float] = None,
         exhaustive: bool = False,
+        path: Optional[str] = None,
     ) -> None:
         self.host = host
         self.policy = policy
@@ -240,8 +252,34 @@ class Exchange(Generic[R]):
         self.wait_timeout = wait_timeout
         self.exhaustive = exhaustive
         self.attempts: list[Attempt] = []
-        #: The answer kept as the best so far: a driver interrupted mid-flow closes it.
-        self.held: Optional[R] = None
+        # The answer kept as the best so far by the certificate tries (``_held``) and by the
+        # endpoint walk (``_kept``): a driver interrupted mid-flow closes them (holding()).
+        self._held: Optional[R] = None
+        self._kept: Optional[R] = None
+        self._challenged = False
+        #: The endpoint the current try goes to (containerd routing), ``None``: the request's
+        #: own URL. A driver reads it for the direct try.
+        self.target: Optional[Target] = None
+        # Routing is on when the front end gives the request's ``path`` (it applies
+        # ``Send.target``) and ``host``'s folder routes (``host.routes``).
+        routes = host.routes if path is not None else None
+        self._routes: Optional[Routes[Any]] = routes
+        if routes is not None:
+            assert path is not None
+            self._op = operation(method, path)
+            route = self._route = routes.by_op[self._op]
+            if route:
+                start = routes.start(self._op, time.monotonic()) if routes.sticky else None
+                self._route = (
+                    route if start is None else tuple(route[i] for i in walk_order(route, start))
+                )
+                self.target, self.host = self._route[0]
+
+    def holding(self) -> tuple[R, ...]:
+        """The answers kept so far, for a driver interrupted mid-flow to close."""
+        if self._held is None and self._kept is None:  # every request ends here
+            return ()
+        return tuple(r for r in (self._held, self._kept) if r is not None)
 
     # --- the direct try: the steady state without a generator ----------------------------------
 
@@ -253,12 +291,16 @@ class Exchange(Generic[R]):
         A driver sends with it, then calls :meth:`settle_direct` with what came back. This is
         the flow's first step taken without the generator, which costs more than the rest of a
         steady request's decisions together."""
-        return None if self.exhaustive else self.host.steady()
+        if self.exhaustive or (self._routes is not None and not self._route):
+            return None
+        return self.host.steady()
 
     def settle_direct(self, slot: Slot[Any], sent: Sent[R]) -> Optional[Decision[R]]:
         """The decision when the direct try's answer ends the exchange: an answer no verdict
         looks at (see :meth:`_unjudged`), accepted. ``None``: drive ``flow(first=(slot,
-        sent))``, which judges that answer as if it had sent it itself."""
+        sent))``, which judges that answer as if it had sent it itself. Routed, the walk
+        goes on after a status > 399 (the flow decides), so only a 2xx or 3xx ends it here:
+        the same set of answers."""
         if not self._unjudged(sent):
             return None
         self._record(slot, sent, None, settled=True)
@@ -271,6 +313,78 @@ class Exchange(Generic[R]):
     ) -> Generator[Step, Any, Decision[R]]:
         """The exchange, step by step (see the module docstring). ``first``: the direct try
         already made, the first of the tries to judge."""
+        if self._routes is not None:
+            return (yield from self._walk(first))
+        return (yield from self._host_flow(first))
+
+    def _walk(
+        self, first: Optional[tuple[Slot[Any], Sent[R]]]
+    ) -> Generator[Step, Any, Decision[R]]:
+        """containerd's walk over the operation's endpoints (:mod:`dockercerts.routing`):
+        each endpoint runs the certificate tries of its own host state; an answer < 400, or
+        a 401 challenge (the token's request goes back there), ends the walk and is
+        remembered for the operation; a transport error, a 404 or another status > 399
+        moves on; when all fail, the best by :func:`~dockercerts.routing.rank` (the first
+        among equals) is given back."""
+        if not self._route:
+            error = NoEndpointError(self.host.directory, self._op)
+            return Decision(error=error, directory=self.host.directory)
+        best: Optional[tuple[int, Decision[R]]] = None
+        note = ""
+        for number, (aim, state) in enumerate(self._route):
+            if best is not None and not self.replayable():
+                note = _BODY_NOTE
+                log.warning("%s: %s", self.host.names[0], note)
+                break
+            self.host, self.target, self._challenged = state, aim, False
+            decision = yield from self._host_flow(first if number == 0 else None)
+            chosen = None if decision.chosen is None else self.attempts[decision.chosen]
+            status = None if decision.response is None or chosen is None else chosen.status
+            if status is not None and (status < 400 or (status == 401 and self._challenged)):
+                if best is not None and best[1].response is not None:
+                    self._kept = None
+                    yield Close(best[1].response)
+                if not self.exhaustive:
+                    assert self._routes is not None
+                    natural = self._routes.by_op[self._op][0][0]
+                    self._routes.stick(
+                        self._op, None if aim is natural else aim.name, time.monotonic()
+                    )
+                return decision
+            page = chosen is not None and chosen.layer == "certificate"
+            order = endpoint_rank(status, page)
+            log.info(
+                "%s: endpoint %s failed (%s)%s",
+                self.host.names[0],
+                aim.name,
+                "no answer" if status is None else f"HTTP {status}",
+                "" if number == len(self._route) - 1 else "; trying the next endpoint",
+            )
+            if best is None or order > best[0]:
+                if best is not None and best[1].response is not None:
+                    self._kept = None
+                    yield Close(best[1].response)
+                best = (order, decision)
+                self._kept = decision.response
+            elif decision.response is not None:
+                yield Close(decision.response)
+        self._kept = None
+        assert best is not None, "a walk tries at least one endpoint"
+        given = best[1]
+        return Decision(
+            given.response,
+            given.error,
+            given.rejected,
+            tuple(self.attempts),
+            note or given.note,
+            given.chosen,
+            given.directory,
+        )
+
+    def _host_flow(
+        self, first: Optional[tuple[Slot[Any], Sent[R]]]
+    ) -> Generator[Step, Any, Decision[R]]:
+        """The certificate tries of one host (or one endpoint of a routed folder)."""
         host, turn = self.host, None
         try:
             if self.exhaustive:
@@ -321,7 +435,7 @@ class Exchange(Generic[R]):
             if first is not None:
                 sent, first = first[1], None
             else:
-                sent = yield Send(slot)
+                sent = yield Send(slot, self.target)
             response = sent.response
             if self._unjudged(sent):
                 verdict = None
@@ -357,13 +471,13 @@ class Exchange(Generic[R]):
                 )
                 if best is None or rank > best.rank:
                     if best is not None and best.response is not None:
-                        self.held = None
+                        self._held = None
                         yield Close(best.response)
                     best = _Best(rank, len(self.attempts) - 1, response, sent.error)
-                    self.held = response
+                    self._held = response
                 elif response is not None:
                     yield Close(response)
-        self.held = None
+        self._held = None
         if chosen is not None:
             if best is not None and best.response is not None:
                 yield Close(best.response)
@@ -418,6 +532,7 @@ class Exchange(Generic[R]):
             kind = "accepted" if verdict is None else "rejected"
             if verdict is None and sent.status == 401 and sent.challenge:
                 outcome += " (token challenge)"
+                self._challenged = True
         if returned:
             kind = "returned"
         # Positional: this runs for every request.
@@ -432,6 +547,7 @@ class Exchange(Generic[R]):
                 sent.tls_version,
                 sent.elapsed,
                 None if error is None else alert_name(error),
+                None if self.target is None else self.target.name,
             )
         )
         if settled and not self.exhaustive:

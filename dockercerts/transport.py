@@ -40,12 +40,18 @@ from .loader import Candidate
 from .locate import StrPath
 from .proxies import ProxyArg, ProxyRules
 from .rejection import DOCKER, RejectionPolicy
+from .routing import Target, rewrite
 from .scan import Password
 from .trust import Trust
 
 __all__ = ["AsyncTransport", "Transport", "docker_host_names", "host_dir_for_url"]
 
 ATTEMPTS = "dockercerts.attempts"  # the response extension holding the exchange's records
+
+try:  # httpx's parsed URL, for routing's rewrite (see _moved); absent: the public way
+    from httpx._urlparse import ParseResult as _ParseResult
+except ImportError:  # pragma: no cover - another httpx
+    _ParseResult = None  # type: ignore[assignment,misc]
 
 
 class _Body(httpx.SyncByteStream, httpx.AsyncByteStream):
@@ -110,7 +116,8 @@ class _Release(httpx.SyncByteStream, httpx.AsyncByteStream):
 def _exchange(
     request: httpx.Request, state: HostState[Any], policy: RejectionPolicy, exhaustive: bool
 ) -> Exchange[httpx.Response]:
-    """The flow for ``request``; a streamed body is wrapped to tell whether it was read."""
+    """The flow for ``request``; a streamed body is wrapped to tell whether it was read.
+    The path is given (routing on) only when the host's folder routes (containerd)."""
     stream = request.stream
     body = None if isinstance(stream, httpx.ByteStream) else _Body(stream)
     if body is not None:
@@ -123,7 +130,71 @@ def _exchange(
         replayable=lambda: body is None or not body.started,
         wait_timeout=timeout.get("pool"),
         exhaustive=exhaustive,
+        path=None if state.routes is None else request.url.path,
     )
+
+
+def _aim(request: httpx.Request, target: Optional[Target], home: Optional[_Home]) -> None:
+    """Point ``request`` at ``target`` (:func:`~dockercerts.routing.rewrite`), from its own
+    URL and headers (``home``, put back by :meth:`_Home.restore` when the exchange ends;
+    ``None`` when the host routes nothing: then neither is ever changed)."""
+    if home is None:
+        return
+    if target is None or target.identity:
+        if request.url is not home.url:
+            home.restore(request)
+        return
+    url = home.url
+    raw_path, _, raw_query = url.raw_path.decode("ascii").partition("?")
+    path, query = rewrite(target, raw_path, raw_query)
+    request.url = _moved(url, target, path, query)
+    headers = home.headers.copy()
+    headers["Host"] = target.netloc
+    if target.headers:  # containerd adds them to the request's own (Go's Header.Add)
+        headers = httpx.Headers([*headers.multi_items(), *target.headers])
+    request.headers = headers
+
+
+def _moved(url: httpx.URL, target: Target, path: str, query: str) -> httpx.URL:
+    """``url`` sent to ``target`` with ``path`` and ``query``.
+
+    Built from httpx's parsed parts when it has them: every part was checked already (the
+    request's path and query by httpx, the endpoint by the hosts.toml parser, ``ns`` is
+    quoted), and parsing the whole URL again costs ~30 µs for a digest's path, ten times
+    the rest of the routing. Other httpx versions, or a non-ASCII host, go the public way.
+    """
+    parts = getattr(url, "_uri_reference", None)
+    if _ParseResult is not None and parts is not None and target.host.isascii():
+        moved = httpx.URL.__new__(httpx.URL)
+        moved._uri_reference = _ParseResult(
+            target.scheme,
+            parts.userinfo,
+            target.host,
+            target.port,
+            path,
+            query or None,
+            parts.fragment,
+        )
+        return moved
+    return url.copy_with(
+        scheme=target.scheme,
+        host=target.host,
+        port=target.port,
+        raw_path=(path + "?" + query if query else path).encode("ascii"),
+    )
+
+
+class _Home:
+    """A request's own URL and headers, while routing points it elsewhere."""
+
+    __slots__ = ("headers", "url")
+
+    def __init__(self, request: httpx.Request) -> None:
+        self.url = request.url
+        self.headers = request.headers
+
+    def restore(self, request: httpx.Request) -> None:
+        request.url, request.headers = self.url, self.headers
 
 
 def _sent(response: httpx.Response, slot: Slot[Any], watch: Watch, start: float) -> Sent[Any]:
@@ -351,13 +422,16 @@ class Transport(_Base, httpx.BaseTransport):
             done.close()
         stream = request.stream
         exchange = _exchange(request, state, self._options.policy, every_candidate)
+        home = _Home(request)
         try:
-            return run(exchange, lambda step: self._step(step, request), httpx.Response.close)
+            return run(exchange, lambda step: self._step(step, request, home), httpx.Response.close)
         finally:
             request.stream = stream
+            home.restore(request)
 
-    def _step(self, step: Any, request: httpx.Request) -> Any:
+    def _step(self, step: Any, request: httpx.Request, home: _Home) -> Any:
         if isinstance(step, Send):
+            _aim(request, step.target, home)
             return self._send(step.slot, request)
         if isinstance(step, Read):
             response: httpx.Response = step.response
@@ -436,10 +510,12 @@ class AsyncTransport(_Base, httpx.AsyncBaseTransport):
             await done.aclose()
         stream = request.stream
         exchange = _exchange(request, state, self._options.policy, every_candidate)
+        home = None if state.routes is None else _Home(request)
         first = None
         try:
             slot = exchange.direct()
             if slot is not None:  # the steady state: the winner, judged without the generator
+                _aim(request, exchange.target, home)
                 sent = await self._send(slot, request)
                 decided = exchange.settle_direct(slot, sent)
                 if decided is not None:
@@ -449,7 +525,7 @@ class AsyncTransport(_Base, httpx.AsyncBaseTransport):
             try:
                 step = next(flow)
                 while True:
-                    step = flow.send(await self._step(step, request))
+                    step = flow.send(await self._step(step, request, home))
             except StopIteration as end:
                 decision: Decision[httpx.Response] = end.value
                 return decision
@@ -457,12 +533,15 @@ class AsyncTransport(_Base, httpx.AsyncBaseTransport):
                 flow.close()
         finally:
             request.stream = stream
-            if exchange.held is not None:  # interrupted while keeping an answer
+            if home is not None:
+                home.restore(request)
+            for held in exchange.holding():  # interrupted while keeping an answer
                 with anyio.CancelScope(shield=True):
-                    await exchange.held.aclose()
+                    await held.aclose()
 
-    async def _step(self, step: Any, request: httpx.Request) -> Any:
+    async def _step(self, step: Any, request: httpx.Request, home: Optional[_Home]) -> Any:
         if isinstance(step, Send):
+            _aim(request, step.target, home)
             return await self._send(step.slot, request)
         if isinstance(step, Read):
             response: httpx.Response = step.response

@@ -425,6 +425,8 @@ _NGINX_LOG_FIELDS = {
     "ssl_client_fingerprint": "$ssl_client_fingerprint",
     "ssl_client_serial": "$ssl_client_serial",
     "ssl_server_name": "$ssl_server_name",
+    # A header the routing tests set through hosts.toml's [header] table.
+    "x_mirror_test": "$http_x_mirror_test",
     # nginx's serial number of the client connection: records sharing it travelled on one
     # kept-alive TLS connection, so the distinct values count the handshakes that carried
     # a request.
@@ -466,6 +468,8 @@ class NginxPeer(_Peer):
     ``X-Forwarded-Proto: https`` are passed so the registry builds upload ``Location`` URLs
     and Bearer challenges for nginx's address, bodies are unlimited and streamed both ways.
     An upstream nobody listens on gives nginx's own 502 page: an outage, on purpose.
+    ``prefix="/cache"`` serves that upstream's ``/v2/`` under ``/cache/v2/`` instead (a
+    registry behind a path, as containerd's ``override_path`` reaches it).
     """
 
     name = "nginx"
@@ -483,12 +487,16 @@ class NginxPeer(_Peer):
         verify_client: Optional[str] = None,
         upstream: Optional[str] = None,
         advertise: Union[bool, StrPath] = True,
+        prefix: str = "",
         binary: Optional[str] = None,
         workdir: Optional[StrPath] = None,
         startup_timeout: float = 10.0,
     ) -> None:
         if upstream is not None:
             _check_upstream(upstream)
+        if prefix and not re.fullmatch(r"(/[a-z0-9]+)+", prefix):
+            raise ValueError(f"prefix must look like /name[/name...], not {prefix!r}")
+        self.prefix = prefix
         if mode not in NGINX_MODES:
             raise ValueError(f"mode must be one of {NGINX_MODES}, not {mode!r}")
         bad = [p for p in protocols if p not in ("TLSv1.2", "TLSv1.3")]
@@ -634,9 +642,11 @@ class NginxPeer(_Peer):
             ]
         if self.upstream is not None:
             lines += [
-                "        location /v2/ {",
-                # No URI part: the request URI goes upstream unchanged (digests, ?_state=).
-                f"            proxy_pass http://{self.upstream};",
+                f"        location {self.prefix}/v2/ {{",
+                # No URI part: the request URI goes upstream unchanged (digests, ?_state=);
+                # under a prefix, /v2/ replaces the matched part.
+                f"            proxy_pass http://{self.upstream}"
+                + ("/v2/;" if self.prefix else ";"),
                 "            proxy_http_version 1.1;",
                 "            proxy_set_header Host $http_host;",
                 "            proxy_set_header Authorization $http_authorization;",
