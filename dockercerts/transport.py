@@ -422,14 +422,15 @@ class Transport(_Base, httpx.BaseTransport):
             done.close()
         stream = request.stream
         exchange = _exchange(request, state, self._options.policy, every_candidate)
-        home = _Home(request)
+        home = None if state.routes is None else _Home(request)
         try:
             return run(exchange, lambda step: self._step(step, request, home), httpx.Response.close)
         finally:
             request.stream = stream
-            home.restore(request)
+            if home is not None:
+                home.restore(request)
 
-    def _step(self, step: Any, request: httpx.Request, home: _Home) -> Any:
+    def _step(self, step: Any, request: httpx.Request, home: Optional[_Home]) -> Any:
         if isinstance(step, Send):
             _aim(request, step.target, home)
             return self._send(step.slot, request)
