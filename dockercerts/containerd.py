@@ -626,7 +626,9 @@ def read_view(
         "no-endpoint-for-host",
         folder / HOSTS_TOML,
         f"names no endpoint at {request_host} (containerd sends these requests to: {others}); "
-        "requests to it use the system roots and no client certificate",
+        "the transports route registry requests there too, but this host's own TLS (for load() "
+        "and the requests adapter, which do not route) is the system roots and no client "
+        "certificate",
         f'Add [host."https://{request_host}"] with its ca/client, or send the requests to '
         "one of those endpoints",
     )

@@ -319,8 +319,9 @@ def _containerd(
                     "no-endpoint-for-host",
                     str(folder or ""),
                     f"no endpoint at {host} itself: containerd sends its requests to the "
-                    "endpoints listed; dockercerts' transport, talking to the host itself, uses "
-                    "the system roots and no client certificate",
+                    "endpoints listed, and so do dockercerts' transports; load() and the "
+                    "requests adapter, which do not route, get the system roots and no client "
+                    "certificate for the host itself",
                     f'add [host."https://{host}"] if clients talk to {host} directly',
                 )
             )
