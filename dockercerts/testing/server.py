@@ -4,7 +4,9 @@
 background thread and serves each connection from a bounded thread pool, so sync and async
 clients, and concurrent connections, all just work. It speaks enough of the registry API
 (``/v2/``, ``/v2/_catalog``, a Bearer challenge) and HTTP/1.1 (keep-alive, chunked bodies) for
-transport tests, and records every handshake and request.
+transport tests, and records every handshake and request. This module holds that loop, the
+records and the lifecycle; the handshake's context and the verdict on a client certificate are
+in ``_tls``, what to answer in ``_responder``, the HTTP bytes in ``_http``.
 
 Three ways to reject a client certificate, as real servers refuse one
 (``tests/test_peers.py`` pins each against the real binary):
@@ -72,12 +74,7 @@ from dockercerts.testing._http import (
 )
 from dockercerts.testing._loopback import listen_on_loopback, readable
 from dockercerts.testing._responder import Registry
-from dockercerts.testing._tls import (
-    ClientCertInfo,
-    RejectMode,
-    judge_client_cert,
-    server_context,
-)
+from dockercerts.testing._tls import ClientCertInfo, RejectMode, judge_client_cert, server_context
 from dockercerts.testing.pki import CA, Leaf, TLSVersion, client_ssl_context
 
 __all__ = ["ClientCertInfo", "MTLSServer", "RejectMode", "RequestRecord", "nginx_error_page"]
