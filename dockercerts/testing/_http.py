@@ -1,6 +1,7 @@
 """HTTP/1.1 as the test server speaks it: requests read from a TLS socket, responses written
 byte for byte as docker-registry and nginx write theirs (nginx's error pages included).
-Internal to :mod:`dockercerts.testing.server`; ``nginx_error_page`` is public there."""
+Internal to :mod:`dockercerts.testing.server` (reading) and ``_responder`` (writing);
+``nginx_error_page`` is public in the server module."""
 
 from __future__ import annotations
 
@@ -52,6 +53,7 @@ def nginx_error_page(status: int, title_reason: str, h1: Optional[str] = None) -
 
 
 def reason_phrase(status: int) -> str:
+    """The reason phrase for ``status`` (nginx's own for 495 and 496), else ``"Error"``."""
     if status in _EXTRA_REASONS:
         return _EXTRA_REASONS[status]
     try:
@@ -66,6 +68,8 @@ class BadRequest(Exception):
 
 @dataclass
 class Request:
+    """One request as read: ``headers`` with lower-cased names, ``body`` de-chunked."""
+
     method: str
     target: str
     version: str
@@ -117,6 +121,8 @@ class Reader:
 
 
 def read_request(reader: Reader, tls: ssl.SSLSocket) -> Optional[Request]:
+    """The next request on the connection (``None`` when the client closed it between
+    requests); raises :class:`BadRequest` for what nginx would answer 400 to."""
     line = reader.readline(_MAX_LINE + 1)
     while line in (b"\r\n", b"\n"):  # RFC 9112: ignore blank lines before a request
         line = reader.readline(_MAX_LINE + 1)
@@ -195,6 +201,7 @@ def json_response(
     head: bool,
     extra: Sequence[tuple[str, str]] = (),
 ) -> bytes:
+    """A docker-registry JSON response (compact JSON, the API version header)."""
     body = json.dumps(content, separators=(",", ":")).encode()
     headers = [
         ("Content-Type", "application/json; charset=utf-8"),
@@ -214,6 +221,7 @@ def nginx_response(
     head: bool = False,
     extra: Sequence[tuple[str, str]] = (),
 ) -> bytes:
+    """An nginx error response with its built-in page for ``status``."""
     page = nginx_error_page(status, reason)
     return raw_response(status, reason, page, headers=extra, nginx=True, close=close, head=head)
 
@@ -228,6 +236,7 @@ def raw_response(
     close: bool,
     head: bool,
 ) -> bytes:
+    """A response's bytes (only the head for ``head``), with nginx's headers for ``nginx``."""
     lines = [f"HTTP/1.1 {status} {reason}"]
     if nginx:
         lines.append("Server: nginx")

@@ -4,7 +4,9 @@
 background thread and serves each connection from a bounded thread pool, so sync and async
 clients, and concurrent connections, all just work. It speaks enough of the registry API
 (``/v2/``, ``/v2/_catalog``, a Bearer challenge) and HTTP/1.1 (keep-alive, chunked bodies) for
-transport tests, and records every handshake and request.
+transport tests, and records every handshake and request. This module holds that loop, the
+records and the lifecycle; the handshake's context and the verdict on a client certificate are
+in ``_tls``, what to answer in ``_responder``, the HTTP bytes in ``_http``.
 
 Three ways to reject a client certificate, as real servers refuse one
 (``tests/test_peers.py`` pins each against the real binary):
@@ -33,108 +35,54 @@ Example::
         assert httpx.get(srv.url + "/v2/", verify=ctx).status_code == 200
         assert srv.requests[0].client_subject == "CN=alice"
 
-Limitations of the standard-library ``ssl`` module, and what this server does about them:
+What the standard-library ``ssl`` module cannot do shows in three places (the module
+``dockercerts.testing._tls`` says how the handshake works around it):
 
-* There is no verify callback, so a server cannot finish a handshake with a certificate its
-  trust store does not know (nginx can: it records the error and answers 400 later). In
-  ``"http"`` and ``"status"`` modes the handshake therefore trusts ``client_ca`` **plus**
-  ``handshake_cas`` (and every intermediate below them), with time checks switched off
-  (``X509_V_FLAG_NO_CHECK_TIME``), and the real decision is made per request against
-  ``client_ca`` only, including the validity window. A certificate from a CA listed nowhere
-  (e.g. self-signed) still fails the handshake with ``unknown_ca``: pass its CA in
-  ``handshake_cas`` (the ``mtls_server`` fixture passes every CA ``mtls_ca_factory`` made).
-* The peer's chain is not visible before Python 3.13, so in those two modes intermediates are
-  found in the known CA tree: a leaf sent without its intermediates is accepted where nginx
-  would answer 400. Use ``reject="tls"`` to test missing intermediates.
-* Python never fills the CA-names list of the CertificateRequest. With ``send_ca_names`` the
-  server installs it through OpenSSL's ``SSL_CTX_add_client_CA`` via :mod:`ctypes` (CPython
-  on Linux/macOS, checked against the context before use); where that is not possible the list
-  stays empty and ``srv.ca_names_sent`` is ``False``.
+* In ``"http"`` and ``"status"`` modes the handshake lets through any certificate from the
+  trees of ``client_ca`` and ``handshake_cas``, whatever its dates, and each request judges it
+  against ``client_ca`` only. A certificate from a CA listed nowhere (e.g. self-signed) still
+  fails the handshake with ``unknown_ca``: pass its CA in ``handshake_cas`` (the
+  ``mtls_server`` fixture passes every CA ``mtls_ca_factory`` made).
+* In those two modes intermediates are found in the known CA trees, so a leaf sent without its
+  intermediates is accepted where nginx would answer 400. Use ``reject="tls"`` to test missing
+  intermediates.
+* Where OpenSSL cannot be reached through :mod:`ctypes` (not CPython, or Windows), the
+  CertificateRequest's CA-names list stays empty and ``srv.ca_names_sent`` is ``False``.
 """
 
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import datetime as _dt
-import errno
-import hashlib
 import itertools
-import platform
-import select
 import selectors
 import socket
 import ssl
-import sys
 import threading
 import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Callable, Literal, Optional, Union
-
-from cryptography import x509
-from cryptography.hazmat.primitives import serialization
+from typing import Callable, Optional, Union
 
 from dockercerts.testing._http import (
     BadRequest,
     Reader,
     Request,
-    json_response,
     nginx_error_page,
     nginx_response,
-    raw_response,
     read_request,
-    reason_phrase,
 )
-from dockercerts.testing.pki import (
-    CA,
-    Leaf,
-    TLSVersion,
-    client_ssl_context,
-    load_cert_chain,
-    set_tls_version,
-)
+from dockercerts.testing._loopback import listen_on_loopback, readable
+from dockercerts.testing._responder import Registry
+from dockercerts.testing._tls import ClientCertInfo, RejectMode, judge_client_cert, server_context
+from dockercerts.testing.pki import CA, Leaf, TLSVersion, client_ssl_context
 
 __all__ = ["ClientCertInfo", "MTLSServer", "RejectMode", "RequestRecord", "nginx_error_page"]
 
-RejectMode = Literal["tls", "http", "status"]
-
-# OpenSSL X509_V_FLAG_* values; Python names only some of them (PARTIAL_CHAIN from 3.10).
-_X509_V_FLAG_PARTIAL_CHAIN = 0x80000
-_X509_V_FLAG_NO_CHECK_TIME = 0x200000
-
-_NO_CERT_REASON = "No required SSL certificate was sent"
-_BAD_CERT_REASON = "The SSL certificate error"
 # How long a worker waits for the next request on a kept-alive connection before handing it
 # to the accept thread. Busy clients stay on the fast path (no thread hop per request), idle
 # connections stop holding workers soon after.
 _LINGER = 0.1
-
-
-@dataclass(frozen=True)
-class ClientCertInfo:
-    """The client certificate a connection presented, as the server judged it.
-
-    ``trusted`` is true when the certificate chains to one of the server's ``client_ca`` and is
-    inside its validity window; otherwise ``problem`` says why (``"expired"``,
-    ``"not yet valid"``, ``"not issued by an accepted CA"``).
-    """
-
-    subject: str
-    issuer: str
-    fingerprint: str
-    serial_number: int
-    not_before: _dt.datetime
-    not_after: _dt.datetime
-    trusted: bool
-    problem: Optional[str]
-    der: bytes = field(repr=False)
-
-    @property
-    def certificate(self) -> x509.Certificate:
-        """The certificate parsed with :mod:`cryptography`."""
-        return x509.load_der_x509_certificate(self.der)
 
 
 @dataclass(frozen=True)
@@ -158,93 +106,12 @@ class RequestRecord:
     client_cert: Optional[ClientCertInfo] = field(repr=False)
 
 
-def _utc(cert: x509.Certificate, attr: str) -> _dt.datetime:
-    # cryptography >= 42 has aware ``*_utc`` properties; older releases only naive UTC ones.
-    aware: Optional[_dt.datetime] = getattr(cert, attr + "_utc", None)
-    if aware is not None:
-        return aware
-    naive: _dt.datetime = getattr(cert, attr)
-    return naive.replace(tzinfo=_dt.timezone.utc)
-
-
-def _readable(sock: socket.socket, timeout: float) -> bool:
-    if hasattr(select, "poll"):  # not limited to descriptors below FD_SETSIZE like select()
-        poller = select.poll()
-        poller.register(sock, select.POLLIN)
-        return bool(poller.poll(timeout * 1000))
-    ready, _, _ = select.select([sock], [], [], timeout)
-    return bool(ready)
-
-
 def _as_ca_list(value: Union[CA, Sequence[CA], None]) -> list[CA]:
     if value is None:
         return []
     if isinstance(value, CA):
         return [value]
     return list(value)
-
-
-def _ca_tree(cas: Sequence[CA]) -> list[CA]:
-    """Every CA in the trees ``cas`` belong to (their roots and all descendants), deduplicated."""
-    seen: dict[str, CA] = {}
-    for ca in cas:
-        root = ca.root
-        for member in (root, *root.descendants()):
-            seen.setdefault(member.fingerprint, member)
-    return list(seen.values())
-
-
-def _install_ca_names(ctx: ssl.SSLContext, cas: Sequence[CA]) -> bool:
-    """Fill the CertificateRequest's CA-names list of ``ctx``; return whether it worked."""
-    if not cas:
-        return True
-    if platform.python_implementation() != "CPython" or sys.platform == "win32":
-        # Elsewhere the OpenSSL that _ssl uses cannot be reached reliably through ctypes.
-        return False
-    try:
-        import _ssl
-
-        lib = ctypes.CDLL(_ssl.__file__)
-        get_verify_mode = lib.SSL_CTX_get_verify_mode
-        add_client_ca = lib.SSL_CTX_add_client_CA
-        d2i_x509 = lib.d2i_X509
-        x509_free = lib.X509_free
-    except (OSError, AttributeError):
-        return False
-    get_verify_mode.restype = ctypes.c_int
-    get_verify_mode.argtypes = [ctypes.c_void_p]
-    add_client_ca.restype = ctypes.c_int
-    add_client_ca.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
-    d2i_x509.restype = ctypes.c_void_p
-    d2i_x509.argtypes = [ctypes.c_void_p, ctypes.POINTER(ctypes.c_void_p), ctypes.c_long]
-    x509_free.restype = None
-    x509_free.argtypes = [ctypes.c_void_p]
-    # CPython's PySSLContext starts with PyObject_HEAD followed by the SSL_CTX pointer.
-    ssl_ctx = ctypes.c_void_p.from_address(id(ctx) + object.__basicsize__).value
-    if not ssl_ctx:
-        return False
-    # Cross-check the pointer: flip the verify mode and see OpenSSL report both values.
-    # OpenSSL spells them SSL_VERIFY_PEER (1) and SSL_VERIFY_PEER|FAIL_IF_NO_PEER_CERT (3).
-    original = ctx.verify_mode
-    for probe, expected in ((ssl.CERT_OPTIONAL, 1), (ssl.CERT_REQUIRED, 3)):
-        ctx.verify_mode = probe
-        if get_verify_mode(ssl_ctx) & 3 != expected:
-            ctx.verify_mode = original
-            return False
-    ctx.verify_mode = original
-    for ca in cas:
-        der = ca.certificate.public_bytes(serialization.Encoding.DER)
-        buf = ctypes.create_string_buffer(der, len(der))
-        cursor = ctypes.c_void_p(ctypes.addressof(buf))
-        cert = d2i_x509(None, ctypes.byref(cursor), len(der))
-        if not cert:
-            return False
-        try:
-            if add_client_ca(ssl_ctx, cert) != 1:
-                return False
-        finally:
-            x509_free(cert)
-    return True
 
 
 @dataclass
@@ -321,12 +188,15 @@ class MTLSServer:
         handshake_timeout: float = 5.0,
         idle_timeout: float = 10.0,
     ) -> None:
-        if reject not in ("tls", "http", "status"):
-            raise ValueError(f"reject must be 'tls', 'http' or 'status', not {reject!r}")
-        if accept is not None and reject != "status":
-            raise ValueError("accept= only applies to reject='status'")
-        if not 100 <= status <= 599:
-            raise ValueError(f"status must be an HTTP status code, not {status!r}")
+        # Built first: it checks reject, status and accept before any key is generated.
+        self._registry = Registry(
+            reject=reject,
+            status=status,
+            accept=accept,
+            status_headers=status_headers,
+            repositories=repositories,
+            auth_challenge=auth_challenge,
+        )
         if server_cert is None:
             server_cert = CA(name="dockercerts test server CA").issue_server()
         self.server_cert = server_cert
@@ -335,11 +205,10 @@ class MTLSServer:
         self.client_cas: list[CA] = _as_ca_list(client_ca)
         self.reject: RejectMode = reject
         self.status = status
-        self._accept = accept
-        self.status_headers = list(status_headers)
+        self.status_headers = self._registry.status_headers
         self.handshake_cas: list[CA] = list(handshake_cas)
         self.tls_version: TLSVersion = tls_version
-        self.repositories = list(repositories)
+        self.repositories = self._registry.repositories
         self.auth_challenge = auth_challenge
         self.ipv6 = ipv6
         self.max_workers = max_workers
@@ -354,7 +223,6 @@ class MTLSServer:
         self.ca_names_sent = False
         """Whether the CertificateRequest really carries the requested CA names."""
         self.port = 0
-        self._client_fps = {ca.fingerprint for ca in self.client_cas}
         self._ctx: Optional[ssl.SSLContext] = None
         # A Condition (over an RLock) so wait_for() can sleep until a record changes.
         self._lock = threading.Condition()
@@ -493,8 +361,15 @@ class MTLSServer:
         """Bind, start the accept thread and return ``self``. A server starts only once."""
         if self._state != "new":
             raise RuntimeError(f"server already {self._state}")
-        self._ctx = self._make_context()
-        self._listeners = self._bind()
+        self._ctx, self.ca_names_sent = server_context(
+            self.server_cert,
+            tls_version=self.tls_version,
+            reject=self.reject,
+            client_cas=self.client_cas,
+            handshake_cas=self.handshake_cas,
+            ca_names=self._ca_names,
+        )
+        self._listeners = listen_on_loopback(ipv6=self.ipv6)
         self.port = self._listeners[0].getsockname()[1]
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
@@ -541,58 +416,6 @@ class MTLSServer:
             conn.sock.close()
 
     # -- internals --------------------------------------------------------------------------
-
-    def _make_context(self) -> ssl.SSLContext:
-        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        set_tls_version(ctx, self.tls_version)
-        load_cert_chain(ctx, self.server_cert)
-        if self.reject == "tls":
-            trusted = self.client_cas
-        else:
-            trusted = _ca_tree([*self.client_cas, *self.handshake_cas])
-        if trusted:
-            ctx.load_verify_locations(cadata=b"".join(ca.cert_pem for ca in trusted).decode())
-            flags = _X509_V_FLAG_PARTIAL_CHAIN
-            if self.reject == "tls":
-                ctx.verify_mode = ssl.CERT_REQUIRED
-            else:
-                ctx.verify_mode = ssl.CERT_OPTIONAL
-                flags |= _X509_V_FLAG_NO_CHECK_TIME
-            # Partial chains make any trusted CA an anchor, as Go's client CA pool does.
-            ctx.verify_flags = ssl.VerifyFlags(int(ctx.verify_flags) | flags)
-            self.ca_names_sent = _install_ca_names(ctx, self._ca_names)
-        else:
-            self.ca_names_sent = not self._ca_names
-        return ctx
-
-    def _bind(self) -> list[socket.socket]:
-        for _attempt in range(20):
-            v4 = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            v4.bind(("127.0.0.1", 0))
-            if not self.ipv6:
-                v4.listen(128)
-                v4.setblocking(False)
-                return [v4]
-            port = v4.getsockname()[1]
-            try:
-                v6 = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
-            except OSError:
-                v4.close()
-                raise
-            v6.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-            try:
-                v6.bind(("::1", port))
-            except OSError as exc:
-                v4.close()
-                v6.close()
-                if exc.errno == errno.EADDRINUSE:
-                    continue  # the port is free on IPv4 only: try another one
-                raise
-            for sock in (v4, v6):
-                sock.listen(128)
-                sock.setblocking(False)
-            return [v4, v6]
-        raise OSError("could not find a port free on both 127.0.0.1 and ::1")
 
     def _accept_loop(self) -> None:
         """Accept connections and watch idle kept-alive ones; workers only serve requests."""
@@ -695,7 +518,7 @@ class MTLSServer:
                 self._lock.notify_all()
             tls.settimeout(self.idle_timeout)
             der = tls.getpeercert(binary_form=True)
-            conn.info = self._judge(der) if der else None
+            conn.info = judge_client_cert(der, self.client_cas, self.handshake_cas) if der else None
             conn.tls_version = tls.version() or ""
             conn.reader = Reader(tls)
             keep = self._http_loop(conn)
@@ -721,44 +544,12 @@ class MTLSServer:
                 self._close(conn)
 
     def _record_error(self, exc: BaseException) -> None:
+        self._record_error_text(f"{type(exc).__name__}: {exc}")
+
+    def _record_error_text(self, text: str) -> None:
         with self._lock:
-            self._errors.append(f"{type(exc).__name__}: {exc}")
+            self._errors.append(text)
             self._lock.notify_all()
-
-    def _judge(self, der: bytes) -> ClientCertInfo:
-        cert = x509.load_der_x509_certificate(der)
-        problem: Optional[str] = None
-        issuer = self._find_issuer(cert)
-        if issuer is None or not any(ca.fingerprint in self._client_fps for ca in issuer.lineage()):
-            problem = "not issued by an accepted CA"
-        now = _dt.datetime.now(_dt.timezone.utc)
-        not_before, not_after = _utc(cert, "not_valid_before"), _utc(cert, "not_valid_after")
-        if problem is None and now < not_before:
-            problem = "not yet valid"
-        elif problem is None and now > not_after:
-            problem = "expired"
-        return ClientCertInfo(
-            subject=cert.subject.rfc4514_string(),
-            issuer=cert.issuer.rfc4514_string(),
-            fingerprint=hashlib.sha256(der).hexdigest(),
-            serial_number=cert.serial_number,
-            not_before=not_before,
-            not_after=not_after,
-            trusted=problem is None,
-            problem=problem,
-            der=der,
-        )
-
-    def _find_issuer(self, cert: x509.Certificate) -> Optional[CA]:
-        for ca in _ca_tree([*self.client_cas, *self.handshake_cas]):
-            if ca.certificate.subject != cert.issuer:
-                continue
-            try:
-                cert.verify_directly_issued_by(ca.certificate)
-            except Exception:  # noqa: S112 - any failure means "not this CA"
-                continue
-            return ca
-        return None
 
     def _http_loop(self, conn: _Conn) -> bool:
         """Serve requests; return True when the connection was parked (kept alive, idle)."""
@@ -794,80 +585,13 @@ class MTLSServer:
             tls.sendall(payload)
             if close:
                 return False
-            if reader.idle and not _readable(tls, _LINGER):
+            if reader.idle and not readable(tls, _LINGER):
                 # Free the worker: the accept thread resumes the connection when bytes arrive.
                 return self._park(conn)
 
     def _respond(self, request: Request, info: Optional[ClientCertInfo]) -> tuple[int, bytes, bool]:
-        wants_close = request.headers.get("connection", "").lower() == "close" or (
-            request.version == "HTTP/1.0"
-            and request.headers.get("connection", "").lower() != "keep-alive"
-        )
-        head = request.method == "HEAD"
-        if self.reject == "http" and (info is None or not info.trusted):
-            reason = _NO_CERT_REASON if info is None else _BAD_CERT_REASON
-            page = nginx_error_page(400, reason, "400 Bad Request")
-            return (
-                400,
-                raw_response(400, "Bad Request", page, nginx=True, close=True, head=head),
-                True,
-            )
-        if self.reject == "status":
-            try:
-                allowed = self._accept(info) if self._accept else bool(info and info.trusted)
-            except Exception as exc:  # reported through srv.errors
-                with self._lock:
-                    self._errors.append(f"accept() raised {type(exc).__name__}: {exc}")
-                    self._lock.notify_all()
-                return 500, nginx_response(500, reason_phrase(500), close=True, head=head), True
-            if not allowed:
-                reason = reason_phrase(self.status)
-                return (
-                    self.status,
-                    nginx_response(
-                        self.status,
-                        reason,
-                        close=wants_close,
-                        head=head,
-                        extra=self.status_headers,
-                    ),
-                    wants_close,
-                )
-        path = request.target.split("?", 1)[0]
-        if path == "/token":
-            token = {
-                "token": "dockercerts-test-token",
-                "access_token": "dockercerts-test-token",
-                "expires_in": 300,
-            }
-            return 200, json_response(200, token, close=wants_close, head=head), wants_close
-        if self.auth_challenge and "authorization" not in request.headers:
-            challenge = (
-                f'Bearer realm="https://127.0.0.1:{self.port}/token",service="dockercerts-test"'
-            )
-            body = {
-                "errors": [
-                    {"code": "UNAUTHORIZED", "message": "authentication required", "detail": None}
-                ]
-            }
-            return (
-                401,
-                json_response(
-                    401, body, close=wants_close, head=head, extra=[("WWW-Authenticate", challenge)]
-                ),
-                wants_close,
-            )
-        content: object
-        if path == "/v2/" or path == "/v2":
-            content = {}
-        elif path == "/v2/_catalog":
-            content = {"repositories": self.repositories}
-        else:
-            content = {
-                "method": request.method,
-                "path": request.target,
-                "body_length": len(request.body),
-                "client_subject": info.subject if info else None,
-                "client_fingerprint": info.fingerprint if info else None,
-            }
-        return 200, json_response(200, content, close=wants_close, head=head), wants_close
+        """``(status, bytes, close)`` for one request; a subclass may rewrite the answer."""
+        answer = self._registry.answer(request, info, self.port)
+        if answer.error is not None:
+            self._record_error_text(answer.error)
+        return answer.status, answer.payload, answer.close
