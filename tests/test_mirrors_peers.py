@@ -19,6 +19,7 @@ import httpx
 import pytest
 from peers import NginxPeer, RegistryPeer, free_port, require_peer
 from test_peers_more import MANIFEST_V2, push_blob, push_image
+from tokenserver import TokenServer
 
 from dockercerts import AsyncTransport, Transport
 
@@ -223,6 +224,55 @@ def test_mirror_down_falls_back_and_the_server_sticks(world: World, tmp_path: Pa
     assert first.extensions["dockercerts.attempts"][0].verdict == "error"
     # Within recheck seconds the walk starts at the endpoint that answered.
     assert _where(second) == [(world.endpoint(world.up), "HTTP 200")]
+
+
+def test_a_challenge_at_a_mirror_is_returned_and_the_token_goes_there(
+    world: World, tmp_path: Path
+) -> None:
+    """A mirror with token auth (docker-registry behind nginx with mTLS) after a mirror that
+    lacks the blob: its 401 challenge ends the walk, and the request retried with the token
+    goes straight to it (the sticky endpoint), not to the first mirror or the server."""
+    with (
+        TokenServer() as tokens,
+        RegistryPeer(token_auth=tokens.auth, workdir=tmp_path / "registry") as registry,
+    ):
+        push = {"Authorization": "Bearer " + tokens.token_for("repository:team/app:pull,push")}
+        with httpx.Client(headers=push) as plain:
+            digest = push_blob(plain, registry.url, "team/app", EXTRA)
+        assert digest == world.extra
+        with NginxPeer(
+            server_cert=world.work / "server.crt",
+            server_key=world.work / "server.key",
+            client_ca=world.work / "mirror-clients.pem",
+            upstream=registry.address,
+            workdir=tmp_path / "nginx",
+        ) as guarded:
+            root = world.hosts_toml(
+                tmp_path / "certs.d",
+                _host(world, world.endpoint(world.a), '["pull"]', "a")
+                + _host(world, world.endpoint(guarded), '["pull"]', "b"),
+            )
+            url = world.url(f"team/app/blobs/{world.extra}")
+            with httpx.Client(transport=_transport(world, root)) as client:
+                challenged = client.get(url)
+                token = tokens.fetch("repository:team/app:pull")
+                pulled = client.get(url, headers={"Authorization": f"Bearer {token}"})
+            assert challenged.status_code == 401
+            assert challenged.headers["WWW-Authenticate"].startswith(
+                f'Bearer realm="{tokens.realm}"'
+            )
+            assert _where(challenged) == [
+                (world.endpoint(world.a), "HTTP 404"),
+                (world.endpoint(guarded), "HTTP 401 (token challenge)"),
+            ]
+            assert pulled.status_code == 200
+            assert pulled.content == EXTRA
+            assert _where(pulled) == [(world.endpoint(guarded), "HTTP 200")]
+            ns = f"ns=localhost%3A{world.up.port}"
+            # nginx logs a request after answering it: wait for both lines.
+            records = [r for r in guarded.wait_for_records(2) if r["uri"].endswith(ns)]
+            assert [r["status"] for r in records] == ["401", "200"]
+            assert {r["ssl_client_s_dn"] for r in records} == {"CN=mirror-b"}
 
 
 def test_docker_runtime_routes_nothing(world: World) -> None:
