@@ -301,3 +301,47 @@ async def test_async_twin_walks_the_same_way(world: World) -> None:
         world.endpoint(world.up),
     ]
     assert blob.content == EXTRA
+
+
+def test_requests_adapter_walks_the_same_way(world: World) -> None:
+    """dockercerts.requests.Adapter routes with the same flow: the same endpoints, the same
+    rewrite (override_path, ?ns=, [header]), each endpoint's own client pair."""
+    adapter_module = pytest.importorskip("dockercerts.requests")
+    ns = f"ns=localhost%3A{world.up.port}"
+    with adapter_module.session(runtime="containerd", root=world.root, recheck=0) as session:
+        session.trust_env = False
+        resolved = session.get(
+            world.url("team/app/manifests/v1"), headers={"Accept": MANIFEST_V2}, timeout=10
+        )
+        by_digest = session.get(
+            world.url(f"team/app/manifests/{world.digest}?t=requests"),
+            headers={"Accept": MANIFEST_V2},
+            timeout=10,
+        )
+        blob = session.get(world.url(f"team/app/blobs/{world.extra}"), timeout=10)
+        started = session.post(world.url("team/app/blobs/uploads/"), timeout=10)
+
+    def where(response: Any) -> list[tuple[str, str]]:
+        return [(str(a.endpoint), a.outcome) for a in adapter_module.attempts(response)]
+
+    assert resolved.status_code == 200
+    assert resolved.headers["Docker-Content-Digest"] == world.digest
+    assert where(resolved) == [(world.endpoint(world.b, "/cache/v2"), "HTTP 200")]
+    assert by_digest.status_code == 200
+    assert where(by_digest) == [(world.endpoint(world.a), "HTTP 200")]
+    # Keys sorted, as containerd re-encodes the query.
+    record = _record(world.a, f"/v2/team/app/manifests/{world.digest}?{ns}&t=requests")
+    assert (record["ssl_client_s_dn"], record["x_mirror_test"]) == ("CN=mirror-a", "from-a")
+    assert blob.content == EXTRA
+    assert [e for e, _ in where(blob)] == [
+        world.endpoint(world.a),
+        world.endpoint(world.b, "/cache/v2"),
+        world.endpoint(world.up),
+    ]
+    assert started.status_code == 202
+    assert where(started) == [(world.endpoint(world.up), "HTTP 202")]
+    # The request is the caller's again; the response's URL is where it was answered (a
+    # relative redirect from a mirror is followed at the mirror, as containerd follows it).
+    assert resolved.request.url == world.url("team/app/manifests/v1")
+    assert resolved.url == world.endpoint(world.b, f"/cache/v2/team/app/manifests/v1?{ns}")
+    assert blob.url == world.url(f"team/app/blobs/{world.extra}")
