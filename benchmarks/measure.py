@@ -8,6 +8,7 @@ measured in the same run, from medians of interleaved repetitions (A, B, B, A, .
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import cProfile
 import dataclasses
@@ -118,6 +119,47 @@ def cpu_per_request(
             return (CPU() - start) / calls
 
     return run
+
+
+def acpu_per_request(
+    handle: Callable[[Any], Awaitable[Any]], request: object, calls: int
+) -> Callable[[], Awaitable[float]]:
+    """The async twin of :func:`cpu_per_request` (``await (await handle(request)).aclose()``)."""
+
+    async def run() -> float:
+        with gc_paused():
+            start = CPU()
+            for _ in range(calls):
+                await (await handle(request)).aclose()
+            return (CPU() - start) / calls
+
+    return run
+
+
+def own_costs(
+    request: object,
+    calls: int,
+    rounds: int,
+    sync: tuple[Callable[[Any], Any], Callable[[Any], Any]],
+    make_async: Callable[[], Awaitable[tuple[Callable[[Any], Any], Callable[[Any], Any]]]],
+) -> dict[str, OwnCost]:
+    """``{"sync", "async"}``: the cost of the first handler of each pair over the second, in
+    interleaved rounds; ``make_async`` makes (and warms) the async pair in the event loop."""
+    wrapped, bare = sync
+    a, b = interleaved(
+        rounds, cpu_per_request(wrapped, request, calls), cpu_per_request(bare, request, calls)
+    )
+
+    async def amain() -> OwnCost:
+        awrapped, abare = await make_async()
+        aa, ab = await ainterleaved(
+            rounds,
+            acpu_per_request(awrapped, request, calls),
+            acpu_per_request(abare, request, calls),
+        )
+        return own_cost(aa, ab)
+
+    return {"sync": own_cost(a, b), "async": asyncio.run(amain())}
 
 
 def self_time_profile(

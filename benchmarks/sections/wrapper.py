@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import tempfile
 from pathlib import Path
@@ -11,16 +10,7 @@ from typing import Any, Callable
 import httpx
 
 from ..material import Pki, write_host
-from ..measure import (
-    CPU,
-    OwnCost,
-    ainterleaved,
-    cpu_per_request,
-    gc_paused,
-    interleaved,
-    own_cost,
-    self_time_profile,
-)
+from ..measure import OwnCost, own_costs, self_time_profile
 from ..section import Results, Row, Section
 from ..transports import MockedAsyncTransport, MockedTransport, ok
 
@@ -51,35 +41,15 @@ def measure(knobs: Knobs) -> Wrapper:
 
         wrapped, bare = MockedTransport(root=root), httpx.MockTransport(ok)
         wrapped.handle_request(request).close()  # loads the host directory, settles the winner
-        a, b = interleaved(
-            rounds,
-            cpu_per_request(wrapped.handle_request, request, calls),
-            cpu_per_request(bare.handle_request, request, calls),
-        )
-        modes = {"sync": own_cost(a, b)}
 
-        async def amain() -> OwnCost:
+        async def make_async() -> tuple[Callable[[Any], Any], Callable[[Any], Any]]:
             awrapped, abare = MockedAsyncTransport(root=root), httpx.MockTransport(ok)
             await (await awrapped.handle_async_request(request)).aclose()
+            return awrapped.handle_async_request, abare.handle_async_request
 
-            def aper_call(handle: Callable[[httpx.Request], Any]) -> Callable[[], Any]:
-                async def run() -> float:
-                    with gc_paused():
-                        start = CPU()
-                        for _ in range(calls):
-                            await (await handle(request)).aclose()
-                        return (CPU() - start) / calls
-
-                return run
-
-            aa, ab = await ainterleaved(
-                rounds,
-                aper_call(awrapped.handle_async_request),
-                aper_call(abare.handle_async_request),
-            )
-            return own_cost(aa, ab)
-
-        modes["async"] = asyncio.run(amain())
+        modes = own_costs(
+            request, calls, rounds, (wrapped.handle_request, bare.handle_request), make_async
+        )
         profile = self_time_profile(wrapped.handle_request, request, calls)
     return Wrapper(modes=modes, profile=profile, calls=calls, rounds=rounds)
 
