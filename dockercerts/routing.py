@@ -55,9 +55,14 @@ NEEDS: dict[str, frozenset[str]] = {
     "push": frozenset(("push",)),
 }
 
-# ``<name>`` may hold slashes; the last segment is the tag or digest.
-_OBJECT = re.compile(r"/v2/.+/(manifests|blobs|referrers)/([^/]+)")
-_DIGEST = re.compile(r"[a-z0-9]+(?:[+._-][a-z0-9]+)*:[a-zA-Z0-9=_-]+")
+# ``<name>`` may hold slashes; the last segment is the tag or digest. One expression (one
+# match per request): a manifest by digest first, else the kind of object.
+_DIGEST = r"[a-z0-9]+(?:[+._-][a-z0-9]+)*:[a-zA-Z0-9=_-]+"
+_OBJECT = re.compile(
+    rf"/v2/.+/(?:manifests/(?P<digest>{_DIGEST})|(?P<kind>manifests|blobs|referrers)/[^/]+)"
+)
+# What the match says, by the name of the group that matched.
+_BY_KIND = {"digest": "pull", "manifests": "resolve", "blobs": "pull", "referrers": "referrers"}
 
 
 def operation(method: str, path: str) -> str:
@@ -76,10 +81,8 @@ def operation(method: str, path: str) -> str:
     found = _OBJECT.fullmatch(path)
     if found is None:
         return "push"
-    kind, reference = found.groups()
-    if kind == "manifests":
-        return "pull" if _DIGEST.fullmatch(reference) else "resolve"
-    return "pull" if kind == "blobs" else "referrers"
+    kind = found["kind"]
+    return _BY_KIND["digest" if kind is None else kind]
 
 
 @dataclass(frozen=True)

@@ -145,14 +145,39 @@ def _aim(request: httpx.Request, target: Optional[Target], home: Optional[_Home]
             home.restore(request)
         return
     url = home.url
-    raw_path, _, raw_query = url.raw_path.decode("ascii").partition("?")
+    parts = getattr(url, "_uri_reference", None)  # see _moved
+    if _ParseResult is not None and parts is not None:
+        raw_path, raw_query = parts.path or "/", parts.query or ""
+    else:
+        raw_path, _, raw_query = url.raw_path.decode("ascii").partition("?")
     path, query = rewrite(target, raw_path, raw_query)
     request.url = _moved(url, target, path, query)
-    headers = home.headers.copy()
-    headers["Host"] = target.netloc
-    if target.headers:  # containerd adds them to the request's own (Go's Header.Add)
-        headers = httpx.Headers([*headers.multi_items(), *target.headers])
-    request.headers = headers
+    request.headers = _headed(home.headers, target)
+
+
+def _headed(headers: httpx.Headers, target: Target) -> httpx.Headers:
+    """The request's own ``headers`` for ``target``: ``Host`` is the endpoint's, and its
+    ``[header]`` values are added to the request's own (Go's ``Header.Add``).
+
+    Built from httpx's header list when it has one: ``Headers.copy()`` and a ``Host``
+    assignment re-encode every header (~1.5 µs, half the routing's cost); the list is the
+    same items with the ``Host`` one replaced. Other httpx versions go the public way.
+    """
+    items = getattr(headers, "_list", None)
+    if isinstance(items, list) and target.netloc.isascii():
+        host = (b"Host", b"host", target.netloc.encode("ascii"))
+        listed = [host if item[1] == b"host" else item for item in items]
+        if host not in listed:
+            listed.insert(0, host)
+        moved = httpx.Headers.__new__(httpx.Headers)
+        moved._list = listed
+        moved._encoding = None
+    else:
+        moved = headers.copy()
+        moved["Host"] = target.netloc
+    if target.headers:
+        moved = httpx.Headers([*moved.multi_items(), *target.headers])
+    return moved
 
 
 def _moved(url: httpx.URL, target: Target, path: str, query: str) -> httpx.URL:
