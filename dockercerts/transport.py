@@ -114,10 +114,15 @@ class _Release(httpx.SyncByteStream, httpx.AsyncByteStream):
 
 
 def _exchange(
-    request: httpx.Request, state: HostState[Any], policy: RejectionPolicy, exhaustive: bool
+    request: httpx.Request,
+    state: HostState[Any],
+    policy: RejectionPolicy,
+    exhaustive: bool,
+    home: Optional[_Home],
 ) -> Exchange[httpx.Response]:
     """The flow for ``request``; a streamed body is wrapped to tell whether it was read.
-    The path is given (routing on) only when the host's folder routes (containerd)."""
+    The path is given (routing on) only when the host's folder routes (containerd:
+    ``home``)."""
     stream = request.stream
     body = None if isinstance(stream, httpx.ByteStream) else _Body(stream)
     if body is not None:
@@ -130,7 +135,7 @@ def _exchange(
         replayable=lambda: body is None or not body.started,
         wait_timeout=timeout.get("pool"),
         exhaustive=exhaustive,
-        path=None if state.routes is None else request.url.path,
+        path=None if home is None else home.path,
     )
 
 
@@ -144,14 +149,8 @@ def _aim(request: httpx.Request, target: Optional[Target], home: Optional[_Home]
         if request.url is not home.url:
             home.restore(request)
         return
-    url = home.url
-    parts = getattr(url, "_uri_reference", None)  # see _moved
-    if _ParseResult is not None and parts is not None:
-        raw_path, raw_query = parts.path or "/", parts.query or ""
-    else:
-        raw_path, _, raw_query = url.raw_path.decode("ascii").partition("?")
-    path, query = rewrite(target, raw_path, raw_query)
-    request.url = _moved(url, target, path, query)
+    path, query = rewrite(target, home.path, home.query)
+    request.url = _moved(home.url, target, path, query)
     request.headers = _headed(home.headers, target)
 
 
@@ -210,13 +209,19 @@ def _moved(url: httpx.URL, target: Target, path: str, query: str) -> httpx.URL:
 
 
 class _Home:
-    """A request's own URL and headers, while routing points it elsewhere."""
+    """A request's own URL and headers, while routing points it elsewhere; its raw path
+    and query (percent-encoded, as sent), which routing reads and rewrites."""
 
-    __slots__ = ("headers", "url")
+    __slots__ = ("headers", "path", "query", "url")
 
     def __init__(self, request: httpx.Request) -> None:
-        self.url = request.url
+        url = self.url = request.url
         self.headers = request.headers
+        parts = getattr(url, "_uri_reference", None)  # httpx's parsed URL: see _moved
+        if _ParseResult is not None and parts is not None:
+            self.path, self.query = parts.path or "/", parts.query or ""
+        else:
+            self.path, _, self.query = url.raw_path.decode("ascii").partition("?")
 
     def restore(self, request: httpx.Request) -> None:
         request.url, request.headers = self.url, self.headers
@@ -446,8 +451,8 @@ class Transport(_Base, httpx.BaseTransport):
         for done in self._hosts.drain(state):
             done.close()
         stream = request.stream
-        exchange = _exchange(request, state, self._options.policy, every_candidate)
         home = None if state.routes is None else _Home(request)
+        exchange = _exchange(request, state, self._options.policy, every_candidate, home)
         try:
             return run(exchange, lambda step: self._step(step, request, home), httpx.Response.close)
         finally:
@@ -535,8 +540,8 @@ class AsyncTransport(_Base, httpx.AsyncBaseTransport):
         for done in self._hosts.drain(state):
             await done.aclose()
         stream = request.stream
-        exchange = _exchange(request, state, self._options.policy, every_candidate)
         home = None if state.routes is None else _Home(request)
+        exchange = _exchange(request, state, self._options.policy, every_candidate, home)
         first = None
         try:
             slot = exchange.direct()
