@@ -21,6 +21,7 @@ from test_flow import PAGE, TIMEOUT, Answer
 from dockercerts import DOCKER
 from dockercerts._hosts import Hosts, HostState, options
 from dockercerts.flow import Close, Decision, Exchange, Read, Send, Sent
+from dockercerts.routing import operation
 from dockercerts.testing import CA
 
 M1 = "https://m1:5000/v2"  # pull only
@@ -381,3 +382,23 @@ def test_no_endpoint_for_the_operation(tmp_path: Path) -> None:
     assert w.endpoints == []
     assert type(w.decision.error).__name__ == "NoEndpointError"
     assert "push" in str(w.decision.error)
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "op"),
+    [
+        ("GET", "/v2/a/b/c/manifests/latest", "resolve"),
+        ("HEAD", "/v2/team/app/manifests/sha256:" + "b" * 64, "pull"),
+        ("GET", "/v2/team/app/manifests/v1.2-rc.3", "resolve"),
+        ("GET", "/v2/team/app/blobs/sha256:" + "c" * 64, "pull"),
+        ("GET", "/v2/team/app/referrers/sha256:" + "d" * 64, "referrers"),
+        ("GET", "/v2/team/app/blobs/uploads/abc", "push"),
+        ("GET", "/v2/team/app/tags/list", "push"),
+        ("GET", "/v2/_catalog", "push"),
+        ("GET", "/v2/blobs/sha256:x", "push"),  # no name
+        ("DELETE", "/v2/team/app/blobs/sha256:" + "c" * 64, "push"),
+        ("PATCH", "/v2/team/app/blobs/uploads/abc", "push"),
+    ],
+)
+def test_the_operation_of_a_request(method: str, path: str, op: str) -> None:
+    assert operation(method, path) == op
