@@ -21,6 +21,8 @@ from collections.abc import Awaitable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Callable, Optional, TypeVar
 
+from .section import Row
+
 T = TypeVar("T")
 
 # Micro-benchmarks (no I/O wait) count this thread's CPU time, so that time spent descheduled
@@ -190,6 +192,68 @@ class OwnCost:
     cost_us: float
     cost_min_us: float
     cost_max_us: float
+
+
+@dataclasses.dataclass(frozen=True)
+class OwnCosts:
+    """What a section measuring an own cost returns (each its own subclass, so that
+    ``Results.one`` tells them apart): sync and async, and where the time goes."""
+
+    modes: dict[str, OwnCost]  # "sync", "async"
+    profile: tuple[tuple[str, float], ...]  # self time under cProfile (sync), % of the call
+    calls: int
+    rounds: int
+
+
+def own_cost_rows(
+    found: Optional[OwnCosts],
+    figure: str,
+    value: Callable[[OwnCost], str],
+    target_us: float,
+    target: str,
+    call: str,
+) -> list[Row]:
+    """A row per mode: ``figure`` with ``{kind}``, the cost against ``target_us``, and where
+    the time goes (cProfile) when it misses."""
+    if found is None:
+        return []
+    out = []
+    for kind, data in found.modes.items():
+        over = data.cost_us - target_us
+        why = ""
+        if over > 0:
+            top = ", ".join(f"{name} {share:.0f}%" for name, share in found.profile)
+            why = f"Self time under cProfile (sync, share of the {call} call): {top}."
+        out.append(
+            Row(
+                figure.format(kind=kind),
+                value(data),
+                target,
+                "met" if over <= 0 else f"missed by {over:.2f} µs",
+                f"rounds {data.cost_min_us:.2f}..{data.cost_max_us:.2f} µs",
+                why,
+            )
+        )
+    return out
+
+
+def own_cost_details(found: Optional[OwnCosts], title: str, columns: str) -> list[str]:
+    """The details' table: per mode, both sides and the cost; ``columns`` names the sides."""
+    if found is None:
+        return []
+    out = [
+        f"### {title} ({found.calls} calls x {found.rounds} rounds, collector paused as in timeit)",
+        "",
+        f"| | {columns} | cost (median of per-round differences) |",
+        "|---|---|---|---|",
+    ]
+    for kind, d in found.modes.items():
+        out.append(
+            f"| {kind} | {d.wrapped_us:.2f} µs | {d.mock_us:.2f} µs | "
+            f"{d.cost_us:.2f} µs ({d.cost_min_us:.2f}..{d.cost_max_us:.2f}) |"
+        )
+    out.append("")
+    return out
 
 
 def own_cost(wrapped: list[float], bare: list[float]) -> OwnCost:

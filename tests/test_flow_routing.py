@@ -16,7 +16,7 @@ from typing import Any, Callable, Optional
 
 import httpx
 import pytest
-from test_flow import PAGE, TIMEOUT, Answer
+from test_flow import PAGE, TIMEOUT, Answer, sent_of
 
 from dockercerts import DOCKER
 from dockercerts._hosts import Hosts, HostState, options
@@ -59,6 +59,14 @@ def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
         path.chmod(0o600)
     (folder / "hosts.toml").write_text(HOSTS_TOML)
     return root
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """The flow's clock, moved by hand: ``clock[0] += seconds``."""
+    now = [1000.0]
+    monkeypatch.setattr("dockercerts.flow.time.monotonic", lambda: now[0])
+    return now
 
 
 def routed(root: Path, recheck: float = 60.0) -> HostState[Any]:
@@ -127,16 +135,7 @@ def drive(
 
 def sent(endpoint: str, script: dict[str, Answer]) -> Sent[Any]:
     answer = script[endpoint]
-    if answer.error is not None:
-        return Sent(error=answer.error, fresh=answer.fresh, tls_version=answer.tls_version)
-    return Sent(
-        response=f"{endpoint}|{answer.status}",
-        status=answer.status,
-        headers=answer.headers(),
-        fresh=answer.fresh,
-        responded=True,
-        tls_version=answer.tls_version,
-    )
+    return sent_of(answer, f"{endpoint}|{answer.status}")
 
 
 def walk(state: HostState[Any], path: str, script: dict[str, Answer], **kwargs: Any) -> Walk:
@@ -244,13 +243,9 @@ def test_every_endpoint_unreachable_raises_the_first_error(root: Path) -> None:
 # --- a 401 challenge -----------------------------------------------------------------------------
 
 
-def test_a_challenge_is_returned_at_once_and_sticks(
-    root: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_a_challenge_is_returned_at_once_and_sticks(root: Path, clock: list[float]) -> None:
     """Token auth is the caller's: the challenge is given back, and the request retried
     with the token goes to the endpoint that asked for it."""
-    now = [1000.0]
-    monkeypatch.setattr("dockercerts.flow.time.monotonic", lambda: now[0])
     state = routed(root, recheck=60)
     challenge = Answer(401, challenge=True)
     script = {M1: Answer(404), M2: challenge, SERVER: Answer(200)}
@@ -299,19 +294,15 @@ def test_a_body_not_yet_read_goes_on(root: Path) -> None:
 # --- the sticky endpoint -------------------------------------------------------------------------
 
 
-def test_the_sticky_endpoint_holds_for_recheck_seconds(
-    root: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    now = [1000.0]
-    monkeypatch.setattr("dockercerts.flow.time.monotonic", lambda: now[0])
+def test_the_sticky_endpoint_holds_for_recheck_seconds(root: Path, clock: list[float]) -> None:
     state = routed(root, recheck=60)
     down = {M1: TIMEOUT, M2: Answer(404), SERVER: Answer(200)}
     assert walk(state, BLOB, down).endpoints == [M1, M2, SERVER]
     assert walk(state, BLOB, down).endpoints == [SERVER]
-    now[0] += 59
+    clock[0] += 59
     assert walk(state, BLOB, down).endpoints == [SERVER]
     # Held from the first success, not renewed by the next ones: the mirrors get a new try.
-    now[0] += 2
+    clock[0] += 2
     assert walk(state, BLOB, down).endpoints == [M1, M2, SERVER]
 
 

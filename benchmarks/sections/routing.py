@@ -18,7 +18,13 @@ import httpx
 
 from dockercerts.testing import CA
 
-from ..measure import OwnCost, own_costs, self_time_profile
+from ..measure import (
+    OwnCosts,
+    own_cost_details,
+    own_cost_rows,
+    own_costs,
+    self_time_profile,
+)
 from ..section import Results, Row, Section
 from ..transports import MockedAsyncTransport, MockedTransport
 
@@ -36,11 +42,8 @@ class Knobs:
 
 
 @dataclasses.dataclass(frozen=True)
-class Routing:
-    modes: dict[str, OwnCost]  # "sync", "async": routed over not routed
-    profile: tuple[tuple[str, float], ...]  # self time under cProfile (sync, routed), %
-    calls: int
-    rounds: int
+class Routing(OwnCosts):
+    """``modes``: routed over not routed."""
 
 
 def _folders(tmp: Path) -> tuple[Path, Path]:
@@ -95,49 +98,24 @@ def measure(knobs: Knobs) -> Routing:
 
 
 def rows(results: Results) -> list[Row]:
-    routing = results.one(Routing)
-    if routing is None:
-        return []
-    out = []
-    for kind, data in routing.modes.items():
-        over = data.cost_us - TARGET_US
-        why = ""
-        if over > 0:
-            top = ", ".join(f"{name} {share:.0f}%" for name, share in routing.profile)
-            why = f"Self time under cProfile (sync, share of the routed call): {top}."
-        out.append(
-            Row(
-                f"1c. containerd routing's own cost per request, sticky endpoint, {kind}",
-                f"{data.cost_us:.2f} µs (not routed {data.mock_us:.2f} µs, "
-                f"routed {data.wrapped_us:.2f} µs)",
-                f"<= {TARGET_US:.0f} µs over 1b",
-                "met" if over <= 0 else f"missed by {over:.2f} µs",
-                f"rounds {data.cost_min_us:.2f}..{data.cost_max_us:.2f} µs",
-                why,
-            )
-        )
-    return out
+    return own_cost_rows(
+        results.one(Routing),
+        "1c. containerd routing's own cost per request, sticky endpoint, {kind}",
+        lambda d: (
+            f"{d.cost_us:.2f} µs (not routed {d.mock_us:.2f} µs, routed {d.wrapped_us:.2f} µs)"
+        ),
+        TARGET_US,
+        f"<= {TARGET_US:.0f} µs over 1b",
+        "routed",
+    )
 
 
 def details(results: Results) -> list[str]:
-    routing = results.one(Routing)
-    if routing is None:
-        return []
-    out = [
-        f"### 1c. containerd routing's own cost ({routing.calls} calls x {routing.rounds} "
-        "rounds, collector paused), a blob GET sent to a pull mirror",
-        "",
-        "| | routed (hosts.toml: mirror, then server) | not routed (same pair, no hosts.toml) "
-        "| cost (median of per-round differences) |",
-        "|---|---|---|---|",
-    ]
-    for kind, d in routing.modes.items():
-        out.append(
-            f"| {kind} | {d.wrapped_us:.2f} µs | {d.mock_us:.2f} µs | "
-            f"{d.cost_us:.2f} µs ({d.cost_min_us:.2f}..{d.cost_max_us:.2f}) |"
-        )
-    out.append("")
-    return out
+    return own_cost_details(
+        results.one(Routing),
+        "1c. containerd routing's own cost, a blob GET sent to a pull mirror",
+        "routed (hosts.toml: mirror, then server) | not routed (same pair, no hosts.toml)",
+    )
 
 
 SECTION = Section(

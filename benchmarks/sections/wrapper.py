@@ -10,7 +10,13 @@ from typing import Any, Callable
 import httpx
 
 from ..material import Pki, write_host
-from ..measure import OwnCost, own_costs, self_time_profile
+from ..measure import (
+    OwnCosts,
+    own_cost_details,
+    own_cost_rows,
+    own_costs,
+    self_time_profile,
+)
 from ..section import Results, Row, Section
 from ..transports import MockedAsyncTransport, MockedTransport, ok
 
@@ -24,11 +30,8 @@ class Knobs:
 
 
 @dataclasses.dataclass(frozen=True)
-class Wrapper:
-    modes: dict[str, OwnCost]  # "sync", "async"
-    profile: tuple[tuple[str, float], ...]  # self time under cProfile (sync), % of the call
-    calls: int
-    rounds: int
+class Wrapper(OwnCosts):
+    pass
 
 
 def measure(knobs: Knobs) -> Wrapper:
@@ -55,48 +58,22 @@ def measure(knobs: Knobs) -> Wrapper:
 
 
 def rows(results: Results) -> list[Row]:
-    wrapper = results.one(Wrapper)
-    if wrapper is None:
-        return []
-    out = []
-    for kind, data in wrapper.modes.items():
-        over = data.cost_us - TARGET_US
-        why = ""
-        if over > 0:
-            top = ", ".join(f"{name} {share:.0f}%" for name, share in wrapper.profile)
-            why = f"Self time under cProfile (sync, share of the wrapped call): {top}."
-        out.append(
-            Row(
-                f"1b. wrapper's own cost per request, {kind} (over MockTransport)",
-                f"{data.cost_us:.2f} µs (bare MockTransport call {data.mock_us:.2f} µs)",
-                f"<= {TARGET_US:.0f} µs",
-                "met" if over <= 0 else f"missed by {over:.2f} µs",
-                f"rounds {data.cost_min_us:.2f}..{data.cost_max_us:.2f} µs",
-                why,
-            )
-        )
-    return out
+    return own_cost_rows(
+        results.one(Wrapper),
+        "1b. wrapper's own cost per request, {kind} (over MockTransport)",
+        lambda d: f"{d.cost_us:.2f} µs (bare MockTransport call {d.mock_us:.2f} µs)",
+        TARGET_US,
+        f"<= {TARGET_US:.0f} µs",
+        "wrapped",
+    )
 
 
 def details(results: Results) -> list[str]:
-    wrapper = results.one(Wrapper)
-    if wrapper is None:
-        return []
-    out = [
-        f"### 1b. Wrapper's own cost ({wrapper.calls} calls x {wrapper.rounds} rounds, "
-        "collector paused as in timeit)",
-        "",
-        "| | dockercerts over MockTransport | bare MockTransport | cost (median of "
-        "per-round differences) |",
-        "|---|---|---|---|",
-    ]
-    for kind, d in wrapper.modes.items():
-        out.append(
-            f"| {kind} | {d.wrapped_us:.2f} µs | {d.mock_us:.2f} µs | "
-            f"{d.cost_us:.2f} µs ({d.cost_min_us:.2f}..{d.cost_max_us:.2f}) |"
-        )
-    out.append("")
-    return out
+    return own_cost_details(
+        results.one(Wrapper),
+        "1b. Wrapper's own cost",
+        "dockercerts over MockTransport | bare MockTransport",
+    )
 
 
 SECTION = Section(
