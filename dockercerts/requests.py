@@ -409,8 +409,10 @@ class Adapter(HTTPAdapter):
             if isinstance(step, Close):
                 step.response.close()
                 return None
-            if isinstance(step, Learn):
-                return self._learn(url, timeout, proxies)
+            if isinstance(step, Learn):  # the server the next try goes to
+                if home is not None:
+                    home.aim(request, step.target)
+                return self._learn(request.url or url, timeout, proxies)
             return step.turn.wait(step.timeout)
 
         try:

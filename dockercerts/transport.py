@@ -474,7 +474,8 @@ class Transport(_Base, httpx.BaseTransport):
         if isinstance(step, Close):
             step.response.close()
             return None
-        if isinstance(step, Learn):
+        if isinstance(step, Learn):  # the server the next try goes to
+            _aim(request, step.target, home)
             return self._learn(request)
         assert isinstance(step, Wait)
         return step.turn.wait(step.timeout)
@@ -586,7 +587,8 @@ class AsyncTransport(_Base, httpx.AsyncBaseTransport):
             with anyio.CancelScope(shield=True):
                 await step.response.aclose()
             return None
-        if isinstance(step, Learn):
+        if isinstance(step, Learn):  # the server the next try goes to
+            _aim(request, step.target, home)
             return await anyio.to_thread.run_sync(self._learn, request)
         assert isinstance(step, Wait)
         return await _wait(step.turn, step.timeout)

@@ -9,6 +9,7 @@ each ``Send`` from a script keyed by the endpoint it is aimed at.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Generator
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,9 +19,9 @@ import httpx
 import pytest
 from test_flow import PAGE, TIMEOUT, Answer, sent_of
 
-from dockercerts import DOCKER
+from dockercerts import DOCKER, AsyncTransport, Transport
 from dockercerts._hosts import Hosts, HostState, options
-from dockercerts.flow import Close, Decision, Exchange, Read, Send, Sent
+from dockercerts.flow import Close, Decision, Exchange, Learn, Read, Send, Sent
 from dockercerts.routing import operation
 from dockercerts.testing import CA
 
@@ -393,3 +394,84 @@ def test_no_endpoint_for_the_operation(tmp_path: Path) -> None:
 )
 def test_the_operation_of_a_request(method: str, path: str, op: str) -> None:
     assert operation(method, path) == op
+
+
+def test_the_ca_names_learned_are_the_endpoints(tmp_path: Path) -> None:
+    """order="ca-names": the names are read from the server the next try goes to (the
+    mirror), not from the registry in the URL."""
+    ca = CA()
+    folder = tmp_path / "reg:5000"
+    folder.mkdir()
+    for name in ("one", "two"):
+        leaf = ca.issue_client(name)
+        (folder / f"{name}.pem").write_bytes(leaf.cert_pem + leaf.key_pem())
+        (folder / f"{name}.pem").chmod(0o600)
+    (folder / "hosts.toml").write_text(
+        'server = "https://reg:5000"\n[host."https://m1:5000"]\ncapabilities = ["pull"]\n'
+        'client = ["one.pem", "two.pem"]\n'
+    )
+    settings = options(
+        tmp_path, "linux", None, None, DOCKER, 1000.0, runtime="containerd", order="ca-names"
+    )
+    hosts: Hosts[Any] = Hosts(settings, lambda url: lambda candidate: None, 8)
+    flow = exchange(hosts.get(httpx.URL("https://reg:5000/")), BLOB).flow()
+    step = next(flow)
+    assert isinstance(step, Learn)
+    assert step.target is not None
+    assert step.target.name == M1
+    step = flow.send(())
+    assert isinstance(step, Send)
+    assert step.target is not None
+    assert step.target.name == M1
+    flow.close()
+
+
+@pytest.mark.parametrize("twin", ["sync", "async"])
+def test_the_transports_learn_from_the_endpoint(
+    root: Path, twin: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The drivers apply Learn's target: the names are read from the mirror's host."""
+    # Two pairs at the mirror, so that there is an order to learn.
+    folder = root.parent / "ca-names" / "reg:5000"
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in ("m1.pem", "server.pem"):
+        (folder / name).write_bytes((root / "reg:5000" / name).read_bytes())
+        (folder / name).chmod(0o600)
+    (folder / "hosts.toml").write_text(
+        'server = "https://reg:5000"\nclient = "server.pem"\n'
+        '[host."https://m1:5000"]\ncapabilities = ["pull"]\nclient = ["m1.pem", "server.pem"]\n'
+    )
+    asked: list[str] = []
+
+    def learn(url: httpx.URL, proxy: Any, timeout: Any) -> tuple[bytes, ...]:
+        asked.append(str(url))
+        return ()
+
+    monkeypatch.setattr("dockercerts.transport.canames.learn", learn)
+    seen: list[str] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        seen.append(str(request.url))
+        return httpx.Response(200)
+
+    settings: dict[str, Any] = {
+        "runtime": "containerd",
+        "root": folder.parent,
+        "order": "ca-names",
+        "trust_env": False,
+    }
+    url = "https://reg:5000" + BLOB
+    if twin == "sync":
+        transport = Transport(inner=lambda **_: httpx.MockTransport(answer), **settings)
+        with httpx.Client(transport=transport) as client:
+            assert client.get(url).status_code == 200
+    else:
+
+        async def main() -> None:
+            transport = AsyncTransport(inner=lambda **_: httpx.MockTransport(answer), **settings)
+            async with httpx.AsyncClient(transport=transport) as client:
+                assert (await client.get(url)).status_code == 200
+
+        asyncio.run(main())
+    assert [httpx.URL(u).netloc for u in asked] == [b"m1:5000"]
+    assert seen == ["https://m1:5000" + BLOB + "?ns=reg%3A5000"]
