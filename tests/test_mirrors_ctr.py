@@ -18,9 +18,10 @@ from typing import Any
 
 import httpx
 import pytest
-from peers import NginxPeer, RegistryPeer, require_peer
+from peers import NginxPeer
 from runtime_peers import ConnectProxy, require_tool, run_ctr
-from test_peers_more import MANIFEST_V2, push_blob, push_image
+from test_mirrors_peers import registries, served
+from test_peers_more import MANIFEST_V2
 
 from dockercerts import Transport
 
@@ -53,15 +54,11 @@ class Tree:
 
 @pytest.fixture(scope="module")
 def tree(tmp_path_factory: pytest.TempPathFactory, mtls_ca_factory: Any) -> Iterator[Tree]:
-    require_peer("nginx")
-    require_peer("docker-registry")
-    work = tmp_path_factory.mktemp("mirrors-ctr")
-    server_ca = mtls_ca_factory(name="ctr mirrors server CA")
+    work = served(
+        tmp_path_factory, mtls_ca_factory, "mirrors-ctr", "registry.test", "mirror-a.test",
+        "mirror-b.test",
+    )  # fmt: skip
     clients = mtls_ca_factory(name="ctr mirrors client CA")
-    server_ca.write(work / "server-ca.crt")
-    server_ca.issue_server("registry.test", "mirror-a.test", "mirror-b.test").write(
-        work / "server.crt", work / "server.key"
-    )
     clients.write(work / "clients.pem")
     for name in ("a", "b", "up"):
         clients.issue_client(f"ctr-{name}").write(work / f"{name}.crt", work / f"{name}.key")
@@ -71,40 +68,33 @@ def tree(tmp_path_factory: pytest.TempPathFactory, mtls_ca_factory: Any) -> Iter
         "client_ca": work / "clients.pem",
     }
     with (
-        RegistryPeer(workdir=work / "mirror") as mirror,
-        RegistryPeer(workdir=work / "upstream") as upstream,
+        registries(work, EXTRA) as (mirror, upstream, digest, extra),
+        NginxPeer(**tls, upstream=mirror.address, workdir=work / "a") as a,
+        NginxPeer(**tls, upstream=mirror.address, prefix="/cache", workdir=work / "b") as b,
+        NginxPeer(**tls, upstream=upstream.address, workdir=work / "up") as up,
+        ConnectProxy(
+            up.port,
+            {"mirror-a.test:443": a.port, "mirror-b.test:443": b.port, REGISTRY: up.port},
+        ) as proxy,
     ):
-        with httpx.Client() as plain:
-            digest = push_image(plain, mirror.url, "team/app", "v1")
-            assert push_image(plain, upstream.url, "team/app", "v1") == digest
-            extra = push_blob(plain, upstream.url, "team/app", EXTRA)
-        with (
-            NginxPeer(**tls, upstream=mirror.address, workdir=work / "a") as a,
-            NginxPeer(**tls, upstream=mirror.address, prefix="/cache", workdir=work / "b") as b,
-            NginxPeer(**tls, upstream=upstream.address, workdir=work / "up") as up,
-            ConnectProxy(
-                up.port,
-                {"mirror-a.test:443": a.port, "mirror-b.test:443": b.port, REGISTRY: up.port},
-            ) as proxy,
-        ):
-            hosts = work / "hosts"
-            folder = hosts / REGISTRY
-            folder.mkdir(parents=True)
+        hosts = work / "hosts"
+        folder = hosts / REGISTRY
+        folder.mkdir(parents=True)
 
-            def tls_of(name: str) -> str:
-                return (
-                    f'ca = "{work / "server-ca.crt"}"\n'
-                    f'client = [["{work / name}.crt", "{work / name}.key"]]\n'
-                )
-
-            (folder / "hosts.toml").write_text(
-                f'server = "https://{REGISTRY}"\n{tls_of("up")}'
-                f'[host."https://mirror-a.test"]\ncapabilities = ["pull"]\n{tls_of("a")}'
-                '[host."https://mirror-a.test".header]\nX-Mirror-Test = "from-a"\n'
-                f'[host."https://mirror-b.test/cache/v2"]\ncapabilities = ["pull", "resolve"]\n'
-                f"override_path = true\n{tls_of('b')}"
+        def tls_of(name: str) -> str:
+            return (
+                f'ca = "{work / "server-ca.crt"}"\n'
+                f'client = [["{work / name}.crt", "{work / name}.key"]]\n'
             )
-            yield Tree({"a": a, "b": b, "up": up}, proxy, hosts, digest, extra)
+
+        (folder / "hosts.toml").write_text(
+            f'server = "https://{REGISTRY}"\n{tls_of("up")}'
+            f'[host."https://mirror-a.test"]\ncapabilities = ["pull"]\n{tls_of("a")}'
+            '[host."https://mirror-a.test".header]\nX-Mirror-Test = "from-a"\n'
+            f'[host."https://mirror-b.test/cache/v2"]\ncapabilities = ["pull", "resolve"]\n'
+            f"override_path = true\n{tls_of('b')}"
+        )
+        yield Tree({"a": a, "b": b, "up": up}, proxy, hosts, digest, extra)
 
 
 @pytest.fixture(scope="module")
@@ -130,13 +120,20 @@ def _settled(tree: Tree, marks: dict[str, int], count: int) -> list[tuple[str, s
     return tree.since(marks)
 
 
+def _ctr(
+    ctr: str, tree: Tree, ref: str, tmp_path: Path, count: int
+) -> list[tuple[str, str, str, str]]:
+    """``ctr content fetch-object`` of ``ref`` succeeds; the requests it made."""
+    marks = tree.marks()
+    run = run_ctr(ctr, tree.hosts, ref, tree.proxy, tmp_path)
+    assert run.ok, run.stderr
+    return _settled(tree, marks, count)
+
+
 def test_a_tag_resolves_at_the_resolve_mirror_and_its_manifest_comes_from_the_pull_one(
     ctr: str, tree: Tree, tmp_path: Path
 ) -> None:
-    marks = tree.marks()
-    run = run_ctr(ctr, tree.hosts, f"{REGISTRY}/team/app:v1", tree.proxy, tmp_path)
-    assert run.ok, run.stderr
-    theirs = _settled(tree, marks, 2)
+    theirs = _ctr(ctr, tree, f"{REGISTRY}/team/app:v1", tmp_path, 2)
     resolved = ("b", f"/cache/v2/team/app/manifests/v1?{NS}", "200", "CN=ctr-b")
     fetched = ("a", f"/v2/team/app/manifests/{tree.digest}?{NS}", "200", "CN=ctr-a")
     # ctr: the tag at the pull+resolve mirror only, the manifest by digest at the first pull one.
@@ -156,12 +153,10 @@ def test_a_tag_resolves_at_the_resolve_mirror_and_its_manifest_comes_from_the_pu
 def test_a_blob_missing_on_the_mirrors_comes_from_the_server_for_both(
     ctr: str, tree: Tree, tmp_path: Path
 ) -> None:
-    marks = tree.marks()
-    run = run_ctr(ctr, tree.hosts, f"{REGISTRY}/team/app@{tree.extra}", tree.proxy, tmp_path)
-    assert run.ok, run.stderr
     # ctr walks twice (resolve: HEAD manifests/ then blobs/ at each; fetch: GET blobs/), and
     # the server answers its manifest HEAD for a blob's digest 500: the blob requests count.
-    theirs = [r for r in _settled(tree, marks, 3) if "/blobs/" in r[1]]
+    everything = _ctr(ctr, tree, f"{REGISTRY}/team/app@{tree.extra}", tmp_path, 3)
+    theirs = [r for r in everything if "/blobs/" in r[1]]
     blob = f"/team/app/blobs/{tree.extra}"
     # Each blob request in the walk's order: the mirrors (404), then the server (no ?ns=).
     walk = [

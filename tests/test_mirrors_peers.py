@@ -10,6 +10,7 @@ request reached, with which client certificate, query and header.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -82,22 +83,24 @@ def mirrors(world: World) -> str:
     )
 
 
-@pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory, mtls_ca_factory: Any) -> Iterator[World]:
+def served(
+    factory: pytest.TempPathFactory, mtls_ca_factory: Any, name: str, *server_names: str
+) -> Path:
+    """A work folder for a mirror world (the peers it needs checked first) with the servers'
+    CA (``server-ca.crt``) and their certificate for ``server_names`` (``server.crt``/``.key``)."""
     require_peer("nginx")
     require_peer("docker-registry")
-    work = tmp_path_factory.mktemp("mirrors")
-    server_ca = mtls_ca_factory(name="mirrors server CA")
-    mirror_ca = mtls_ca_factory(name="mirror client CA")
-    upstream_ca = mtls_ca_factory(name="upstream client CA")
+    work = factory.mktemp(name)
+    server_ca = mtls_ca_factory(name=f"{name} server CA")
     server_ca.write(work / "server-ca.crt")
-    server_ca.issue_server("localhost", "127.0.0.1").write(work / "server.crt", work / "server.key")
-    mirror_ca.write(work / "mirror-clients.pem")
-    upstream_ca.write(work / "upstream-clients.pem")
-    mirror_ca.issue_client("mirror-a").write(work / "a.crt", work / "a.key")
-    mirror_ca.issue_client("mirror-b").write(work / "b.crt", work / "b.key")
-    upstream_ca.issue_client("upstream").write(work / "up.crt", work / "up.key")
-    tls = {"server_cert": work / "server.crt", "server_key": work / "server.key"}
+    server_ca.issue_server(*server_names).write(work / "server.crt", work / "server.key")
+    return work
+
+
+@contextlib.contextmanager
+def registries(work: Path, extra: bytes) -> Iterator[tuple[RegistryPeer, RegistryPeer, str, str]]:
+    """The mirror and the upstream registries, both with ``team/app:v1`` and the upstream
+    with the blob ``extra``: ``(mirror, upstream, the manifest's digest, extra's digest)``."""
     with (
         RegistryPeer(workdir=work / "mirror") as mirror,
         RegistryPeer(workdir=work / "upstream") as upstream,
@@ -105,8 +108,24 @@ def world(tmp_path_factory: pytest.TempPathFactory, mtls_ca_factory: Any) -> Ite
         with httpx.Client() as plain:
             digest = push_image(plain, mirror.url, "team/app", "v1")
             assert push_image(plain, upstream.url, "team/app", "v1") == digest
+            blob = push_blob(plain, upstream.url, "team/app", extra)
+        yield mirror, upstream, digest, blob
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory, mtls_ca_factory: Any) -> Iterator[World]:
+    work = served(tmp_path_factory, mtls_ca_factory, "mirrors", "localhost", "127.0.0.1")
+    mirror_ca = mtls_ca_factory(name="mirror client CA")
+    upstream_ca = mtls_ca_factory(name="upstream client CA")
+    mirror_ca.write(work / "mirror-clients.pem")
+    upstream_ca.write(work / "upstream-clients.pem")
+    mirror_ca.issue_client("mirror-a").write(work / "a.crt", work / "a.key")
+    mirror_ca.issue_client("mirror-b").write(work / "b.crt", work / "b.key")
+    upstream_ca.issue_client("upstream").write(work / "up.crt", work / "up.key")
+    tls = {"server_cert": work / "server.crt", "server_key": work / "server.key"}
+    with registries(work, EXTRA) as (mirror, upstream, digest, extra):
+        with httpx.Client() as plain:
             push_image(plain, upstream.url, "team/app", "only-up")
-            extra = push_blob(plain, upstream.url, "team/app", EXTRA)
         mirror_cas = work / "mirror-clients.pem"
         with (
             NginxPeer(
