@@ -165,8 +165,12 @@ def _headed(headers: httpx.Headers, target: Target) -> httpx.Headers:
     items = getattr(headers, "_list", None)
     if isinstance(items, list) and target.netloc.isascii():
         host = (b"Host", b"host", target.netloc.encode("ascii"))
-        listed = [host if item[1] == b"host" else item for item in items]
-        if host not in listed:
+        listed = list(items)
+        for index, item in enumerate(listed):
+            if item[1] == b"host":  # first in the requests httpx builds: found at once
+                listed[index] = host
+                break
+        else:
             listed.insert(0, host)
         moved = httpx.Headers.__new__(httpx.Headers)
         moved._list = listed
@@ -190,14 +194,18 @@ def _moved(url: httpx.URL, target: Target, path: str, query: str) -> httpx.URL:
     parts = getattr(url, "_uri_reference", None)
     if _ParseResult is not None and parts is not None and target.host.isascii():
         moved = httpx.URL.__new__(httpx.URL)
-        moved._uri_reference = _ParseResult(
-            target.scheme,
-            parts.userinfo,
-            target.host,
-            target.port,
-            path,
-            query or None,
-            parts.fragment,
+        # tuple.__new__: a NamedTuple's own __new__ is Python code, this is its C core.
+        moved._uri_reference = tuple.__new__(
+            _ParseResult,
+            (
+                target.scheme,
+                parts.userinfo,
+                target.host,
+                target.port,
+                path,
+                query or None,
+                parts.fragment,
+            ),
         )
         return moved
     return url.copy_with(
