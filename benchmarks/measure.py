@@ -8,6 +8,7 @@ measured in the same run, from medians of interleaved repetitions (A, B, B, A, .
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import cProfile
 import dataclasses
@@ -19,6 +20,8 @@ import time
 from collections.abc import Awaitable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Callable, Optional, TypeVar
+
+from .section import Row
 
 T = TypeVar("T")
 
@@ -120,6 +123,47 @@ def cpu_per_request(
     return run
 
 
+def acpu_per_request(
+    handle: Callable[[Any], Awaitable[Any]], request: object, calls: int
+) -> Callable[[], Awaitable[float]]:
+    """The async twin of :func:`cpu_per_request` (``await (await handle(request)).aclose()``)."""
+
+    async def run() -> float:
+        with gc_paused():
+            start = CPU()
+            for _ in range(calls):
+                await (await handle(request)).aclose()
+            return (CPU() - start) / calls
+
+    return run
+
+
+def own_costs(
+    request: object,
+    calls: int,
+    rounds: int,
+    sync: tuple[Callable[[Any], Any], Callable[[Any], Any]],
+    make_async: Callable[[], Awaitable[tuple[Callable[[Any], Any], Callable[[Any], Any]]]],
+) -> dict[str, OwnCost]:
+    """``{"sync", "async"}``: the cost of the first handler of each pair over the second, in
+    interleaved rounds; ``make_async`` makes (and warms) the async pair in the event loop."""
+    wrapped, bare = sync
+    a, b = interleaved(
+        rounds, cpu_per_request(wrapped, request, calls), cpu_per_request(bare, request, calls)
+    )
+
+    async def amain() -> OwnCost:
+        awrapped, abare = await make_async()
+        aa, ab = await ainterleaved(
+            rounds,
+            acpu_per_request(awrapped, request, calls),
+            acpu_per_request(abare, request, calls),
+        )
+        return own_cost(aa, ab)
+
+    return {"sync": own_cost(a, b), "async": asyncio.run(amain())}
+
+
 def self_time_profile(
     handle: Callable[[Any], Any], request: object, calls: int, top: int = 6
 ) -> tuple[tuple[str, float], ...]:
@@ -148,6 +192,68 @@ class OwnCost:
     cost_us: float
     cost_min_us: float
     cost_max_us: float
+
+
+@dataclasses.dataclass(frozen=True)
+class OwnCosts:
+    """What a section measuring an own cost returns (each its own subclass, so that
+    ``Results.one`` tells them apart): sync and async, and where the time goes."""
+
+    modes: dict[str, OwnCost]  # "sync", "async"
+    profile: tuple[tuple[str, float], ...]  # self time under cProfile (sync), % of the call
+    calls: int
+    rounds: int
+
+
+def own_cost_rows(
+    found: Optional[OwnCosts],
+    figure: str,
+    value: Callable[[OwnCost], str],
+    target_us: float,
+    target: str,
+    call: str,
+) -> list[Row]:
+    """A row per mode: ``figure`` with ``{kind}``, the cost against ``target_us``, and where
+    the time goes (cProfile) when it misses."""
+    if found is None:
+        return []
+    out = []
+    for kind, data in found.modes.items():
+        over = data.cost_us - target_us
+        why = ""
+        if over > 0:
+            top = ", ".join(f"{name} {share:.0f}%" for name, share in found.profile)
+            why = f"Self time under cProfile (sync, share of the {call} call): {top}."
+        out.append(
+            Row(
+                figure.format(kind=kind),
+                value(data),
+                target,
+                "met" if over <= 0 else f"missed by {over:.2f} µs",
+                f"rounds {data.cost_min_us:.2f}..{data.cost_max_us:.2f} µs",
+                why,
+            )
+        )
+    return out
+
+
+def own_cost_details(found: Optional[OwnCosts], title: str, columns: str) -> list[str]:
+    """The details' table: per mode, both sides and the cost; ``columns`` names the sides."""
+    if found is None:
+        return []
+    out = [
+        f"### {title} ({found.calls} calls x {found.rounds} rounds, collector paused as in timeit)",
+        "",
+        f"| | {columns} | cost (median of per-round differences) |",
+        "|---|---|---|---|",
+    ]
+    for kind, d in found.modes.items():
+        out.append(
+            f"| {kind} | {d.wrapped_us:.2f} µs | {d.mock_us:.2f} µs | "
+            f"{d.cost_us:.2f} µs ({d.cost_min_us:.2f}..{d.cost_max_us:.2f}) |"
+        )
+    out.append("")
+    return out
 
 
 def own_cost(wrapped: list[float], bare: list[float]) -> OwnCost:

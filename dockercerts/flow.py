@@ -102,7 +102,9 @@ class Close(Generic[R]):
 
 @dataclass(frozen=True)
 class Learn:
-    pass
+    #: Whose CA names (containerd routing: the endpoint being tried, see :class:`Send`);
+    #: ``None``: the request's own host.
+    target: Optional[Target] = None
 
 
 Step = Union[Wait, Send, "Read[Any]", "Close[Any]", Learn]
@@ -398,7 +400,7 @@ class Exchange(Generic[R]):
                     if theirs is None or (yield Wait(theirs, self.wait_timeout)) is False:
                         break
                 if turn is not None and host.learn_pending:
-                    host.learned((yield Learn()))
+                    host.learned((yield Learn(self.target)))
                 slots, skipped = host.order(time.monotonic())
                 for slot in skipped:
                     log.debug(

@@ -34,6 +34,9 @@ requests' side of it: sending, reading, closing, and where the outcome goes.
   session's ``trust_env`` is on) and ``proxies=``, applied per request by requests. The
   candidates' TLS runs through the CONNECT tunnel as without a proxy.
 * ``http://`` requests (when the adapter is mounted for them) are plain requests.
+* **containerd routing** (``runtime="containerd"``) is the transports': each try goes to the
+  endpoint the flow aims it at (:func:`~dockercerts.routing.rewrite`); requests' proxies are
+  those it chose for the request's own URL. ``response.url`` is the endpoint's URL.
 
 Needs requests: ``pip install 'dockercerts[requests]'``. The rest of dockercerts never
 imports it.
@@ -46,6 +49,7 @@ import ssl
 import time
 from pathlib import Path
 from typing import Any, Callable, Optional, Union
+from urllib.parse import urlsplit
 
 from .errors import (
     Attempt,
@@ -74,6 +78,7 @@ from .flow import Close, Decision, Exchange, Learn, Read, Send, Step
 from .loader import Candidate
 from .locate import StrPath
 from .rejection import DOCKER, RejectionPolicy
+from .routing import Target, rewrite
 from .scan import Password
 from .trust import Trust
 
@@ -223,6 +228,41 @@ class _Body:
 _AS_IS = _Body()
 
 
+class _Home:
+    """A request's own URL and headers, while routing points it at an endpoint: requests'
+    side of the transports' ``_aim``; where it goes is :func:`~dockercerts.routing.rewrite`'s.
+
+    The response keeps the endpoint's URL (``response.url``): a relative redirect from a
+    mirror is resolved against the mirror, as containerd resolves it.
+    """
+
+    __slots__ = ("headers", "path", "query", "url")
+
+    def __init__(self, request: PreparedRequest) -> None:
+        self.url = request.url
+        self.headers = request.headers
+        # requests' URL is already percent-encoded: the raw path and query, as rewrite takes.
+        parts = urlsplit(request.url or "")
+        self.path, self.query = parts.path or "/", parts.query
+
+    def aim(self, request: PreparedRequest, target: Optional[Target]) -> None:
+        if target is None or target.identity:
+            request.url, request.headers = self.url, self.headers
+            return
+        path, query = rewrite(target, self.path, self.query)
+        request.url = f"{target.scheme}://{target.netloc}{path}{'?' + query if query else ''}"
+        headers = self.headers.copy()
+        if "Host" in headers:  # set by the caller for the registry; urllib3 sets it otherwise
+            headers["Host"] = target.netloc
+        for key, value in target.headers:
+            # Added to the request's own, as Go's Header.Add: one field, values joined.
+            headers[key] = f"{headers[key]}, {value}" if key in headers else value
+        request.headers = headers
+
+    def restore(self, request: PreparedRequest) -> None:
+        request.url, request.headers = self.url, self.headers
+
+
 def _wait_timeout(timeout: Any) -> Optional[float]:
     """How long a request waits for another one's search: its connect timeout."""
     if isinstance(timeout, tuple):
@@ -342,16 +382,22 @@ class Adapter(HTTPAdapter):
         for done in self._hosts.drain(state):
             done.close()
         body = _Body.of(request)
+        # Routing (containerd) only when the host's folder routes: the flow then aims each
+        # try (Send.target), from the request's own URL and headers, put back at the end.
+        home = None if state.routes is None else _Home(request)
         exchange: Exchange[Response] = Exchange(
             state,
             self._options.policy,
             method=request.method or "GET",
             replayable=body.replayable,
             wait_timeout=None if timeout is None else _wait_timeout(timeout),
+            path=None if home is None else home.path,
         )
 
         def handle(step: Step) -> Any:
             if isinstance(step, Send):
+                if home is not None:
+                    home.aim(request, step.target)
                 return self._send(step.slot, request, body, timeout, proxies)
             if isinstance(step, Read):
                 response: Response = step.response
@@ -363,14 +409,18 @@ class Adapter(HTTPAdapter):
             if isinstance(step, Close):
                 step.response.close()
                 return None
-            if isinstance(step, Learn):
-                return self._learn(url, timeout, proxies)
+            if isinstance(step, Learn):  # the server the next try goes to
+                if home is not None:
+                    home.aim(request, step.target)
+                return self._learn(request.url or url, timeout, proxies)
             return step.turn.wait(step.timeout)
 
         try:
             decision = run(exchange, handle, Response.close)
         finally:
             body.restore()
+            if home is not None:
+                home.restore(request)
         return self._deliver(decision, request)
 
     def _origin(self, url: str) -> httpx.URL:

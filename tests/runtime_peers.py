@@ -25,6 +25,7 @@ import shutil
 import socket
 import subprocess
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -64,13 +65,15 @@ def tool_version(binary: str) -> tuple[int, ...]:
 
 class ConnectProxy:
     """An HTTP ``CONNECT`` proxy on ``127.0.0.1:<free port>`` that tunnels every request to
-    ``127.0.0.1:<upstream>``, whatever the target; ``targets`` lists what was asked for.
+    ``127.0.0.1:<upstream>``, or to the port ``names`` gives its target (``host:port`` as
+    asked: several registries by name); ``targets`` lists what was asked for.
 
     A context manager: on exit it closes the listener and every tunnel and joins its threads.
     """
 
-    def __init__(self, upstream: int) -> None:
+    def __init__(self, upstream: int, names: Optional[Mapping[str, int]] = None) -> None:
         self.upstream = upstream
+        self.names = dict(names or {})
         self.targets: list[str] = []
         self._listener = socket.create_server(("127.0.0.1", 0))
         self.port: int = self._listener.getsockname()[1]
@@ -122,10 +125,12 @@ class ConnectProxy:
                 client.sendall(b"HTTP/1.1 405 Method Not Allowed\r\nContent-Length: 0\r\n\r\n")
                 client.close()
             return
+        wanted = rest.split(" ")[0]
         with self._lock:
-            self.targets.append(rest.split(" ")[0])
+            self.targets.append(wanted)
+        port = self.names.get(wanted, self.upstream)
         try:
-            upstream = socket.create_connection(("127.0.0.1", self.upstream), timeout=5)
+            upstream = socket.create_connection(("127.0.0.1", port), timeout=5)
         except OSError:
             with contextlib.suppress(OSError):
                 client.sendall(b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\n\r\n")

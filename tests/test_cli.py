@@ -435,6 +435,7 @@ GO_KEYS: Shape = {
 }
 ATTEMPT_KEYS: Shape = {
     "index": int,
+    "endpoint": (str, type(None)),
     "candidate": (str, type(None)),
     "subject": (str, type(None)),
     "outcome": str,

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from peers import free_port
 from test_cli_hostile import run_unprivileged, shared_root  # noqa: F401 (a fixture)
 
 from dockercerts._layouts import Layout
@@ -278,3 +279,52 @@ def test_runtime_json_keys_are_documented(
                 assert f"`{key}`" in section, f"endpoints[].{key} is not documented"
     for key in keys:
         assert f"`{key}`" in section, f"{key} is not documented in docs/cli.md"
+
+
+def test_probe_containerd_shows_the_walk(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], mtls_server: Any, alice: Leaf
+) -> None:
+    """A pull with a mirror that is down: the mirror's attempt, then the server's, each
+    with its endpoint, in text and --json; the subject only for the URL's own endpoint."""
+    srv = mtls_server(reject="tls", tls_version="1.3")
+    dead = f"https://localhost:{free_port()}"
+    folder = tmp_path / f"localhost_{srv.port}_"
+    write(folder / "a.pem", alice.cert_pem + alice.key_pem())
+    write(folder / "ca.crt", srv.server_ca.cert_pem)
+    write(
+        folder / "hosts.toml",
+        f'server = "{srv.url}"\nca = "ca.crt"\nclient = ["a.pem"]\n'
+        f'[host."{dead}"]\ncapabilities = ["pull"]\nca = "ca.crt"\nclient = ["a.pem"]\n'.encode(),
+    )
+    blob = f"{srv.url}/v2/team/app/blobs/sha256:{'a' * 64}"
+    argv = ("probe", blob, "--runtime", "containerd", "--root", str(tmp_path))
+    code, data = report(capsys, *argv)
+    assert code == 0
+    assert [(a["endpoint"], a["candidate"], a["outcome"]) for a in data["attempts"]] == [
+        (dead + "/v2", "a.pem", "error"),
+        (srv.url + "/v2", "a.pem", "accepted"),
+    ]
+    assert [a["subject"] for a in data["attempts"]] == [None, "CN=alice"]
+    assert data["winner"] == 2
+    assert f"at {srv.url}/v2" in data["transport"]
+    code, out, _ = run(capsys, *argv)
+    assert code == 0
+    assert "endpoint" in out
+    lines = out.splitlines()
+    assert any(dead + "/v2" in line and "error" in line for line in lines)
+    assert any(srv.url + "/v2" in line and "accepted" in line for line in lines)
+    # The /v2/ ping is a push: the server only, the mirror not tried.
+    _, ping = report(capsys, "probe", srv.url, "--runtime", "containerd", "--root", str(tmp_path))
+    assert [a["endpoint"] for a in ping["attempts"]] == [srv.url + "/v2"]
+
+
+def test_probe_without_routing_has_no_endpoint_column(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], mtls_server: Any, alice: Leaf
+) -> None:
+    srv = mtls_server(reject="tls")
+    CertsD(tmp_path).host(srv.host).ca(srv.server_ca).pair("alice", alice)
+    code, out, _ = run(capsys, "probe", srv.url, "--root", str(tmp_path))
+    assert code == 0
+    assert "endpoint" not in out.splitlines()[2]
+    _, data = report(capsys, "probe", srv.url, "--root", str(tmp_path))
+    assert [a["endpoint"] for a in data["attempts"]] == [None]

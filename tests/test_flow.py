@@ -121,10 +121,15 @@ def sent_for(name: str, script: Script) -> Sent[Any]:
     """What a try with ``name`` produces under ``script``."""
     entry = script[name]
     answer = entry() if callable(entry) else entry
+    return sent_of(answer, f"{name}:{answer.status}")
+
+
+def sent_of(answer: Answer, response: Any) -> Sent[Any]:
+    """What a try answered with ``answer`` produces (``response``: the answer's object)."""
     if answer.error is not None:
         return Sent(error=answer.error, fresh=answer.fresh, tls_version=answer.tls_version)
     return Sent(
-        response=f"{name}:{answer.status}",
+        response=response,
         status=answer.status,
         headers=answer.headers(),
         fresh=answer.fresh,

@@ -20,6 +20,7 @@ from . import (
     handshakes,
     memory,
     requests_adapter,
+    routing,
     scale,
     steady,
     wrapper,
@@ -27,6 +28,7 @@ from . import (
 
 REGISTRY: tuple[Section[Any, Any], ...] = (
     wrapper.SECTION,
+    routing.SECTION,
     change.SECTION,
     context.SECTION,
     steady.SECTION,

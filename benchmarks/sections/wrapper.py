@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import tempfile
 from pathlib import Path
@@ -12,13 +11,10 @@ import httpx
 
 from ..material import Pki, write_host
 from ..measure import (
-    CPU,
-    OwnCost,
-    ainterleaved,
-    cpu_per_request,
-    gc_paused,
-    interleaved,
-    own_cost,
+    OwnCosts,
+    own_cost_details,
+    own_cost_rows,
+    own_costs,
     self_time_profile,
 )
 from ..section import Results, Row, Section
@@ -34,11 +30,8 @@ class Knobs:
 
 
 @dataclasses.dataclass(frozen=True)
-class Wrapper:
-    modes: dict[str, OwnCost]  # "sync", "async"
-    profile: tuple[tuple[str, float], ...]  # self time under cProfile (sync), % of the call
-    calls: int
-    rounds: int
+class Wrapper(OwnCosts):
+    pass
 
 
 def measure(knobs: Knobs) -> Wrapper:
@@ -51,82 +44,36 @@ def measure(knobs: Knobs) -> Wrapper:
 
         wrapped, bare = MockedTransport(root=root), httpx.MockTransport(ok)
         wrapped.handle_request(request).close()  # loads the host directory, settles the winner
-        a, b = interleaved(
-            rounds,
-            cpu_per_request(wrapped.handle_request, request, calls),
-            cpu_per_request(bare.handle_request, request, calls),
-        )
-        modes = {"sync": own_cost(a, b)}
 
-        async def amain() -> OwnCost:
+        async def make_async() -> tuple[Callable[[Any], Any], Callable[[Any], Any]]:
             awrapped, abare = MockedAsyncTransport(root=root), httpx.MockTransport(ok)
             await (await awrapped.handle_async_request(request)).aclose()
+            return awrapped.handle_async_request, abare.handle_async_request
 
-            def aper_call(handle: Callable[[httpx.Request], Any]) -> Callable[[], Any]:
-                async def run() -> float:
-                    with gc_paused():
-                        start = CPU()
-                        for _ in range(calls):
-                            await (await handle(request)).aclose()
-                        return (CPU() - start) / calls
-
-                return run
-
-            aa, ab = await ainterleaved(
-                rounds,
-                aper_call(awrapped.handle_async_request),
-                aper_call(abare.handle_async_request),
-            )
-            return own_cost(aa, ab)
-
-        modes["async"] = asyncio.run(amain())
+        modes = own_costs(
+            request, calls, rounds, (wrapped.handle_request, bare.handle_request), make_async
+        )
         profile = self_time_profile(wrapped.handle_request, request, calls)
     return Wrapper(modes=modes, profile=profile, calls=calls, rounds=rounds)
 
 
 def rows(results: Results) -> list[Row]:
-    wrapper = results.one(Wrapper)
-    if wrapper is None:
-        return []
-    out = []
-    for kind, data in wrapper.modes.items():
-        over = data.cost_us - TARGET_US
-        why = ""
-        if over > 0:
-            top = ", ".join(f"{name} {share:.0f}%" for name, share in wrapper.profile)
-            why = f"Self time under cProfile (sync, share of the wrapped call): {top}."
-        out.append(
-            Row(
-                f"1b. wrapper's own cost per request, {kind} (over MockTransport)",
-                f"{data.cost_us:.2f} µs (bare MockTransport call {data.mock_us:.2f} µs)",
-                f"<= {TARGET_US:.0f} µs",
-                "met" if over <= 0 else f"missed by {over:.2f} µs",
-                f"rounds {data.cost_min_us:.2f}..{data.cost_max_us:.2f} µs",
-                why,
-            )
-        )
-    return out
+    return own_cost_rows(
+        results.one(Wrapper),
+        "1b. wrapper's own cost per request, {kind} (over MockTransport)",
+        lambda d: f"{d.cost_us:.2f} µs (bare MockTransport call {d.mock_us:.2f} µs)",
+        TARGET_US,
+        f"<= {TARGET_US:.0f} µs",
+        "wrapped",
+    )
 
 
 def details(results: Results) -> list[str]:
-    wrapper = results.one(Wrapper)
-    if wrapper is None:
-        return []
-    out = [
-        f"### 1b. Wrapper's own cost ({wrapper.calls} calls x {wrapper.rounds} rounds, "
-        "collector paused as in timeit)",
-        "",
-        "| | dockercerts over MockTransport | bare MockTransport | cost (median of "
-        "per-round differences) |",
-        "|---|---|---|---|",
-    ]
-    for kind, d in wrapper.modes.items():
-        out.append(
-            f"| {kind} | {d.wrapped_us:.2f} µs | {d.mock_us:.2f} µs | "
-            f"{d.cost_us:.2f} µs ({d.cost_min_us:.2f}..{d.cost_max_us:.2f}) |"
-        )
-    out.append("")
-    return out
+    return own_cost_details(
+        results.one(Wrapper),
+        "1b. Wrapper's own cost",
+        "dockercerts over MockTransport | bare MockTransport",
+    )
 
 
 SECTION = Section(

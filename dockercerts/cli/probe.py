@@ -84,6 +84,14 @@ def _probe_url(argument: str) -> httpx.URL:
     return url
 
 
+def _at_url(endpoint: Optional[str], url: httpx.URL) -> bool:
+    """Whether an attempt went to ``url``'s own host (always, unrouted)."""
+    if endpoint is None:
+        return True
+    at = httpx.URL(endpoint)
+    return at.host == url.host and (at.port or 443) == (url.port or 443)
+
+
 # What a rejection usually means, for the reader of a probe; keyed by alert or verdict.
 _REJECTION_HINTS = {
     "unknown_ca": "the registry does not trust the CA that issued this certificate",
@@ -164,6 +172,7 @@ def _probe_attempt(index: int, attempt: Attempt, subject: Optional[str]) -> Repo
         title = detail[len("HTTP ") :]
     return {
         "index": index,
+        "endpoint": attempt.endpoint,
         "candidate": attempt.candidate,
         "subject": subject,
         "outcome": outcome,
@@ -189,6 +198,8 @@ def _what_the_transport_does(
         return None, "does not connect: Docker would refuse the directory"
     chosen = attempts[decision.chosen]
     label = chosen["candidate"] or "no client certificate"
+    if chosen["endpoint"] is not None:  # routed (containerd): which endpoint answered
+        label += f" at {chosen['endpoint']}"
     if decision.rejected:
         return None, "raises ClientCertificateRejected: every candidate was rejected"
     if decision.error is not None:
@@ -261,14 +272,19 @@ def probe_report(
             if decision is not None and decision.response is not None:
                 decision.response.close()
         for index, attempt in enumerate(decision.attempts if decision else (), 1):
-            record = _probe_attempt(index, attempt, subjects.get(attempt.candidate or ""))
+            # Routed (containerd), the walk may try other endpoints' pairs: the folder's
+            # facts (subject, chain) are those of the endpoint at the URL's host only.
+            own = _at_url(attempt.endpoint, url)
+            name = attempt.candidate or ""
+            record = _probe_attempt(index, attempt, subjects.get(name) if own else None)
             if decision is not None and decision.chosen == index - 1 and decision.error:
-                record["hint"] = error_hint(decision.error, url, timeout)
+                there = url if own else httpx.URL(attempt.endpoint or str(url))
+                record["hint"] = error_hint(decision.error, there, timeout)
             elif record["outcome"] == "error":
                 record["hint"] = (
                     "not a client-certificate rejection: another certificate cannot help"
                 )
-            chain = chains.get(attempt.candidate or "", ())
+            chain = chains.get(name, ()) if own else ()
             record["issuers"] = [name_text(der) for der in chain]
             record["issuer_listed"] = None  # known once the server's CA names are
             attempts.append(record)
@@ -283,7 +299,8 @@ def probe_report(
             def no_certificate() -> Optional[Report]:
                 return _without_certificate(loaded, url, base, plat, rule, policy, timeout)
 
-            go = _what_go_does(found, certs, attempts, no_certificate)
+            here = [a for a in attempts if _at_url(a["endpoint"], url)]
+            go = _what_go_does(found, certs, here, no_certificate) if here else None
     return {
         "schema": SCHEMA,
         "command": "probe",
@@ -379,7 +396,7 @@ def _what_go_does(
     accepted = None if answer is None else answer["outcome"] == "accepted"
     detail = None if answer is None else answer["detail"]
     if chosen is not None:
-        label = f"{attempts[chosen]['candidate']} ({ordinal(chosen + 1)})"
+        label = f"{attempts[chosen]['candidate']} ({ordinal(attempts[chosen]['index'])})"
     else:
         label = "no certificate"
     verdict = {True: "accepted", False: "rejected", None: "outcome unknown"}[accepted]
@@ -387,7 +404,7 @@ def _what_go_does(
         verdict += f", {detail}"
     return {
         "sends": None if chosen is None else attempts[chosen]["candidate"],
-        "index": None if chosen is None else chosen + 1,
+        "index": None if chosen is None else attempts[chosen]["index"],
         "reason": why,
         "accepted": accepted,
         "detail": detail,
@@ -436,27 +453,35 @@ def _without_certificate(
 def render_probe(report: Report, style: Style) -> list[str]:
     lines = [style("bold", f"dockercerts probe {report['url']}")]
     if report["directory_exists"]:
-        state = (
-            f"({plural(len(report['attempts']), 'candidate')}, "
-            f"{plural(len(report['ca_files']), 'CA file')})"
-        )
-        if report["attempts"] and report["attempts"][0]["candidate"] is None:
+        url = httpx.URL(report["url"])
+        here = [a for a in report["attempts"] if _at_url(a["endpoint"], url)]
+        state = f"({plural(len(here), 'candidate')}, {plural(len(report['ca_files']), 'CA file')})"
+        if here and here[0]["candidate"] is None:
             state = f"(no client pair, {plural(len(report['ca_files']), 'CA file')})"
+        elif report["attempts"] and not here:  # routed: the walk ended at an earlier endpoint
+            state = "(not tried: an earlier endpoint answered)"
     else:
         state = "(missing: system roots, no client certificate)"
     lines += table([["directory", f"{report['directory']}  {state}"]], style)
     lines += refusal(report, style)
     if report["attempts"]:
         lines.append("")
-        rows: list[list[Cell]] = [["#", "candidate", "subject", "result", "detail", "TLS", "time"]]
+        # Routed (containerd): the endpoint each attempt went to, in the walk's order.
+        routed = any(attempt["endpoint"] is not None for attempt in report["attempts"])
+        where: list[Cell] = ["endpoint"] if routed else []
+        rows: list[list[Cell]] = [
+            ["#", *where, "candidate", "subject", "result", "detail", "TLS", "time"]
+        ]
         colours = {"accepted": "green", "rejected": "red", "error": "yellow"}
         for attempt in report["attempts"]:
             detail = attempt["detail"]
             if attempt["title"] and attempt["title"] not in detail:
                 detail += f" ({attempt['title']})"
+            endpoint: list[Cell] = [attempt["endpoint"] or "-"] if routed else []
             rows.append(
                 [
                     str(attempt["index"]),
+                    *endpoint,
                     attempt["candidate"] or "(none)",
                     attempt["subject"] or "-",
                     (colours[attempt["outcome"]], attempt["outcome"]),
