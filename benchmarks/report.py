@@ -68,7 +68,8 @@ def report(
     out += [f"- {key}: {value}" for key, value in meta.machine.items()]
     out += [
         "",
-        "The run was on a **shared 2-core machine** while other engineers ran test suites, so "
+        "The run was on a **shared 2-core machine** (other work may run beside it: the load "
+        "averages above say how busy it was), so "
         "absolute times drift: every figure is a ratio against a baseline measured in the same "
         "process, from the median of interleaved rounds (A,B then B,A), and the spread of the "
         "per-round ratios is shown. Servers are `MTLSServer`s in their own processes on "
