@@ -16,24 +16,21 @@ import os
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Generic, Optional, TypeVar, Union
 
 import httpx
 
-from . import canames
-from ._layouts import Layout, docker_host_names, layout
+from ._layouts import docker_host_names
+from ._options import Options
+from ._slots import Slot
 from .containerd import RequestView
 from .diagnose import NOT_LOGGED
 from .errors import CertsDirError
 from .gochoice import issuer_listed
-from .loader import Candidate, HostCerts, Secret, unwrap, with_system
+from .loader import Candidate, HostCerts, unwrap, with_system
 from .locate import StrPath, certs_root, host_dir, resolve_platform
-from .rejection import RejectionPolicy
 from .routing import NEEDS, Target, target
-from .scan import Password
-from .trust import Trust, check_system
 
 __all__ = ["docker_host_names", "host_dir_for_url"]
 
@@ -71,95 +68,6 @@ def _first_dir(dirs: tuple[Path, ...]) -> Path:
     return next((d for d in dirs if os.path.isdir(d)), dirs[0])
 
 
-#: What the options every front end takes mean (appended to each front end's docstring).
-OPTIONS_DOC = """
-    ``runtime`` is whose folders are read: ``"docker"`` (default), ``"podman"``
-    (containers/image's search list; ``cert_dir=`` is its ``--cert-dir``) or
-    ``"containerd"`` (``hosts.toml``: a request is routed as containerd routes it, to the
-    mirrors with the operation's capability, then ``server``, each with its own TLS; see
-    :mod:`dockercerts.routing`). ``system="truststore"`` verifies with the
-    platform's verifier plus the folder's CA files (the ``truststore`` extra; see
-    :func:`~dockercerts.load`).
-    ``root`` replaces the runtime's roots (Docker's: :func:`~dockercerts.certs_root`);
-    ``platform`` and ``trust`` choose the platform's rules and how the folder's ``.crt`` files
-    combine with the system's roots (:func:`~dockercerts.load_dir`); ``password`` decrypts
-    keys; ``policy`` is the :class:`~dockercerts.RejectionPolicy` (or a preset's name).
-    ``refresh`` is how often (seconds) a host directory is checked for changes; 0 checks on
-    every request. ``recheck`` is how long (seconds, default 60) a candidate refused at the
-    certificate layer is skipped by later requests to its host; 0 never skips. ``max_hosts``
-    bounds how many hosts keep their pools."""
-
-
-@dataclass(frozen=True)
-class Options:
-    """A transport's settings that every host state reads; checked when the transport is made."""
-
-    root: Path
-    platform: str
-    # Where folders are and how they are read: the runtime's, chosen once (see _layouts).
-    layout: Layout
-    trust: Optional[Trust]
-    # Wrapped: dataclasses.asdict() and repr() of the options must not show it.
-    password: Secret = field(repr=False)
-    policy: RejectionPolicy
-    refresh: float
-    recheck: float
-    order: str = "docker"
-    system: str = "openssl"
-
-
-_TRUSTS = (None, "merge", "replace")
-_ORDERS = ("docker", "ca-names")
-
-
-def options(
-    root: Optional[StrPath],
-    platform: Optional[str],
-    trust: Optional[Trust],
-    password: Optional[Password],
-    policy: Union[RejectionPolicy, str],
-    refresh: float,
-    recheck: float = 60.0,
-    *,
-    order: str = "docker",
-    runtime: str = "docker",
-    cert_dir: Optional[StrPath] = None,
-    system: str = "openssl",
-) -> Options:
-    """:class:`Options` from a transport's keyword arguments, each one checked now: a mistake
-    found at the first request would surface far from where it was made."""
-    plat = resolve_platform(platform)
-    folders = layout(runtime, root=root, cert_dir=cert_dir, platform=plat)
-    if trust not in _TRUSTS:
-        raise ValueError(f"trust must be 'merge', 'replace' or None, not {trust!r}")
-    check_system(system)
-    if system == "truststore" and trust == "replace":
-        raise ValueError("trust='replace' cannot go with system='truststore' (always merged)")
-    if password is not None and not isinstance(password, (bytes, str)) and not callable(password):
-        raise TypeError("password must be bytes, str or a callable taking the key's path")
-    if not isinstance(policy, (str, RejectionPolicy)):
-        raise TypeError(f"policy must be a preset name or a RejectionPolicy, not {policy!r}")
-    for name, value in (("refresh", refresh), ("recheck", recheck)):
-        if not isinstance(value, (int, float)) or not value >= 0 or value == float("inf"):
-            raise ValueError(f"{name} must be a finite number of seconds >= 0, not {value!r}")
-    if order not in _ORDERS:
-        raise ValueError(f"order must be 'docker' or 'ca-names', not {order!r}")
-    if order == "ca-names":
-        canames.require("order='ca-names'")
-    return Options(
-        root=folders.roots[0],
-        platform=plat,
-        layout=folders,
-        trust=trust,
-        password=Secret.of(password),
-        policy=RejectionPolicy.preset(policy) if isinstance(policy, str) else policy,
-        refresh=float(refresh),
-        recheck=float(recheck),
-        order=order,
-        system=system,
-    )
-
-
 def _copy(error: CertsDirError) -> CertsDirError:
     """A new exception like ``error`` (type, message, attributes) without its traceback: a
     kept error is raised to many requests, possibly at once, and each gets its own."""
@@ -185,82 +93,6 @@ def _identity(
 def _trust_identity(certs: HostCerts) -> tuple[object, ...]:
     anchors = hashlib.sha256(b"".join(certs.ca_certificates)).hexdigest()
     return (certs.trust, certs.uses_system_roots, anchors, certs.skip_verify, certs.system)
-
-
-class Slot(Generic[Inner]):
-    """One candidate's inner transport: built on first use, closed once retired and unused.
-
-    ``acquire`` and ``release`` count the requests (and open responses) using it, so a
-    transport retired by a reload or an eviction is closed by whoever leaves it last, never
-    under a request that is still running.
-
-    The count is a list of tokens, not an integer under the lock: ``list.append`` and
-    ``list.pop`` are atomic, so the common path (a live slot) takes no lock. The order makes
-    it safe: a user appends its token *before* reading ``_inner``, and ``_take_if_done``
-    empties ``_inner`` *before* looking at the tokens (putting it back if it sees one), so a
-    user either is seen and keeps the transport, or reads ``None`` and waits for the lock.
-    """
-
-    __slots__ = ("_inner", "_lock", "_make", "_retired", "_users", "candidate", "key", "name")
-
-    def __init__(
-        self, candidate: Candidate, key: tuple[object, ...], make: Callable[[Candidate], Inner]
-    ) -> None:
-        self.candidate = candidate
-        #: The candidate's name, read on every request (``Candidate.name`` is a property).
-        self.name = candidate.name
-        self.key = key
-        self._make: Callable[[Candidate], Inner] = make
-        self._inner: Optional[Inner] = None
-        self._lock = threading.Lock()
-        self._users: list[None] = []
-        self._retired = False
-
-    @property
-    def built(self) -> bool:
-        """Whether the inner transport exists (an async front end builds it off the loop)."""
-        return self._inner is not None
-
-    def build(self) -> None:
-        """Build the inner transport now (its ``ssl`` context with it), without using it."""
-        with self._lock:
-            if self._inner is None and not self._retired:
-                self._inner = self._make(self.candidate)
-
-    def acquire(self) -> Inner:
-        self._users.append(None)
-        inner = self._inner
-        if inner is not None:
-            return inner
-        with self._lock:
-            if self._inner is None:
-                try:
-                    self._inner = self._make(self.candidate)
-                except BaseException:
-                    self._users.pop()
-                    raise
-            return self._inner
-
-    def release(self) -> Optional[Inner]:
-        """Drop one user; returns the transport for the caller to close when it was the last."""
-        self._users.pop()
-        if not self._retired:
-            return None
-        with self._lock:
-            return self._take_if_done()
-
-    def retire(self) -> Optional[Inner]:
-        """No new request will pick this slot; returns the transport if nobody uses it."""
-        with self._lock:
-            self._retired = True
-            return self._take_if_done()
-
-    def _take_if_done(self) -> Optional[Inner]:
-        inner, self._inner = self._inner, None
-        if self._users:  # someone is (or is about to be) using it: put it back
-            self._inner = inner
-            return None
-        return inner
 
 
 def listed_first(

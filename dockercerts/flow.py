@@ -51,7 +51,8 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Callable, Generic, Optional, TypeVar, Union
 
-from ._hosts import HostState, Routes, Slot
+from ._hosts import HostState, Routes
+from ._slots import Slot
 from .errors import Attempt, NoEndpointError, Outcome
 from .rejection import RejectionPolicy, Verdict, alert_name
 from .routing import Target, operation, walk_order

@@ -72,7 +72,9 @@ import httpx
 
 from . import canames
 from ._drive import answered, failed, run
-from ._hosts import OPTIONS_DOC, Hosts, HostState, Slot, options
+from ._hosts import Hosts, HostState
+from ._options import OPTIONS_DOC, options
+from ._slots import Slot
 from ._watch import Watch, watched
 from .flow import Close, Decision, Exchange, Learn, Read, Send, Step
 from .loader import Candidate

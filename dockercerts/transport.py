@@ -23,16 +23,9 @@ import httpx
 
 from . import canames
 from ._drive import answered, failed, run
-from ._hosts import (
-    OPTIONS_DOC,
-    Hosts,
-    HostState,
-    Options,
-    Slot,
-    docker_host_names,
-    host_dir_for_url,
-    options,
-)
+from ._hosts import Hosts, HostState, docker_host_names, host_dir_for_url
+from ._options import OPTIONS_DOC, Options, options
+from ._slots import Slot
 from ._watch import Watch, watched
 from .errors import CertsDirError, CertsDirTransportError, ClientCertificateRejected
 from .flow import Close, Decision, Exchange, Learn, Read, Send, Sent, Wait

@@ -23,7 +23,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dockercerts import DOCKER, DOCKER_LEGACY
-from dockercerts._hosts import HostState, options
+from dockercerts._hosts import HostState
+from dockercerts._options import options
 from dockercerts.errors import Attempt
 from dockercerts.flow import Close, Decision, Exchange, Read, Send, Sent, Wait
 from dockercerts.rejection import TLS13_REFUSAL, RejectionPolicy

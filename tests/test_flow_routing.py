@@ -20,7 +20,8 @@ import pytest
 from test_flow import PAGE, TIMEOUT, Answer, sent_of
 
 from dockercerts import DOCKER, AsyncTransport, Transport
-from dockercerts._hosts import Hosts, HostState, options
+from dockercerts._hosts import Hosts, HostState
+from dockercerts._options import options
 from dockercerts.flow import Close, Decision, Exchange, Learn, Read, Send, Sent
 from dockercerts.routing import operation
 from dockercerts.testing import CA

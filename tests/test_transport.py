@@ -46,8 +46,8 @@ from dockercerts import (
     docker_host_names,
 )
 from dockercerts._hosts import HostState as _HostState
-from dockercerts._hosts import Slot
-from dockercerts._hosts import options as _options
+from dockercerts._options import options as _options
+from dockercerts._slots import Slot
 from dockercerts.loader import Candidate
 from dockercerts.rejection import TLS13_REFUSAL
 from dockercerts.testing import CA, CertsD, HostDir, Leaf, MTLSServer, set_tls_version
