@@ -22,6 +22,7 @@ import anyio
 import httpx
 
 from . import canames
+from ._aim import Home, aim
 from ._drive import answered, failed, run
 from ._hosts import Hosts, HostState, docker_host_names, host_dir_for_url
 from ._options import OPTIONS_DOC, Options, options
@@ -33,18 +34,12 @@ from .loader import Candidate
 from .locate import StrPath
 from .proxies import ProxyArg, ProxyRules
 from .rejection import DOCKER, RejectionPolicy
-from .routing import Target, rewrite
 from .scan import Password
 from .trust import Trust
 
 __all__ = ["AsyncTransport", "Transport", "docker_host_names", "host_dir_for_url"]
 
 ATTEMPTS = "dockercerts.attempts"  # the response extension holding the exchange's records
-
-try:  # httpx's parsed URL, for routing's rewrite (see _moved); absent: the public way
-    from httpx._urlparse import ParseResult as _ParseResult
-except ImportError:  # pragma: no cover - another httpx
-    _ParseResult = None  # type: ignore[assignment,misc]
 
 
 class _Body(httpx.SyncByteStream, httpx.AsyncByteStream):
@@ -111,7 +106,7 @@ def _exchange(
     state: HostState[Any],
     policy: RejectionPolicy,
     exhaustive: bool,
-    home: Optional[_Home],
+    home: Optional[Home],
 ) -> Exchange[httpx.Response]:
     """The flow for ``request``; a streamed body is wrapped to tell whether it was read.
     The path is given (routing on) only when the host's folder routes (containerd:
@@ -130,102 +125,6 @@ def _exchange(
         exhaustive=exhaustive,
         path=None if home is None else home.path,
     )
-
-
-def _aim(request: httpx.Request, target: Optional[Target], home: Optional[_Home]) -> None:
-    """Point ``request`` at ``target`` (:func:`~dockercerts.routing.rewrite`), from its own
-    URL and headers (``home``, put back by :meth:`_Home.restore` when the exchange ends;
-    ``None`` when the host routes nothing: then neither is ever changed)."""
-    if home is None:
-        return
-    if target is None or target.identity:
-        if request.url is not home.url:
-            home.restore(request)
-        return
-    path, query = rewrite(target, home.path, home.query)
-    request.url = _moved(home.url, target, path, query)
-    request.headers = _headed(home.headers, target)
-
-
-def _headed(headers: httpx.Headers, target: Target) -> httpx.Headers:
-    """The request's own ``headers`` for ``target``: ``Host`` is the endpoint's, and its
-    ``[header]`` values are added to the request's own (Go's ``Header.Add``).
-
-    Built from httpx's header list when it has one: ``Headers.copy()`` and a ``Host``
-    assignment re-encode every header (~1.5 µs, half the routing's cost); the list is the
-    same items with the ``Host`` one replaced. Other httpx versions go the public way.
-    """
-    items = getattr(headers, "_list", None)
-    if isinstance(items, list) and target.netloc.isascii():
-        host = (b"Host", b"host", target.netloc.encode("ascii"))
-        listed = list(items)
-        for index, item in enumerate(listed):
-            if item[1] == b"host":  # first in the requests httpx builds: found at once
-                listed[index] = host
-                break
-        else:
-            listed.insert(0, host)
-        moved = httpx.Headers.__new__(httpx.Headers)
-        moved._list = listed
-        moved._encoding = None
-    else:
-        moved = headers.copy()
-        moved["Host"] = target.netloc
-    if target.headers:
-        moved = httpx.Headers([*moved.multi_items(), *target.headers])
-    return moved
-
-
-def _moved(url: httpx.URL, target: Target, path: str, query: str) -> httpx.URL:
-    """``url`` sent to ``target`` with ``path`` and ``query``.
-
-    Built from httpx's parsed parts when it has them: every part was checked already (the
-    request's path and query by httpx, the endpoint by the hosts.toml parser, ``ns`` is
-    quoted), and parsing the whole URL again costs ~30 µs for a digest's path, ten times
-    the rest of the routing. Other httpx versions, or a non-ASCII host, go the public way.
-    """
-    parts = getattr(url, "_uri_reference", None)
-    if _ParseResult is not None and parts is not None and target.host.isascii():
-        moved = httpx.URL.__new__(httpx.URL)
-        # tuple.__new__: a NamedTuple's own __new__ is Python code, this is its C core.
-        moved._uri_reference = tuple.__new__(
-            _ParseResult,
-            (
-                target.scheme,
-                parts.userinfo,
-                target.host,
-                target.port,
-                path,
-                query or None,
-                parts.fragment,
-            ),
-        )
-        return moved
-    return url.copy_with(
-        scheme=target.scheme,
-        host=target.host,
-        port=target.port,
-        raw_path=(path + "?" + query if query else path).encode("ascii"),
-    )
-
-
-class _Home:
-    """A request's own URL and headers, while routing points it elsewhere; its raw path
-    and query (percent-encoded, as sent), which routing reads and rewrites."""
-
-    __slots__ = ("headers", "path", "query", "url")
-
-    def __init__(self, request: httpx.Request) -> None:
-        url = self.url = request.url
-        self.headers = request.headers
-        parts = getattr(url, "_uri_reference", None)  # httpx's parsed URL: see _moved
-        if _ParseResult is not None and parts is not None:
-            self.path, self.query = parts.path or "/", parts.query or ""
-        else:
-            self.path, _, self.query = url.raw_path.decode("ascii").partition("?")
-
-    def restore(self, request: httpx.Request) -> None:
-        request.url, request.headers = self.url, self.headers
 
 
 def _sent(response: httpx.Response, slot: Slot[Any], watch: Watch, start: float) -> Sent[Any]:
@@ -452,7 +351,7 @@ class Transport(_Base, httpx.BaseTransport):
         for done in self._hosts.drain(state):
             done.close()
         stream = request.stream
-        home = None if state.routes is None else _Home(request)
+        home = None if state.routes is None else Home(request)
         exchange = _exchange(request, state, self._options.policy, every_candidate, home)
         try:
             return run(exchange, lambda step: self._step(step, request, home), httpx.Response.close)
@@ -461,9 +360,9 @@ class Transport(_Base, httpx.BaseTransport):
             if home is not None:
                 home.restore(request)
 
-    def _step(self, step: Any, request: httpx.Request, home: Optional[_Home]) -> Any:
+    def _step(self, step: Any, request: httpx.Request, home: Optional[Home]) -> Any:
         if isinstance(step, Send):
-            _aim(request, step.target, home)
+            aim(request, step.target, home)
             return self._send(step.slot, request)
         if isinstance(step, Read):
             response: httpx.Response = step.response
@@ -476,7 +375,7 @@ class Transport(_Base, httpx.BaseTransport):
             step.response.close()
             return None
         if isinstance(step, Learn):  # the server the next try goes to
-            _aim(request, step.target, home)
+            aim(request, step.target, home)
             return self._learn(request)
         assert isinstance(step, Wait)
         return step.turn.wait(step.timeout)
@@ -542,13 +441,13 @@ class AsyncTransport(_Base, httpx.AsyncBaseTransport):
         for done in self._hosts.drain(state):
             await done.aclose()
         stream = request.stream
-        home = None if state.routes is None else _Home(request)
+        home = None if state.routes is None else Home(request)
         exchange = _exchange(request, state, self._options.policy, every_candidate, home)
         first = None
         try:
             slot = exchange.direct()
             if slot is not None:  # the steady state: the winner, judged without the generator
-                _aim(request, exchange.target, home)
+                aim(request, exchange.target, home)
                 sent = await self._send(slot, request)
                 decided = exchange.settle_direct(slot, sent)
                 if decided is not None:
@@ -572,9 +471,9 @@ class AsyncTransport(_Base, httpx.AsyncBaseTransport):
                 with anyio.CancelScope(shield=True):
                     await held.aclose()
 
-    async def _step(self, step: Any, request: httpx.Request, home: Optional[_Home]) -> Any:
+    async def _step(self, step: Any, request: httpx.Request, home: Optional[Home]) -> Any:
         if isinstance(step, Send):
-            _aim(request, step.target, home)
+            aim(request, step.target, home)
             return await self._send(step.slot, request)
         if isinstance(step, Read):
             response: httpx.Response = step.response
@@ -589,7 +488,7 @@ class AsyncTransport(_Base, httpx.AsyncBaseTransport):
                 await step.response.aclose()
             return None
         if isinstance(step, Learn):  # the server the next try goes to
-            _aim(request, step.target, home)
+            aim(request, step.target, home)
             return await anyio.to_thread.run_sync(self._learn, request)
         assert isinstance(step, Wait)
         return await _wait(step.turn, step.timeout)
