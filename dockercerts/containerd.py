@@ -39,9 +39,11 @@ from typing import Optional, Union
 from cryptography import x509
 
 from ._gowords import key_pair_problem, os_error, quote
+from ._loosefiles import loose_files
 from ._pem import ca_certificates, pem_blocks
 from .errors import CertsDirError, CertsDirReadError, EndpointTLSError, HostsTomlError
 from .hoststoml import (
+    HOSTS_TOML,
     HUB,
     HUB_HOST,
     ClientEntry,
@@ -67,7 +69,6 @@ from .scan import (
     permission_warning,
     read_capped,
     snapshot,
-    sorted_names,
     vanished,
 )
 from .trust import Trust
@@ -75,8 +76,6 @@ from .trust import Trust
 __all__ = ["ContainerdHost", "EndpointCerts", "RequestView", "load_hosts", "same_host"]
 
 log = logging.getLogger("dockercerts")
-
-HOSTS_TOML = "hosts.toml"
 
 
 @dataclass(frozen=True)
@@ -192,72 +191,6 @@ def resnapshot(folder: Path, previous: Snapshot) -> Snapshot:
             seen.add(path)
             unique.append(path)
     return _snapshot(folder, unique)
-
-
-def _loose(folder: Path, registry: str) -> tuple[Endpoint, list[Ignored]]:
-    """containerd's ``loadCertFiles``: the folder's files as the server's TLS settings."""
-    try:
-        entries = {e.name: e for e in os.scandir(folder)}
-    except FileNotFoundError:
-        entries = {}
-    except OSError as exc:
-        raise CertsDirReadError(
-            folder,
-            folder,
-            os_error("open", folder, exc),
-            "Fix the folder's permissions, or run as a user that can read it",
-        ) from None
-    ca: list[Path] = []
-    client: list[ClientEntry] = []
-    ignored: list[Ignored] = []
-    for name in sorted_names(entries):
-        entry = entries[name]
-        path = folder / name
-        try:
-            is_dir = entry.is_dir(follow_symlinks=False)
-        except OSError:
-            is_dir = False
-        if is_dir:
-            ignored.append(Ignored(name, "a sub-folder: containerd skips it"))
-            continue
-        if name.endswith(".crt"):
-            ca.append(path)
-        elif name.endswith(".cert"):
-            key = folder / (name[: -len(".cert")] + ".key")
-            try:
-                os.stat(key)
-            except FileNotFoundError:
-                client.append(ClientEntry(path))  # read as certificate and key in one file
-                continue
-            except OSError as exc:
-                raise EndpointTLSError(
-                    os_error("stat", key, exc),
-                    key,
-                    endpoint=registry,
-                    fix="Fix the key's permissions, or run as a user that can read it",
-                ) from None
-            client.append(ClientEntry(path, key))
-        elif name.endswith(".key"):
-            if name[: -len(".key")] + ".cert" not in entries:
-                ignored.append(
-                    Ignored(
-                        name,
-                        "a .key without its .cert: containerd ignores it (Docker would refuse "
-                        "the folder)",
-                    )
-                )
-        elif name != HOSTS_TOML:
-            ignored.append(Ignored(name, "not .crt, .cert or .key: containerd ignores it"))
-    server = Endpoint(
-        key="",
-        scheme="",
-        host="",
-        path="",
-        ca=tuple(ca) if ca else None,
-        client=tuple(client) if client else None,
-        is_server=True,
-    )
-    return server, ignored
 
 
 def _pair_name(entry: ClientEntry, folder: Path, taken: set[str]) -> str:
@@ -471,7 +404,7 @@ def _read_folder_raising(
                 )
             )
     if hosts_file is None and exists:
-        server, more = _loose(folder, registry)
+        server, more = loose_files(folder, registry)
         found = (server,)
         ignored += more
     resolved = endpoints(found, registry)

@@ -64,6 +64,7 @@ else:  # pragma: no cover - exercised on Python < 3.11 only
 
 __all__ = [
     "CAPABILITIES",
+    "HOSTS_TOML",
     "ClientEntry",
     "Endpoint",
     "HostsFile",
@@ -71,6 +72,9 @@ __all__ = [
     "endpoints",
     "parse_hosts_toml",
 ]
+
+#: The file containerd reads in a registry's folder.
+HOSTS_TOML = "hosts.toml"
 
 #: Every capability, in containerd's order; the default when none is given.
 CAPABILITIES = ("pull", "resolve", "push", "referrers")

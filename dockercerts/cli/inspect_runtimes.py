@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Optional
 
 from .._layouts import Layout, layout
-from ..containerd import HOSTS_TOML, ContainerdHost, load_hosts, localhost_note
+from ..containerd import ContainerdHost, load_hosts, localhost_note
 from ..diagnose import (
     ca_details_of,
     folder_cas,
@@ -25,7 +25,7 @@ from ..diagnose import (
     root_state,
 )
 from ..errors import CertsDirError, EndpointTLSError
-from ..hoststoml import HUB, HostsFile
+from ..hoststoml import HOSTS_TOML, HUB, HostsFile
 from ..loader import HostCerts, unwrap
 from ..locate import current_platform, split_port
 from ..runtimes import Lookup, folder_names
