@@ -1,6 +1,6 @@
 """containerd's folders read as containerd reads them, and the transport using them.
 
-Rules and sources (spec ``runtimes.md`` section 2, containerd ``core/remotes/docker/config``):
+Rules and sources (containerd ``core/remotes/docker/config``; docs/runtimes.md):
 ``loadHostDir`` (hosts.toml, else the loose files; a file that does not decode is logged and
 the loose files are read), ``loadCertFiles`` (sub-folders skipped, a ``.cert`` without
 ``.key`` is one combined file, a ``.key`` alone is ignored), ``updateTLSConfigFromHost``

@@ -396,9 +396,10 @@ def test_tls13_close_before_any_byte_counts_as_a_rejection(
     mtls_server: Any,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    """By design (spec section 5): with TLS 1.3 a server that rejects the certificate may
-    only close the connection, so an empty close on a fresh 1.3 connection moves on. This
-    documents the one fault that does rotate, and that the transport survives it."""
+    """By design (the README's verdict layers): with TLS 1.3 a server that rejects the
+    certificate may only close the connection, so an empty close on a fresh 1.3 connection
+    moves on. This documents the one fault that does rotate, and that the transport
+    survives it."""
     fault = Fault(respond_then_close(b""), "good", httpx.RemoteProtocolError, "1.3")
     first, second = pairs
     server = start_fault(fault)

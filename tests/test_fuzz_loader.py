@@ -1,7 +1,7 @@
 """Loader fuzzing: random host directories against an independent oracle of Docker's rules.
 
-The oracle below is written from the spec's section 2 (moby's ``loadTLSConfig``), not from
-the library: it walks the names a generated directory holds in byte order, takes the
+The oracle below is written from moby's ``loadTLSConfig`` (its rules, as the README lists
+them), not from the library: it walks the names a generated directory holds in byte order, takes the
 extension from the last dot (case-sensitive), and predicts what Docker does with each file
 from what the test *put* there (a model of every entry: a file of known content, a symlink,
 a dangling link, a folder, a link loop). ``load_dir`` must agree with it on every example:
@@ -371,7 +371,7 @@ def docker_extension(name: str) -> str:
 
 
 def predict(host_kind: str, listing: dict[str, Entry]) -> Outcome:
-    """What moby's loop does with this folder (spec, section 2), step by step."""
+    """What moby's loop does with this folder, step by step."""
     contents = pool()[0]
     if host_kind in ("missing", "dangling"):
         return Loaded(False, (), 0, ())  # ENOENT: no error, system trust only
@@ -515,7 +515,7 @@ def test_pool_labels_and_identities() -> None:
 @pytest.mark.parametrize(
     ("entries", "expected"),
     [
-        # The oracle itself, on cases written out by hand from the spec's text.
+        # The oracle itself, on cases written out by hand from moby's rules.
         ({".crt": ("file", "garbage")}, Loaded(True, (".crt",), 0, ())),
         ({"ca.CRT": ("file", "cert_a"), "x.crt.bak": ("dangling",)}, Loaded(True, (), 0, ())),
         (

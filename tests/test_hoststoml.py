@@ -2,7 +2,7 @@
 
 Test data: the examples of containerd's ``docs/hosts.md``, written out by hand, and one file
 per field form and per error, each checked against ``parseHostsFile`` / ``parseHostConfig``
-/ ``getSortedHosts`` in ``core/remotes/docker/config/hosts.go`` (see the spec, section 2).
+/ ``getSortedHosts`` in ``core/remotes/docker/config/hosts.go`` (see docs/runtimes.md).
 """
 
 from __future__ import annotations

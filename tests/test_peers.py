@@ -1,6 +1,7 @@
 """Real nginx and docker-registry on loopback: how each rejects a client certificate.
 
-These tests pin the table of the spec (section 5) with real handshakes, and check that
+These tests pin how real servers refuse a certificate (the README's verdict layers) with
+real handshakes, and check that
 ``MTLSServer`` reproduces the same outcome class as the real peer it stands in for
 (``reject="http"`` ~ nginx ``ssl_verify_client on``, ``reject="tls"`` ~ docker-registry
 ``http.tls.clientcas``). Without the binaries they skip, except under
@@ -36,7 +37,8 @@ pytestmark = pytest.mark.peers
 TLS_VERSIONS = ("1.2", "1.3")
 CERTS = ("none", "wrong", "right")
 
-# Alert names OpenSSL reports for a server refusing the client certificate (spec, section 5).
+# Alert names OpenSSL reports for a server refusing the client certificate (as the real
+# peers send them).
 REJECTION_ALERTS = (
     "SSLV3_ALERT_BAD_CERTIFICATE",
     "SSLV3_ALERT_HANDSHAKE_FAILURE",

@@ -2,8 +2,7 @@
 
 What real servers send is pinned by ``test_peers.py`` and exercised end to end by
 ``test_transport*.py``; here each rule of :class:`~dockercerts.RejectionPolicy` is checked
-on its own, including the shapes httpx and anyio give to a rejected certificate (spec,
-section 5).
+on its own, including the shapes httpx and anyio give to a rejected certificate.
 """
 
 from __future__ import annotations
@@ -21,7 +20,8 @@ from hypothesis import strategies as st
 from dockercerts import DOCKER, DOCKER_LEGACY, TLS_ONLY, RejectionPolicy
 from dockercerts.rejection import DEFAULT_ALERTS, IDEMPOTENT_METHODS, NGINX_TITLES, alert_name
 
-# The OpenSSL spelling of every alert that rejects a client certificate (spec, section 5).
+# The OpenSSL spelling of every alert that rejects a client certificate (as real servers
+# send them: test_peers.py).
 OPENSSL_ALERTS = {
     "SSLV3_ALERT_BAD_CERTIFICATE": "bad_certificate",
     "SSLV3_ALERT_HANDSHAKE_FAILURE": "handshake_failure",

@@ -1,6 +1,6 @@
 """Where podman and containerd look, and how podman reads what it finds.
 
-Each rule is checked against its source in the spec (``runtimes.md``): containers/image
+Each rule is checked against its source (listed in docs/runtimes.md): containers/image
 ``dockerCertDir`` and ``SetupCertificates`` for podman; containerd ``hostPaths``,
 ``hostDirectory``, ``HostDirFromRoot`` and the CRI plugin's ``config_path`` for containerd;
 nerdctl ``HostsDirs`` for the rootless and Windows roots.

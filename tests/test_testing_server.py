@@ -1,7 +1,7 @@
 """dockercerts.testing.server: real sockets, real handshakes, TLS 1.2 and 1.3.
 
 Expected pages and headers are written out literally here (copied from nginx 1.22 and
-docker-registry 2.8 behaviour, see the spec section 5), not taken from the server module.
+docker-registry 2.8 behaviour, pinned by ``test_peers.py``), not taken from the server module.
 """
 
 from __future__ import annotations

@@ -361,7 +361,7 @@ def _transport_env(caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyP
     """INFO logs from dockercerts, and the platform's own system roots.
 
     With ``SSL_CERT_FILE`` set (common on CI images) every context parses the whole bundle
-    (~50 ms, spec section 3); without it the hashed folder is searched lazily. The tests are
+    (~50 ms); without it the hashed folder is searched lazily. The tests are
     about rotation, not about the bundle, so they run with the platform default."""
     caplog.set_level(logging.INFO, logger="dockercerts")
     monkeypatch.delenv("SSL_CERT_FILE", raising=False)
