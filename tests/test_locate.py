@@ -287,7 +287,7 @@ DIGEST = "sha256:" + "0123456789abcdef" * 4
         ("team/app", "docker.io"),
         ("localhost/app", "localhost"),
         ("https://reg:5000/v2/", "reg:5000"),
-        # image references with a registry part
+        # more references, with and without a registry part
         ("reg:5000/app", "reg:5000"),
         ("reg.example.com/app", "reg.example.com"),
         ("reg:443/app", "reg:443"),
