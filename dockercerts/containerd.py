@@ -41,6 +41,7 @@ from cryptography import x509
 from ._gowords import key_pair_problem, os_error, quote
 from ._loosefiles import loose_files
 from ._pem import ca_certificates, pem_blocks
+from .diagnose import missing_folder
 from .errors import CertsDirError, CertsDirReadError, EndpointTLSError, HostsTomlError
 from .hoststoml import (
     HOSTS_TOML,
@@ -117,6 +118,46 @@ class ContainerdHost:
         A request to that host is made with that endpoint's TLS settings.
         """
         return next((e for e in self.endpoints if same_host(e.endpoint, host)), None)
+
+    def warnings_for(self, host: str) -> tuple[CertsWarning, ...]:
+        """Everything wrong with the folder for requests to ``host``: ``host-directory-missing``
+        when there is none, each endpoint's warnings once, in endpoint order, then
+        ``no-endpoint-for-host`` when no endpoint is at ``host`` itself. What
+        ``dockercerts inspect --runtime containerd`` shows.
+
+            >>> found = load_hosts("reg.example:5000", root="/nonexistent")
+            >>> [w.code for w in found.warnings_for("reg.example:5000")]
+            ['host-directory-missing']
+        """
+        found: list[CertsWarning] = []
+        if self.folder is None and self.lookup.looked:  # containerd's defaults apply
+            found.append(missing_folder("containerd", self.lookup.looked[0].place.path))
+        seen: set[tuple[str, str, str]] = set()
+        for entry in self.endpoints:
+            for w in entry.certs.warnings:
+                if (w.code, str(w.path), w.message) not in seen:
+                    seen.add((w.code, str(w.path), w.message))
+                    found.append(w)
+        if self.folder is not None and self.endpoint_for(host) is None:
+            found.append(no_endpoint_warning(self.folder, host, self.endpoints))
+        return tuple(found)
+
+
+def no_endpoint_warning(
+    folder: Path, host: str, endpoints: Sequence[EndpointCerts]
+) -> CertsWarning:
+    """``no-endpoint-for-host``: the folder names no endpoint at ``host`` itself."""
+    others = ", ".join(e.endpoint.url for e in endpoints)
+    return CertsWarning(
+        "no-endpoint-for-host",
+        folder / HOSTS_TOML,
+        f"names no endpoint at {host} (containerd sends these requests to: {others}); the "
+        "transports route registry requests there too, but this host's own TLS (for load() "
+        "and the requests adapter, which do not route) is the system roots and no client "
+        "certificate",
+        f'Add [host."https://{host}"] with its ca/client, or send the requests to one of '
+        "those endpoints",
+    )
 
 
 def _canonical(host: str, default_port: int) -> tuple[str, int]:
@@ -554,17 +595,7 @@ def read_view(
     )
     if own is not None:
         return RequestView(registry, result.endpoints[own].certs, own, result.endpoints)
-    others = ", ".join(e.endpoint.url for e in result.endpoints)
-    note = CertsWarning(
-        "no-endpoint-for-host",
-        folder / HOSTS_TOML,
-        f"names no endpoint at {request_host} (containerd sends these requests to: {others}); "
-        "the transports route registry requests there too, but this host's own TLS (for load() "
-        "and the requests adapter, which do not route) is the system roots and no client "
-        "certificate",
-        f'Add [host."https://{request_host}"] with its ca/client, or send the requests to '
-        "one of those endpoints",
-    )
+    note = no_endpoint_warning(folder, request_host, result.endpoints)
     first = result.endpoints[0].certs
     certs = HostCerts(
         directory=folder,

@@ -489,3 +489,20 @@ def test_requests_adapter_reads_containerds_folders_too(
         ("a.cert", "accepted"),
     ]
     assert [r.client_subject for r in srv.requests] == ["CN=alice"]
+
+
+def test_the_folder_warnings_for_a_host_are_one_list_for_load_and_inspect(tmp_path: Path) -> None:
+    """``ContainerdHost.warnings_for`` (what inspect shows) and ``load`` (one endpoint's view)
+    say ``no-endpoint-for-host`` with the same words: one function makes it."""
+    folder = tmp_path / "reg.test:5000"
+    folder.mkdir()
+    (folder / "hosts.toml").write_text('server = "https://mirror.test"\n')
+    found = load_hosts("reg.test:5000", root=tmp_path)
+    listed = found.warnings_for("reg.test:5000")
+    assert [w.code for w in listed] == ["no-endpoint-for-host"]
+    assert listed[0].path == folder / "hosts.toml"
+    assert "https://mirror.test" in listed[0].message
+    loaded = load("reg.test:5000", runtime="containerd", root=tmp_path).warnings
+    assert [w for w in loaded if w.code == "no-endpoint-for-host"] == list(listed)
+    # The endpoint at the host itself: nothing to say.
+    assert found.warnings_for("mirror.test") == ()

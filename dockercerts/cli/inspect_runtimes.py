@@ -20,7 +20,6 @@ from ..diagnose import (
     ca_details_of,
     folder_cas,
     is_dir,
-    missing_folder,
     refused_folder_warnings,
     root_state,
 )
@@ -37,7 +36,6 @@ from .reports import (
     error_report,
     file_reports,
     pair_report,
-    warning_report,
     warning_reports,
 )
 
@@ -174,10 +172,6 @@ def runtime_report(
     else:
         _podman(report, chosen, host, lookup, rule, when)
     warnings = report["warnings"]
-    if folder is None and chosen.runtime == "containerd":
-        # podman's comes with its folder's warnings; containerd's endpoints have no folder.
-        missing = missing_folder(chosen.runtime, chosen.places((host,))[0].path)
-        warnings[:0] = warning_reports((missing,))
     code = 2 if report["error"] else 1 if warnings else 0
     report["status"] = ("error", "warnings", "ok")[[2, 1, 0].index(code)]
     report["exit_code"] = code
@@ -301,30 +295,14 @@ def _containerd(
     endpoints: list[Report] = []
     if found is not None:
         endpoints = [_endpoint(found, i, host, when) for i in range(len(found.endpoints))]
-        seen: set[tuple[str, str]] = set()
+        warnings = warning_reports(found.warnings_for(host))
         for entry in found.endpoints:
-            for w in entry.certs.warnings:
-                if (w.code, str(w.path) + w.message) not in seen:
-                    seen.add((w.code, str(w.path) + w.message))
-                    warnings.append(warning_report(w.code, w.path, w.message, w.fix))
             note = localhost_note(entry.endpoint, host)
             if note:
                 notes.append(note)
         hosts_file = found.hosts_file
         if hosts_file is not None:
             report["near_misses"] += _top_level_misses(hosts_file)
-        if found.endpoint_for(host) is None:
-            warnings.append(
-                warning_report(
-                    "no-endpoint-for-host",
-                    str(folder or ""),
-                    f"no endpoint at {host} itself: containerd sends its requests to the "
-                    "endpoints listed, and so do dockercerts' transports; load() and the "
-                    "requests adapter, which do not route, get the system roots and no client "
-                    "certificate for the host itself",
-                    f'add [host."https://{host}"] if clients talk to {host} directly',
-                )
-            )
     report.update(
         source=found.source if found is not None else None,
         hosts_toml=str(found.hosts_file.path) if found and found.hosts_file else None,
