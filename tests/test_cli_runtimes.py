@@ -13,8 +13,8 @@ from peers import free_port
 from test_cli_hostile import run_unprivileged, shared_root  # noqa: F401 (a fixture)
 
 from dockercerts._layouts import Layout
+from dockercerts._nearmisses import runtime_near_misses
 from dockercerts.cli import main
-from dockercerts.cli.inspect_runtimes import runtime_near_misses
 from dockercerts.testing import CA, CertsD, Leaf
 
 
@@ -199,9 +199,9 @@ def test_podman_near_miss_shadowed_by_home(tmp_path: Path, mtls_ca: CA) -> None:
     etc.host("reg:5000").ca(mtls_ca)
     chosen = Layout("podman", (home.root, tmp_path / "etc-containers", etc.root), "linux")
     (miss,) = runtime_near_misses(chosen, "reg:5000", chosen.lookup(("reg:5000",)))
-    assert miss["path"] == str(etc.root / "reg:5000")
-    assert "ca.crt" in miss["reason"]
-    assert "merges nothing" in miss["reason"]
+    assert miss.path == etc.root / "reg:5000"
+    assert "ca.crt" in miss.reason
+    assert "merges nothing" in miss.reason
 
 
 def test_docker_json_says_its_runtime(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

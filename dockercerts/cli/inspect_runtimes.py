@@ -15,19 +15,19 @@ from pathlib import Path
 from typing import Optional
 
 from .._layouts import Layout, layout
+from .._nearmisses import runtime_near_misses, top_level_misses
 from ..containerd import ContainerdHost, load_hosts, localhost_note
 from ..diagnose import (
     ca_details_of,
-    folder_cas,
     is_dir,
     refused_folder_warnings,
     root_state,
 )
 from ..errors import CertsDirError, EndpointTLSError
-from ..hoststoml import HOSTS_TOML, HUB, HostsFile
+from ..hoststoml import HOSTS_TOML, HUB
 from ..loader import HostCerts, unwrap
-from ..locate import current_platform, split_port
-from ..runtimes import Lookup, folder_names
+from ..locate import current_platform
+from ..runtimes import Lookup
 from ..trust import Trust
 from .args import SCHEMA, Report, classify, redact
 from .render import Cell, Style, day_iso, notes_and_near_misses, plural, table
@@ -35,11 +35,12 @@ from .reports import (
     ca_reports,
     error_report,
     file_reports,
+    near_miss_reports,
     pair_report,
     warning_reports,
 )
 
-__all__ = ["render_runtime", "runtime_near_misses", "runtime_report"]
+__all__ = ["render_runtime", "runtime_report"]
 
 _STATE_TEXT = {
     "directory": "found",
@@ -62,66 +63,6 @@ def _looked(lookup: Lookup) -> list[Report]:
         }
         for entry in lookup.looked
     ]
-
-
-def _other_spellings(host: str) -> list[str]:
-    """The same registry written the other way round on port 443."""
-    name, port = split_port(host)
-    if port is None:
-        return [f"{name}:443"]
-    if port == "443":
-        return [name]
-    return []
-
-
-def runtime_near_misses(chosen: Layout, host: str, lookup: Lookup) -> list[Report]:
-    """Folders that exist and look meant for this registry, but are not the one read."""
-    found: list[Report] = []
-    names = (host,)
-    seen: set[Path] = set()
-    winner = lookup.folder
-    runtime = chosen.runtime
-    if winner is not None:
-        places = chosen.places(names)
-        after = places[[p.path for p in places].index(winner) + 1 :]
-        for place in after:
-            if place.path in seen or not is_dir(place.path):
-                continue
-            seen.add(place.path)
-            cas = folder_cas(place.path)
-            holds = f" (it holds {', '.join(cas)})" if cas else ""
-            found.append(
-                {
-                    "name": place.name,
-                    "path": str(place.path),
-                    "reason": f"shadowed: {runtime} reads only the first folder that exists "
-                    f"({winner}) and merges nothing, so this one is never read{holds}",
-                    "fix": f"move what it holds into {winner}, or remove one of the two",
-                }
-            )
-    for other in _other_spellings(host):
-        for root in chosen.roots:
-            for name in folder_names(runtime, other, platform=chosen.platform):
-                path = root / name
-                if name == "_default" or path in seen or path == winner or not is_dir(path):
-                    continue
-                seen.add(path)
-                rule = (
-                    "nerdctl adds :443 and tries that folder first; ctr and the CRI plugin "
-                    "use the name as written"
-                    if runtime == "containerd"
-                    else "containers/image uses the name as written in the reference"
-                )
-                found.append(
-                    {
-                        "name": name,
-                        "path": str(path),
-                        "reason": f"the folder of {other}, not {host}: {rule}",
-                        "fix": f"use it for references written {other}/..., or rename it "
-                        f"after {host}",
-                    }
-                )
-    return found
 
 
 def _roots(chosen: Layout) -> list[Report]:
@@ -165,7 +106,7 @@ def runtime_report(
         "directory": str(folder) if folder is not None else None,
         "directory_exists": folder is not None and is_dir(folder),
         "notes": [],
-        "near_misses": runtime_near_misses(chosen, host, lookup),
+        "near_misses": near_miss_reports(runtime_near_misses(chosen, host, lookup)),
     }
     if chosen.runtime == "containerd":
         _containerd(report, host, absolute, plat, rule, when)
@@ -231,28 +172,6 @@ def _endpoint(found: ContainerdHost, index: int, host: str, when: datetime) -> R
     }
 
 
-def _top_level_misses(hosts_file: HostsFile) -> list[Report]:
-    """Top-level ``ca``/``client`` that users expect to reach the ``[host]`` tables
-    (containerd#13212, #7118): they apply to the server only."""
-    server = hosts_file.endpoints[-1]
-    found = []
-    for field, value in (("client", server.client), ("ca", server.ca)):
-        missing = [
-            e.url for e in hosts_file.hosts if value is not None and getattr(e, field) is None
-        ]
-        if missing:
-            found.append(
-                {
-                    "name": HOSTS_TOML,
-                    "path": str(hosts_file.path),
-                    "reason": f"the top-level {field} applies to the server only, not to "
-                    f"[host] tables: {', '.join(missing)} use none (containerd#13212)",
-                    "fix": f'repeat {field} = ... inside each [host."..."] table that needs it',
-                }
-            )
-    return found
-
-
 def _containerd_files(folder: Path, found: Optional[ContainerdHost]) -> list[Report]:
     """The folder's entries with the role containerd gives them."""
     files = file_reports(folder)
@@ -302,7 +221,7 @@ def _containerd(
                 notes.append(note)
         hosts_file = found.hosts_file
         if hosts_file is not None:
-            report["near_misses"] += _top_level_misses(hosts_file)
+            report["near_misses"] += near_miss_reports(top_level_misses(hosts_file))
     report.update(
         source=found.source if found is not None else None,
         hosts_toml=str(found.hosts_file.path) if found and found.hosts_file else None,
