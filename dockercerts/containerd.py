@@ -41,7 +41,7 @@ from cryptography import x509
 from ._gowords import key_pair_problem, os_error, quote
 from ._loosefiles import loose_files
 from ._pem import ca_certificates, pem_blocks
-from .diagnose import missing_folder
+from .diagnose import missing_folder, no_endpoint_warning
 from .errors import CertsDirError, CertsDirReadError, EndpointTLSError, HostsTomlError
 from .hoststoml import (
     HOSTS_TOML,
@@ -54,7 +54,6 @@ from .hoststoml import (
     endpoints,
     parse_hosts_toml,
 )
-from .hoststoml import is_localhost as _is_localhost
 from .loader import HostCerts, unwrap
 from .locate import StrPath, resolve_platform, split_port
 from .runtimes import Lookup, Place, certs_roots, places
@@ -139,25 +138,10 @@ class ContainerdHost:
                     seen.add((w.code, str(w.path), w.message))
                     found.append(w)
         if self.folder is not None and self.endpoint_for(host) is None:
-            found.append(no_endpoint_warning(self.folder, host, self.endpoints))
+            found.append(
+                no_endpoint_warning(self.folder, host, [e.endpoint.url for e in self.endpoints])
+            )
         return tuple(found)
-
-
-def no_endpoint_warning(
-    folder: Path, host: str, endpoints: Sequence[EndpointCerts]
-) -> CertsWarning:
-    """``no-endpoint-for-host``: the folder names no endpoint at ``host`` itself."""
-    others = ", ".join(e.endpoint.url for e in endpoints)
-    return CertsWarning(
-        "no-endpoint-for-host",
-        folder / HOSTS_TOML,
-        f"names no endpoint at {host} (containerd sends these requests to: {others}); the "
-        "transports route registry requests there too, but this host's own TLS (for load() "
-        "and the requests adapter, which do not route) is the system roots and no client "
-        "certificate",
-        f'Add [host."https://{host}"] with its ca/client, or send the requests to one of '
-        "those endpoints",
-    )
 
 
 def _canonical(host: str, default_port: int) -> tuple[str, int]:
@@ -595,7 +579,7 @@ def read_view(
     )
     if own is not None:
         return RequestView(registry, result.endpoints[own].certs, own, result.endpoints)
-    note = no_endpoint_warning(folder, request_host, result.endpoints)
+    note = no_endpoint_warning(folder, request_host, [e.endpoint.url for e in result.endpoints])
     first = result.endpoints[0].certs
     certs = HostCerts(
         directory=folder,
@@ -609,15 +593,3 @@ def read_view(
         _password=password,
     )
     return RequestView(registry, certs, None, result.endpoints)
-
-
-def localhost_note(endpoint: Endpoint, registry: str) -> Optional[str]:
-    """What containerd does that dockercerts does not, for an endpoint it made up for a
-    loopback registry: it skips TLS verification there."""
-    port = split_port(registry)[1]
-    if endpoint.implicit and _is_localhost(registry) and port != "80":
-        return (
-            f"containerd skips TLS verification for {registry} (a loopback registry with no "
-            "server in hosts.toml); dockercerts verifies it"
-        )
-    return None

@@ -20,6 +20,7 @@ import errno
 import ipaddress
 import os
 import stat
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -36,6 +37,7 @@ from .errors import (
     MissingKeyError,
 )
 from .gochoice import leaf_without_intermediate
+from .hoststoml import HOSTS_TOML, Endpoint, is_localhost
 from .locate import split_port
 from .scan import (
     MOBY,
@@ -66,8 +68,10 @@ __all__ = [
     "folder_warnings",
     "is_dir",
     "kind_of",
+    "localhost_note",
     "missing_folder",
     "near_misses",
+    "no_endpoint_warning",
     "refused_folder_warnings",
     "root_state",
 ]
@@ -453,3 +457,31 @@ def _near_miss(
             f"{rename} if your references say {host}/...",
         )
     return "", ""
+
+
+def no_endpoint_warning(folder: Path, host: str, endpoints: Sequence[str]) -> CertsWarning:
+    """``no-endpoint-for-host``: the containerd folder names no endpoint at ``host`` itself,
+    only ``endpoints`` (their URLs)."""
+    others = ", ".join(endpoints)
+    return CertsWarning(
+        "no-endpoint-for-host",
+        folder / HOSTS_TOML,
+        f"names no endpoint at {host} (containerd sends these requests to: {others}); the "
+        "transports route registry requests there too, but this host's own TLS (for load() "
+        "and the requests adapter, which do not route) is the system roots and no client "
+        "certificate",
+        f'Add [host."https://{host}"] with its ca/client, or send the requests to one of '
+        "those endpoints",
+    )
+
+
+def localhost_note(endpoint: Endpoint, registry: str) -> Optional[str]:
+    """What containerd does that dockercerts does not, for an endpoint it made up for a
+    loopback registry: it skips TLS verification there."""
+    port = split_port(registry)[1]
+    if endpoint.implicit and is_localhost(registry) and port != "80":
+        return (
+            f"containerd skips TLS verification for {registry} (a loopback registry with no "
+            "server in hosts.toml); dockercerts verifies it"
+        )
+    return None

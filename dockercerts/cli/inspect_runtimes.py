@@ -16,10 +16,11 @@ from typing import Optional
 
 from .._layouts import Layout, layout
 from .._nearmisses import runtime_near_misses, top_level_misses
-from ..containerd import ContainerdHost, load_hosts, localhost_note
+from ..containerd import ContainerdHost, load_hosts
 from ..diagnose import (
     ca_details_of,
     is_dir,
+    localhost_note,
     refused_folder_warnings,
     root_state,
 )
