@@ -65,6 +65,27 @@ class Pki:
     server_key: Path
     cert_paths: dict[str, tuple[Path, Path]]
 
+    @classmethod
+    def make(cls, d: Path, ca: CA, other: CA) -> Pki:
+        """In ``d``: a server certificate and ``alice`` from ``ca``, ``mallory`` from ``other``."""
+        server = ca.issue_server()
+        right = ca.issue_client("alice")
+        wrong = other.issue_client("mallory")
+        server_cert, server_key = server.write(d / "server.pem", d / "server.key")
+        return cls(
+            ca=ca,
+            server=server,
+            right=right,
+            wrong=wrong,
+            ca_path=ca.write(d / "ca.pem"),
+            server_cert=server_cert,
+            server_key=server_key,
+            cert_paths={
+                "right": right.write(d / "alice.cert", d / "alice.key"),
+                "wrong": wrong.write(d / "mallory.cert", d / "mallory.key"),
+            },
+        )
+
     def peer_files(self) -> dict[str, Path]:
         return {
             "server_cert": self.server_cert,
@@ -94,26 +115,7 @@ def pki(
     # The plugin's CAs, so the parity test can use the ``mtls_server`` fixture as it is:
     # its servers trust ``mtls_ca`` and let certificates of factory-made CAs through the
     # handshake (as nginx does) to refuse them in HTTP.
-    d = tmp_path_factory.mktemp("pki")
-    ca = mtls_ca
-    other = mtls_ca_factory(name="peers other CA")
-    server = ca.issue_server()
-    right = ca.issue_client("alice")
-    wrong = other.issue_client("mallory")
-    server_cert, server_key = server.write(d / "server.pem", d / "server.key")
-    return Pki(
-        ca=ca,
-        server=server,
-        right=right,
-        wrong=wrong,
-        ca_path=ca.write(d / "ca.pem"),
-        server_cert=server_cert,
-        server_key=server_key,
-        cert_paths={
-            "right": right.write(d / "alice.cert", d / "alice.key"),
-            "wrong": wrong.write(d / "mallory.cert", d / "mallory.key"),
-        },
-    )
+    return Pki.make(tmp_path_factory.mktemp("pki"), mtls_ca, mtls_ca_factory(name="peers other CA"))
 
 
 @pytest.fixture(scope="module")

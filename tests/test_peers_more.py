@@ -17,8 +17,6 @@ import json
 import re
 import ssl
 from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Optional
 
 import httpx
@@ -32,9 +30,10 @@ from peers import (
     free_port,
     require_peer,
 )
+from test_peers import Pki
 from tokenserver import Scope, TokenServer
 
-from dockercerts.testing import CA, Leaf
+from dockercerts.testing import CA
 
 pytestmark = pytest.mark.peers
 
@@ -56,52 +55,12 @@ HAPROXY_REASONS = {
 MANIFEST_V2 = "application/vnd.docker.distribution.manifest.v2+json"
 
 
-@dataclass
-class Pki:
-    ca: CA
-    right: Leaf
-    wrong: Leaf
-    ca_path: Path
-    server_cert: Path
-    server_key: Path
-    cert_paths: dict[str, tuple[Path, Path]]
-
-    def peer_files(self) -> dict[str, Path]:
-        return {
-            "server_cert": self.server_cert,
-            "server_key": self.server_key,
-            "client_ca": self.ca_path,
-        }
-
-    def context(self, cert: str, tls: Optional[str] = None) -> ssl.SSLContext:
-        """Trusts the test CA; presents ``cert`` (none/wrong/right); TLS ``tls`` or both."""
-        ctx = ssl.create_default_context(cafile=str(self.ca_path))
-        if tls is not None:
-            version = ssl.TLSVersion.TLSv1_2 if tls == "1.2" else ssl.TLSVersion.TLSv1_3
-            ctx.minimum_version = ctx.maximum_version = version
-        if cert != "none":
-            ctx.load_cert_chain(*(str(p) for p in self.cert_paths[cert]))
-        return ctx
-
-
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
-    d = tmp_path_factory.mktemp("pki-more")
-    ca = CA(name="peers-more CA")
-    right = ca.issue_client("alice")
-    wrong = CA(name="peers-more other CA").issue_client("mallory")
-    server_cert, server_key = ca.issue_server().write(d / "server.pem", d / "server.key")
-    return Pki(
-        ca=ca,
-        right=right,
-        wrong=wrong,
-        ca_path=ca.write(d / "ca.pem"),
-        server_cert=server_cert,
-        server_key=server_key,
-        cert_paths={
-            "right": right.write(d / "alice.cert", d / "alice.key"),
-            "wrong": wrong.write(d / "mallory.cert", d / "mallory.key"),
-        },
+    return Pki.make(
+        tmp_path_factory.mktemp("pki-more"),
+        CA(name="peers-more CA"),
+        CA(name="peers-more other CA"),
     )
 
 
