@@ -21,7 +21,7 @@ from typing import Any, Optional, Union
 import httpx
 
 from ._search import first_folder, search
-from .containerd import RequestView, read_for_request, read_view, resnapshot
+from .containerd import RequestView, read_view, resnapshot
 from .hoststoml import HUB, HUB_HOST
 from .loader import HostCerts, gather
 from .locate import StrPath, host_dir, resolve_platform
@@ -121,9 +121,8 @@ class Layout:
         """What the runtime reads in ``folder`` for a request to ``names``' host, or the error
         to raise (returned: this frame holds the password)."""
         if self.runtime == "containerd":
-            return read_for_request(
-                folder, *self._containerd(folder, names), **self._go(trust, password)
-            )
+            view = self.view(folder, names, trust, password)
+            return view.certs if isinstance(view, RequestView) else view
         dialect = CONTAINERS_IMAGE if self.runtime == "podman" else MOBY
         return gather(folder, self.platform, trust, password, dialect)
 

@@ -523,40 +523,15 @@ def _log(result: _Read, folder: Path) -> None:
 @dataclass(frozen=True)
 class RequestView:
     """What a request to ``request_host`` gets from a registry's folder: ``certs``, the TLS
-    of the endpoint at that host (see :func:`read_for_request`), ``own`` (that endpoint's
-    index in ``endpoints``, ``None`` when the folder names none there), and every endpoint
-    of the folder, for routing (:mod:`dockercerts.routing`)."""
+    of the endpoint at that host (when the folder names none there: the system roots and no
+    client certificate, with a warning), ``own`` (that endpoint's index in ``endpoints``,
+    ``None`` when there is none), and every endpoint of the folder, for routing
+    (:mod:`dockercerts.routing`)."""
 
     registry: str
     certs: HostCerts
     own: Optional[int]
     endpoints: tuple[EndpointCerts, ...]
-
-
-def read_for_request(
-    folder: Path,
-    exists: bool,
-    registry: str,
-    request_host: str,
-    *,
-    platform: str,
-    trust: Optional[Trust],
-    password: Optional[Password],
-) -> Union[HostCerts, BaseException]:
-    """The TLS a request to ``request_host`` gets from ``folder`` (read for ``registry``):
-    its endpoint's, or, when the folder names no endpoint at that host, the system roots
-    and no client certificate, with a warning saying where containerd would go instead.
-    Returns the error instead of raising it (this frame holds the password)."""
-    view = read_view(
-        folder,
-        exists,
-        registry,
-        request_host,
-        platform=platform,
-        trust=trust,
-        password=password,
-    )
-    return view if isinstance(view, BaseException) else view.certs
 
 
 def read_view(
@@ -569,7 +544,9 @@ def read_view(
     trust: Optional[Trust],
     password: Optional[Password],
 ) -> Union[RequestView, BaseException]:
-    """:func:`read_for_request`, with every endpoint of the folder (a :class:`RequestView`)."""
+    """What a request to ``request_host`` gets from ``folder`` (read for ``registry``), with
+    every endpoint of the folder (a :class:`RequestView`). Returns the error instead of
+    raising it (this frame holds the password)."""
     result = _read_folder(folder, registry, exists, platform, trust or "merge", password)
     if isinstance(result, BaseException):
         return result
