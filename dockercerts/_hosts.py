@@ -220,11 +220,6 @@ class HostState(Generic[Inner]):
     def _directory(self) -> Path:
         return self._options.layout.pick(self.names, self._dirs)
 
-    @property
-    def failed(self) -> bool:
-        """Whether the folder was never loaded, its last read having failed."""
-        return self._failure is not None
-
     def refresh(self, now: float) -> None:
         """Reload when ``due`` has come and the directory changed on disk.
 
@@ -532,7 +527,7 @@ class Hosts(Generic[Inner]):
         if state is None or state.evicted:
             return None
         now = time.monotonic()
-        if now >= state.due or state.failed:
+        if now >= state.due or state._failure is not None:
             return None
         state.used = now
         return state
@@ -546,7 +541,7 @@ class Hosts(Generic[Inner]):
             if state is None or state.evicted:
                 state = self._insert(key, url, now)
             state.used = now
-            if now >= state.due or state.failed:
+            if now >= state.due or state._failure is not None:
                 state.refresh(now)
             # Evicted meanwhile by another thread: its slots are retired; look up again.
             if not state.evicted:

@@ -7,15 +7,29 @@ while this costs nothing on a reused connection. The transport gives each candid
 context the two classes below; an attempt registers its :class:`Watch` in a context
 variable, which is the caller's thread (sync) or task (async): where httpcore (or urllib3,
 under the requests adapter) opens the connection for that request.
+
+A front end's try registers its :class:`~dockercerts.flow.Sent` directly
+(``token = ATTEMPT.set(sent)`` ... ``ATTEMPT.reset(token)``): no object or call more per
+request. :class:`Watch` is the same as a context manager, for code that has no ``Sent``.
 """
 
 from __future__ import annotations
 
 import contextvars
 import ssl
-from typing import Any, Optional, Union
+from typing import Any, Optional, Protocol, Union
 
-_CURRENT: contextvars.ContextVar[Optional[Watch]] = contextvars.ContextVar(
+
+class Watched(Protocol):
+    """What the ``ssl`` layer tells an attempt (:class:`Watch`, :class:`~dockercerts.flow.Sent`)."""
+
+    fresh: bool  # a TLS connection was opened for it
+    responded: bool  # bytes arrived on that connection
+    tls_version: Optional[str]  # what that connection negotiated
+
+
+#: The attempt under way in this thread (sync) or task (async), told what its connection does.
+ATTEMPT: contextvars.ContextVar[Optional[Watched]] = contextvars.ContextVar(
     "dockercerts_attempt", default=None
 )
 
@@ -31,11 +45,11 @@ class Watch:
         self.tls_version: Optional[str] = None
 
     def __enter__(self) -> Watch:
-        self._token = _CURRENT.set(self)
+        self._token = ATTEMPT.set(self)
         return self
 
     def __exit__(self, *exc_info: object) -> None:
-        _CURRENT.reset(self._token)
+        ATTEMPT.reset(self._token)
 
 
 # How each kind of connection is read: httpcore's sync backend calls ``recv``, http.client
@@ -47,7 +61,7 @@ _READS = {ssl.SSLSocket: ("recv", "recv_into"), ssl.SSLObject: ("read",)}
 def opened(conn: Union[ssl.SSLSocket, ssl.SSLObject]) -> None:
     """A handshake completed on ``conn``: tell the current attempt, if any, and spy on the
     first read (instance attributes shadow the class methods until data arrives)."""
-    watch = _CURRENT.get()
+    watch = ATTEMPT.get()
     if watch is None:
         return
     watch.fresh = True

@@ -43,22 +43,35 @@ What it decides:
 from __future__ import annotations
 
 import logging
-import threading
 import time
-from collections.abc import Generator, Mapping
+from collections.abc import Generator
 from dataclasses import dataclass, field
-from pathlib import Path
-from types import MappingProxyType
-from typing import Any, Callable, Generic, Optional, TypeVar, Union
+from typing import Any, Callable, Generic, Optional, TypeVar
 
 from ._hosts import HostState, Routes
 from ._slots import Slot
+from ._steps import Close, Decision, Learn, Read, Send, Sent, Step, Wait
 from .errors import Attempt, NoEndpointError, Outcome
 from .rejection import RejectionPolicy, Verdict, alert_name
 from .routing import Target, operation, walk_order
 from .routing import rank as endpoint_rank
 
-__all__ = ["Close", "Decision", "Exchange", "Learn", "Read", "Send", "Sent", "Wait"]
+__all__ = [
+    "Close",
+    "Decision",
+    "Exchange",
+    "Lane",
+    "Learn",
+    "Read",
+    "Send",
+    "Sent",
+    "Step",
+    "Wait",
+    "record",
+    "settle",
+    "steady",
+    "unjudged",
+]
 
 log = logging.getLogger("dockercerts")
 
@@ -67,140 +80,10 @@ R = TypeVar("R")  # the front end's response object; the flow only holds it
 #: nginx's 400 page is ~250 bytes; a larger body is never a certificate page and never buffered.
 PEEK_LIMIT = 64 * 1024
 
-_NO_HEADERS: Mapping[str, str] = MappingProxyType({})
-_NOWHERE = Path()
-
 _BODY_NOTE = "the request body was a stream already sent, so it could not be replayed"
 
 # How useful an answer is when every candidate was rejected (higher is better).
 _TLS, _PAGE, _ANSWER = 0, 1, 2
-
-
-@dataclass(frozen=True)
-class Wait:
-    turn: threading.Event
-    timeout: Optional[float]
-
-
-@dataclass(frozen=True)
-class Send:
-    slot: Slot[Any]
-    #: Where to send it (containerd routing: see :func:`~dockercerts.routing.rewrite`);
-    #: ``None``: the request's own URL, unchanged.
-    target: Optional[Target] = None
-
-
-@dataclass(frozen=True)
-class Read(Generic[R]):
-    response: R
-    limit: int
-
-
-@dataclass(frozen=True)
-class Close(Generic[R]):
-    response: R
-
-
-@dataclass(frozen=True)
-class Learn:
-    #: Whose CA names (containerd routing: the endpoint being tried, see :class:`Send`);
-    #: ``None``: the request's own host.
-    target: Optional[Target] = None
-
-
-Step = Union[Wait, Send, "Read[Any]", "Close[Any]", Learn]
-
-
-class Sent(Generic[R]):
-    """What one try produced: an answer (``response``, its ``status`` and ``headers``) or an
-    ``error``. ``fresh``, ``responded``, ``tls_version``: what the ``ssl`` layer saw of a
-    connection opened for this try (:mod:`dockercerts._watch`); ``elapsed``: seconds it took.
-
-    ``headers`` is the answer's header mapping (case-insensitive, as httpx's and requests'
-    are); the flow reads it only for the statuses it judges, so a steady 200 costs no lookup.
-    """
-
-    # A plain class with slots, not a dataclass: one is made for every request (0.2 µs, not 0.6).
-    __slots__ = (
-        "elapsed",
-        "error",
-        "fresh",
-        "headers",
-        "responded",
-        "response",
-        "status",
-        "tls_version",
-    )
-
-    def __init__(
-        self,
-        response: Optional[R] = None,
-        status: int = 0,
-        headers: Mapping[str, str] = _NO_HEADERS,
-        *,
-        error: Optional[Exception] = None,
-        fresh: bool = False,
-        responded: bool = False,
-        tls_version: Optional[str] = None,
-        elapsed: float = 0.0,
-    ) -> None:
-        self.response = response
-        self.status = status
-        self.headers = headers
-        self.error = error
-        self.fresh = fresh
-        self.responded = responded
-        self.tls_version = tls_version
-        self.elapsed = elapsed
-
-    @property
-    def challenge(self) -> bool:
-        """The answer carries a ``WWW-Authenticate`` challenge."""
-        return "www-authenticate" in self.headers
-
-    @property
-    def length(self) -> Optional[int]:
-        """The answer's Content-Length, if it gives a valid one."""
-        value = self.headers.get("content-length", "")
-        return int(value) if value.isdigit() else None
-
-
-@dataclass(frozen=True)
-class Decision(Generic[R]):
-    """How the exchange ends: give back ``response``, raise ``error``, or, when ``rejected``,
-    raise the front end's "every client certificate was rejected" error (``error`` is the
-    TLS failure to chain it to). ``note`` says why it stopped early, if it did."""
-
-    response: Optional[R] = None
-    error: Optional[Exception] = None
-    rejected: bool = False
-    attempts: tuple[Attempt, ...] = ()
-    note: str = ""
-    #: The index in ``attempts`` of the answer or error given back.
-    chosen: Optional[int] = None
-    #: The host directory the candidates came from.
-    directory: Path = _NOWHERE
-
-    # By hand, as :class:`~dockercerts.errors.Attempt`'s: one is made for every request.
-    def __init__(
-        self,
-        response: Optional[R] = None,
-        error: Optional[Exception] = None,
-        rejected: bool = False,
-        attempts: tuple[Attempt, ...] = (),
-        note: str = "",
-        chosen: Optional[int] = None,
-        directory: Path = _NOWHERE,
-    ) -> None:
-        self.__dict__.update(
-            response=response,
-            error=error,
-            rejected=rejected,
-            attempts=attempts,
-            note=note,
-            chosen=chosen,
-            directory=directory,
-        )
 
 
 @dataclass
@@ -209,6 +92,94 @@ class _Best(Generic[R]):
     index: int
     response: Optional[R] = None
     error: Optional[Exception] = field(default=None)
+
+
+#: The steady lane (:func:`steady`): the winner's slot, the endpoint it belongs to (containerd
+#: routing; ``None``: the request's own host) and that endpoint's host state.
+Lane = tuple[Slot[Any], Optional[Target], HostState[Any]]
+
+
+def steady(host: HostState[Any], method: str, path: Optional[str] = None) -> Optional[Lane]:
+    """The steady lane: where to send a request at once, before any :class:`Exchange` is
+    made. That is the known winner of the host (routed, of the endpoint the operation's walk
+    starts from) when nothing else could come first (:meth:`HostState.steady`); ``None``:
+    make the Exchange and drive its :meth:`~Exchange.flow` from the start.
+
+    ``path`` is the request's path when the front end routes (it aims the request at the
+    lane's endpoint); ``None``: the request goes where its URL says. A driver sends, then
+    calls :func:`settle` with what came back. This is the flow's first step taken with
+    neither an Exchange nor a generator, which together cost more than the rest of a steady
+    request's decisions."""
+    routes = host.routes if path is not None else None
+    if routes is None:
+        slot = host.steady()
+        return None if slot is None else (slot, None, host)
+    route = _route(routes, operation(method, path), time.monotonic())  # type: ignore[arg-type]
+    if not route:
+        return None
+    target, state = route[0]
+    slot = state.steady()
+    return None if slot is None else (slot, target, state)
+
+
+def settle(lane: Lane, policy: RejectionPolicy, sent: Sent[Any]) -> Optional[tuple[Attempt, ...]]:
+    """The records of the exchange when the lane's answer ends it: an answer no verdict
+    looks at (:func:`unjudged`), accepted and given back as it is. ``None``: make the
+    Exchange (``begin=`` the lane's endpoint) and drive ``flow(first=(slot, sent))``, which
+    judges that answer as if it had sent it itself. Routed, the walk goes on after a status
+    > 399, so only a 2xx or 3xx ends it here: the same set of answers."""
+    if not unjudged(policy, sent):
+        return None
+    slot, target, state = lane
+    records = (record(slot, sent, None, False, target),)
+    state.settle(slot)
+    return records
+
+
+def _route(routes: Routes[Any], op: str, now: float) -> tuple[tuple[Target, HostState[Any]], ...]:
+    """The endpoints for ``op``, in walk order: from the one that answered last (sticky)."""
+    route = routes.by_op[op]
+    start = routes.start(op, now) if route and routes.sticky else None
+    return route if start is None else tuple(route[i] for i in walk_order(route, start))
+
+
+def unjudged(policy: RejectionPolicy, sent: Sent[Any]) -> bool:
+    """An answer no verdict looks at (a 2xx or 3xx): the steady state's answer."""
+    return sent.error is None and not policy.judges(sent.status)
+
+
+def record(
+    slot: Slot[Any],
+    sent: Sent[Any],
+    verdict: Optional[Verdict],
+    returned: bool,
+    target: Optional[Target],
+) -> Attempt:
+    """The record of one try (``returned``: an answer with a verdict, given back anyway)."""
+    error = sent.error
+    kind: Outcome
+    if error is not None:
+        outcome = verdict.reason if verdict is not None else _describe(error)
+        kind = "error" if verdict is None else "rejected"
+    else:
+        outcome = verdict.reason if verdict is not None else f"HTTP {sent.status}"
+        kind = "accepted" if verdict is None else "rejected"
+        if verdict is None and sent.status == 401 and sent.challenge:
+            outcome += " (token challenge)"
+    if returned:
+        kind = "returned"
+    return Attempt(  # positional: this runs for every request
+        slot.name,
+        outcome,
+        kind,
+        None if verdict is None or returned else verdict.layer,
+        sent.status if error is None else None,
+        sent.fresh,
+        sent.tls_version,
+        sent.elapsed,
+        None if error is None else alert_name(error),
+        None if target is None else target.name,
+    )
 
 
 class Exchange(Generic[R]):
@@ -247,6 +218,7 @@ class Exchange(Generic[R]):
         wait_timeout: Optional[float] = None,
         exhaustive: bool = False,
         path: Optional[str] = None,
+        begin: Optional[Target] = None,
     ) -> None:
         self.host = host
         self.policy = policy
@@ -270,12 +242,12 @@ class Exchange(Generic[R]):
         if routes is not None:
             assert path is not None
             self._op = operation(method, path)
-            route = self._route = routes.by_op[self._op]
-            if route:
-                start = routes.start(self._op, time.monotonic()) if routes.sticky else None
-                self._route = (
-                    route if start is None else tuple(route[i] for i in walk_order(route, start))
-                )
+            if begin is None:
+                self._route = _route(routes, self._op, time.monotonic())
+            else:  # from the lane's endpoint, whatever the sticky memory says by now
+                route = routes.by_op[self._op]
+                self._route = tuple(route[i] for i in walk_order(route, begin.name))
+            if self._route:
                 self.target, self.host = self._route[0]
 
     def holding(self) -> tuple[R, ...]:
@@ -283,31 +255,6 @@ class Exchange(Generic[R]):
         if self._held is None and self._kept is None:  # every request ends here
             return ()
         return tuple(r for r in (self._held, self._kept) if r is not None)
-
-    # --- the direct try: the steady state without a generator ----------------------------------
-
-    def direct(self) -> Optional[Slot[Any]]:
-        """The slot to send with at once, before :meth:`flow`: the host's known winner, when
-        nothing else could come first (see :meth:`HostState.steady`). ``None``: drive
-        :meth:`flow` from its start.
-
-        A driver sends with it, then calls :meth:`settle_direct` with what came back. This is
-        the flow's first step taken without the generator, which costs more than the rest of a
-        steady request's decisions together."""
-        if self.exhaustive or (self._routes is not None and not self._route):
-            return None
-        return self.host.steady()
-
-    def settle_direct(self, slot: Slot[Any], sent: Sent[R]) -> Optional[Decision[R]]:
-        """The decision when the direct try's answer ends the exchange: an answer no verdict
-        looks at (see :meth:`_unjudged`), accepted. ``None``: drive ``flow(first=(slot,
-        sent))``, which judges that answer as if it had sent it itself. Routed, the walk
-        goes on after a status > 399 (the flow decides), so only a 2xx or 3xx ends it here:
-        the same set of answers."""
-        if not self._unjudged(sent):
-            return None
-        self._record(slot, sent, None, settled=True)
-        return self._given(sent.response, None, 0)
 
     # --- the whole exchange ---------------------------------------------------------------------
 
@@ -440,7 +387,7 @@ class Exchange(Generic[R]):
             else:
                 sent = yield Send(slot, self.target)
             response = sent.response
-            if self._unjudged(sent):
+            if unjudged(self.policy, sent):
                 verdict = None
             else:
                 body = b""
@@ -500,10 +447,6 @@ class Exchange(Generic[R]):
         """Give back the answer, or raise the error, of the try recorded at ``chosen``."""
         return Decision(answer, error, False, tuple(self.attempts), "", chosen, self.host.directory)
 
-    def _unjudged(self, sent: Sent[R]) -> bool:
-        """An answer no verdict looks at (a 2xx or 3xx): the steady state's answer."""
-        return sent.error is None and not self.policy.judges(sent.status)
-
     def _judge(self, sent: Sent[R], body: bytes) -> Optional[Verdict]:
         if sent.error is not None:
             return self.policy.judge_error(
@@ -525,34 +468,9 @@ class Exchange(Generic[R]):
         settled: bool,
         returned: bool = False,
     ) -> None:
-        error = sent.error
-        kind: Outcome
-        if error is not None:
-            outcome = verdict.reason if verdict is not None else _describe(error)
-            kind = "error" if verdict is None else "rejected"
-        else:
-            outcome = verdict.reason if verdict is not None else f"HTTP {sent.status}"
-            kind = "accepted" if verdict is None else "rejected"
-            if verdict is None and sent.status == 401 and sent.challenge:
-                outcome += " (token challenge)"
-                self._challenged = True
-        if returned:
-            kind = "returned"
-        # Positional: this runs for every request.
-        self.attempts.append(
-            Attempt(
-                slot.name,
-                outcome,
-                kind,
-                None if verdict is None or returned else verdict.layer,
-                sent.status if error is None else None,
-                sent.fresh,
-                sent.tls_version,
-                sent.elapsed,
-                None if error is None else alert_name(error),
-                None if self.target is None else self.target.name,
-            )
-        )
+        if verdict is None and sent.error is None and sent.status == 401 and sent.challenge:
+            self._challenged = True  # routed: the token's request goes back to this endpoint
+        self.attempts.append(record(slot, sent, verdict, returned, self.target))
         if settled and not self.exhaustive:
             self.host.settle(slot)
 

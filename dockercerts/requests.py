@@ -71,12 +71,12 @@ except ImportError:  # exercised in a test, by hiding requests
 import httpx
 
 from . import canames
-from ._drive import answered, failed, run
+from ._drive import run
 from ._hosts import Hosts, HostState
 from ._options import OPTIONS_DOC, options
 from ._slots import Slot
-from ._watch import Watch, watched
-from .flow import Close, Decision, Exchange, Learn, Read, Send, Step
+from ._watch import ATTEMPT, watched
+from .flow import Close, Decision, Exchange, Learn, Read, Send, Sent, Step, settle, steady
 from .loader import Candidate
 from .locate import StrPath
 from .rejection import DOCKER, RejectionPolicy
@@ -387,14 +387,6 @@ class Adapter(HTTPAdapter):
         # Routing (containerd) only when the host's folder routes: the flow then aims each
         # try (Send.target), from the request's own URL and headers, put back at the end.
         home = None if state.routes is None else _Home(request)
-        exchange: Exchange[Response] = Exchange(
-            state,
-            self._options.policy,
-            method=request.method or "GET",
-            replayable=body.replayable,
-            wait_timeout=None if timeout is None else _wait_timeout(timeout),
-            path=None if home is None else home.path,
-        )
 
         def handle(step: Step) -> Any:
             if isinstance(step, Send):
@@ -418,7 +410,27 @@ class Adapter(HTTPAdapter):
             return step.turn.wait(step.timeout)
 
         try:
-            decision = run(exchange, handle, Response.close)
+            method = request.method or "GET"
+            lane = steady(state, method, None if home is None else home.path)
+            first, begin = None, None
+            if lane is not None:  # the steady state: the winner, without an exchange
+                slot, begin, _ = lane
+                sent: Sent[Response] = handle(Send(slot, begin))
+                records = settle(lane, self._options.policy, sent)
+                if records is not None:
+                    assert sent.response is not None  # settle accepts answers only
+                    return self._answer(sent.response, records)
+                first = (slot, sent)
+            exchange: Exchange[Response] = Exchange(
+                state,
+                self._options.policy,
+                method=method,
+                replayable=body.replayable,
+                wait_timeout=None if timeout is None else _wait_timeout(timeout),
+                path=None if home is None else home.path,
+                begin=begin,
+            )
+            decision = run(exchange, handle, Response.close, first)
         finally:
             body.restore()
             if home is not None:
@@ -462,21 +474,26 @@ class Adapter(HTTPAdapter):
         timeout: Any,
         proxies: Any,
     ) -> Any:
-        watch = Watch()
+        sent: Sent[Response] = Sent()
         start = time.perf_counter()
         try:
             inner = slot.acquire()
         except CertsDirError as exc:  # a pair broken since the load: the flow raises it
-            return failed(exc, watch, start)
+            sent.failed(exc, start)
+            return sent
         try:
             body.rewind()
-            with watch:
+            token = ATTEMPT.set(sent)
+            try:
                 # Streamed: the flow reads what it judges; Session.send reads the rest.
                 response = inner.send(request, True, timeout, True, None, proxies)
+            finally:
+                ATTEMPT.reset(token)
         except BaseException as exc:
             if not isinstance(exc, Exception):
                 raise  # KeyboardInterrupt and the like: no verdict, slot given back (below)
-            return failed(exc, watch, start)
+            sent.failed(exc, start)
+            return sent
         finally:
             # Given back as soon as the answer's head is in: a retired candidate's pools can
             # then be closed under an open response, which urllib3 allows (the response's
@@ -484,18 +501,21 @@ class Adapter(HTTPAdapter):
             released = slot.release()
             if released is not None:
                 released.close()
-        return answered(response, response.status_code, response.headers, watch, start)
+        sent.answered(response, response.status_code, response.headers, start)
+        return sent
+
+    def _answer(self, response: Response, records: tuple[Attempt, ...]) -> Response:
+        setattr(response, ATTEMPTS, records)
+        # requests' auth handlers send again through ``response.connection``: through the
+        # flow, not through the candidate that answered.
+        response.connection = self
+        return response
 
     def _deliver(self, decision: Decision[Response], request: PreparedRequest) -> Response:
         """Give back the decided response, or raise what the flow decided, as requests
         expects of an adapter. The one place errors are mapped."""
-        response = decision.response
-        if response is not None:
-            setattr(response, ATTEMPTS, decision.attempts)
-            # requests' auth handlers send again through ``response.connection``: through
-            # the flow, not through the candidate that answered.
-            response.connection = self
-            return response
+        if decision.response is not None:
+            return self._answer(decision.response, decision.attempts)
         error = decision.error
         if decision.rejected:
             raise ClientCertificateRejected(

@@ -15,7 +15,6 @@ import inspect
 import ssl
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
 from typing import Any, Callable, Optional, Union
 
 import anyio
@@ -23,17 +22,19 @@ import httpx
 
 from . import canames
 from ._aim import Home, aim
-from ._drive import answered, failed, run
+from ._drive import run
 from ._hosts import Hosts, HostState, docker_host_names, host_dir_for_url
 from ._options import OPTIONS_DOC, Options, options
 from ._slots import Slot
-from ._watch import Watch, watched
+from ._streams import Body, Release, in_memory
+from ._watch import ATTEMPT, watched
 from .errors import CertsDirError, CertsDirTransportError, ClientCertificateRejected
-from .flow import Close, Decision, Exchange, Learn, Read, Send, Sent, Wait
+from .flow import Close, Decision, Exchange, Learn, Read, Send, Sent, Wait, settle, steady
 from .loader import Candidate
 from .locate import StrPath
 from .proxies import ProxyArg, ProxyRules
 from .rejection import DOCKER, RejectionPolicy
+from .routing import Target
 from .scan import Password
 from .trust import Trust
 
@@ -42,79 +43,40 @@ __all__ = ["AsyncTransport", "Transport", "docker_host_names", "host_dir_for_url
 ATTEMPTS = "dockercerts.attempts"  # the response extension holding the exchange's records
 
 
-class _Body(httpx.SyncByteStream, httpx.AsyncByteStream):
-    """A streamed request body, which can be sent again only while nothing of it was read.
-
-    (Bytes, ``httpx.ByteStream``, can always be replayed and are not wrapped.) This records
-    the first read and passes the data through untouched.
-    """
-
-    def __init__(self, stream: Any) -> None:
-        self.stream = stream
-        self.started = False
-
-    def __iter__(self) -> Iterator[bytes]:
-        for chunk in self.stream:
-            self.started = True
-            yield chunk
-
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        async for chunk in self.stream:
-            self.started = True
-            yield chunk
-
-
-class _Release(httpx.SyncByteStream, httpx.AsyncByteStream):
-    """A response body that releases its slot when closed (closing a retired transport)."""
-
-    def __init__(self, stream: Any, slot: Slot[Any]) -> None:
-        self._stream = stream
-        self._slot: Optional[Slot[Any]] = slot
-
-    def __iter__(self) -> Iterator[bytes]:
-        return iter(self._stream)
-
-    def __aiter__(self) -> AsyncIterator[bytes]:
-        return self._stream.__aiter__()  # type: ignore[no-any-return]
-
-    def _leave(self) -> Any:
-        slot, self._slot = self._slot, None
-        return None if slot is None else slot.release()
-
-    def close(self) -> None:
-        try:
-            self._stream.close()
-        finally:
-            done = self._leave()
-            if done is not None:
-                done.close()
-
-    async def aclose(self) -> None:
-        try:
-            await self._stream.aclose()
-        finally:
-            done = self._leave()
-            if done is not None:
-                await done.aclose()
-
-
 # --- shared by the twins: what goes into the flow, what comes out of it -----------------------
+
+
+def _start(request: httpx.Request, state: HostState[Any]) -> tuple[Optional[Home], Any]:
+    """What an exchange changes in ``request`` and puts back (:func:`_end`): its own URL and
+    headers while routing aims it elsewhere (``home``, when ``state`` routes), and its body
+    stream, which a streamed body's :class:`~dockercerts._streams.Body` replaces (to tell
+    whether it was read)."""
+    home = None if state.routes is None else Home(request)
+    stream = request.stream
+    if not isinstance(stream, httpx.ByteStream):
+        request.stream = Body(stream)
+    return home, stream
+
+
+def _end(request: httpx.Request, stream: Any, home: Optional[Home]) -> None:
+    request.stream = stream
+    if home is not None:
+        home.restore(request)
 
 
 def _exchange(
     request: httpx.Request,
     state: HostState[Any],
     policy: RejectionPolicy,
-    exhaustive: bool,
     home: Optional[Home],
+    *,
+    exhaustive: bool = False,
+    begin: Optional[Target] = None,
 ) -> Exchange[httpx.Response]:
-    """The flow for ``request``; a streamed body is wrapped to tell whether it was read.
-    The path is given (routing on) only when the host's folder routes (containerd:
-    ``home``)."""
-    stream = request.stream
-    body = None if isinstance(stream, httpx.ByteStream) else _Body(stream)
-    if body is not None:
-        request.stream = body
+    """The flow for ``request`` (after :func:`_start`). The path is given (routing on) only
+    when the host's folder routes (containerd: ``home``); ``begin``: the steady lane's
+    endpoint, where the walk starts."""
+    body = request.stream if isinstance(request.stream, Body) else None
     timeout = request.extensions.get("timeout", {})
     return Exchange(
         state,
@@ -124,21 +86,7 @@ def _exchange(
         wait_timeout=timeout.get("pool"),
         exhaustive=exhaustive,
         path=None if home is None else home.path,
-    )
-
-
-def _sent(response: httpx.Response, slot: Slot[Any], watch: Watch, start: float) -> Sent[Any]:
-    response.stream = _Release(response.stream, slot)
-    return answered(response, response.status_code, response.headers, watch, start)
-
-
-def _in_memory(response: httpx.Response, raw: bytes) -> httpx.Response:
-    """The same response with its (already read) raw body held in memory."""
-    return httpx.Response(
-        response.status_code,
-        headers=response.headers,
-        stream=httpx.ByteStream(raw),
-        extensions=response.extensions,
+        begin=begin,
     )
 
 
@@ -337,7 +285,29 @@ class Transport(_Base, httpx.BaseTransport):
         if request.url.scheme != "https":
             inner: httpx.HTTPTransport = self._plain_for(request.url)
             return inner.handle_request(request)
-        return _deliver(self.decide(request), request)
+        state = self._host(request)
+        for done in self._hosts.drain(state):
+            done.close()
+        home, stream = _start(request, state)
+        try:
+            lane = steady(state, request.method, None if home is None else home.path)
+            if lane is None:
+                exchange = _exchange(request, state, self._options.policy, home)
+                return _deliver(self._run(exchange, request, home), request)
+            slot, target, _ = lane  # the steady state: the winner, without an exchange
+            if home is not None:
+                aim(request, target, home)
+            sent = self._send(slot, request)
+            records = settle(lane, self._options.policy, sent)
+            if records is None:  # to be judged: the exchange goes on from this try
+                exchange = _exchange(request, state, self._options.policy, home, begin=target)
+                return _deliver(self._run(exchange, request, home, (slot, sent)), request)
+            response = sent.response
+            assert response is not None  # settle accepts answers only
+            response.extensions[ATTEMPTS] = records
+            return response
+        finally:
+            _end(request, stream, home)
 
     def decide(
         self, request: httpx.Request, *, every_candidate: bool = False
@@ -350,15 +320,24 @@ class Transport(_Base, httpx.BaseTransport):
         state = self._host(request)
         for done in self._hosts.drain(state):
             done.close()
-        stream = request.stream
-        home = None if state.routes is None else Home(request)
-        exchange = _exchange(request, state, self._options.policy, every_candidate, home)
+        home, stream = _start(request, state)
         try:
-            return run(exchange, lambda step: self._step(step, request, home), httpx.Response.close)
+            policy = self._options.policy
+            exchange = _exchange(request, state, policy, home, exhaustive=every_candidate)
+            return self._run(exchange, request, home)
         finally:
-            request.stream = stream
-            if home is not None:
-                home.restore(request)
+            _end(request, stream, home)
+
+    def _run(
+        self,
+        exchange: Exchange[httpx.Response],
+        request: httpx.Request,
+        home: Optional[Home],
+        first: Optional[tuple[Slot[Any], Sent[Any]]] = None,
+    ) -> Decision[httpx.Response]:
+        return run(
+            exchange, lambda step: self._step(step, request, home), httpx.Response.close, first
+        )
 
     def _step(self, step: Any, request: httpx.Request, home: Optional[Home]) -> Any:
         if isinstance(step, Send):
@@ -370,7 +349,7 @@ class Transport(_Base, httpx.BaseTransport):
                 raw = b"".join(response.iter_raw())
             finally:  # an interrupt too: the slot is given back
                 response.close()
-            return raw, _in_memory(response, raw)
+            return raw, in_memory(response, raw)
         if isinstance(step, Close):
             step.response.close()
             return None
@@ -380,24 +359,32 @@ class Transport(_Base, httpx.BaseTransport):
         assert isinstance(step, Wait)
         return step.turn.wait(step.timeout)
 
-    def _send(self, slot: Slot[httpx.HTTPTransport], request: httpx.Request) -> Sent[Any]:
-        watch = Watch()
+    def _send(
+        self, slot: Slot[httpx.HTTPTransport], request: httpx.Request
+    ) -> Sent[httpx.Response]:
+        sent: Sent[httpx.Response] = Sent()
         start = time.perf_counter()
         try:
             inner = slot.acquire()
         except CertsDirError as exc:  # a pair broken since the load: the flow raises it
-            return failed(exc, watch, start)
+            sent.failed(exc, start)
+            return sent
+        token = ATTEMPT.set(sent)
         try:
-            with watch:
-                response = inner.handle_request(request)
+            response = inner.handle_request(request)
         except BaseException as exc:
             released = slot.release()
             if released is not None:
                 released.close()
             if not isinstance(exc, Exception):
                 raise  # KeyboardInterrupt and the like: no verdict, slot given back
-            return failed(exc, watch, start)
-        return _sent(response, slot, watch, start)
+            sent.failed(exc, start)
+            return sent
+        finally:
+            ATTEMPT.reset(token)
+        response.stream = Release(response.stream, slot)
+        sent.answered(response, response.status_code, response.headers, start)
+        return sent
 
     def close(self) -> None:
         for done in self._hosts.retire_all():
@@ -429,47 +416,71 @@ class AsyncTransport(_Base, httpx.AsyncBaseTransport):
         if request.url.scheme != "https":
             inner: httpx.AsyncHTTPTransport = self._plain_for(request.url)
             return await inner.handle_async_request(request)
-        return _deliver(await self.decide(request), request)
+        state = await self._ahost(request)
+        for done in self._hosts.drain(state):
+            await done.aclose()
+        home, stream = _start(request, state)
+        try:
+            lane = steady(state, request.method, None if home is None else home.path)
+            if lane is None:
+                exchange = _exchange(request, state, self._options.policy, home)
+                return _deliver(await self._run(exchange, request, home), request)
+            slot, target, _ = lane  # the steady state: the winner, without an exchange
+            if home is not None:
+                aim(request, target, home)
+            sent = await self._send(slot, request)
+            records = settle(lane, self._options.policy, sent)
+            if records is None:  # to be judged: the exchange goes on from this try
+                exchange = _exchange(request, state, self._options.policy, home, begin=target)
+                return _deliver(await self._run(exchange, request, home, (slot, sent)), request)
+            response = sent.response
+            assert response is not None  # settle accepts answers only
+            response.extensions[ATTEMPTS] = records
+            return response
+        finally:
+            _end(request, stream, home)
 
     async def decide(
         self, request: httpx.Request, *, every_candidate: bool = False
     ) -> Decision[httpx.Response]:
         """The async twin of :meth:`Transport.decide`."""
-        state = self._hosts.current(request.url)
-        if state is None:  # the folder is due for a look: stat, maybe a load, off the loop
-            state = await anyio.to_thread.run_sync(self._host, request)
+        state = await self._ahost(request)
         for done in self._hosts.drain(state):
             await done.aclose()
-        stream = request.stream
-        home = None if state.routes is None else Home(request)
-        exchange = _exchange(request, state, self._options.policy, every_candidate, home)
-        first = None
+        home, stream = _start(request, state)
         try:
-            slot = exchange.direct()
-            if slot is not None:  # the steady state: the winner, judged without the generator
-                aim(request, exchange.target, home)
-                sent = await self._send(slot, request)
-                decided = exchange.settle_direct(slot, sent)
-                if decided is not None:
-                    return decided
-                first = (slot, sent)
-            flow = exchange.flow(first)
-            try:
-                step = next(flow)
-                while True:
-                    step = flow.send(await self._step(step, request, home))
-            except StopIteration as end:
-                decision: Decision[httpx.Response] = end.value
-                return decision
-            finally:
-                flow.close()
+            policy = self._options.policy
+            exchange = _exchange(request, state, policy, home, exhaustive=every_candidate)
+            return await self._run(exchange, request, home)
         finally:
-            request.stream = stream
-            if home is not None:
-                home.restore(request)
+            _end(request, stream, home)
+
+    async def _run(
+        self,
+        exchange: Exchange[httpx.Response],
+        request: httpx.Request,
+        home: Optional[Home],
+        first: Optional[tuple[Slot[Any], Sent[Any]]] = None,
+    ) -> Decision[httpx.Response]:
+        flow = exchange.flow(first)
+        try:
+            step = next(flow)
+            while True:
+                step = flow.send(await self._step(step, request, home))
+        except StopIteration as end:
+            decision: Decision[httpx.Response] = end.value
+            return decision
+        finally:
+            flow.close()
             for held in exchange.holding():  # interrupted while keeping an answer
                 with anyio.CancelScope(shield=True):
                     await held.aclose()
+
+    async def _ahost(self, request: httpx.Request) -> HostState[Any]:
+        state = self._hosts.current(request.url)
+        if state is None:  # the folder is due for a look: stat, maybe a load, off the loop
+            state = await anyio.to_thread.run_sync(self._host, request)
+        return state
 
     async def _step(self, step: Any, request: httpx.Request, home: Optional[Home]) -> Any:
         if isinstance(step, Send):
@@ -482,7 +493,7 @@ class AsyncTransport(_Base, httpx.AsyncBaseTransport):
             finally:  # a cancellation too: the slot is given back
                 with anyio.CancelScope(shield=True):
                     await response.aclose()
-            return raw, _in_memory(response, raw)
+            return raw, in_memory(response, raw)
         if isinstance(step, Close):
             with anyio.CancelScope(shield=True):
                 await step.response.aclose()
@@ -495,18 +506,19 @@ class AsyncTransport(_Base, httpx.AsyncBaseTransport):
 
     async def _send(
         self, slot: Slot[httpx.AsyncHTTPTransport], request: httpx.Request
-    ) -> Sent[Any]:
-        watch = Watch()
+    ) -> Sent[httpx.Response]:
+        sent: Sent[httpx.Response] = Sent()
         start = time.perf_counter()
         try:
             if not slot.built:  # the context (system roots, CA files, key) off the event loop
                 await anyio.to_thread.run_sync(slot.build)
             inner = slot.acquire()
         except CertsDirError as exc:  # a pair broken since the load: the flow raises it
-            return failed(exc, watch, start)
+            sent.failed(exc, start)
+            return sent
+        token = ATTEMPT.set(sent)
         try:
-            with watch:
-                response = await inner.handle_async_request(request)
+            response = await inner.handle_async_request(request)
         except BaseException as exc:
             released = slot.release()
             if released is not None:
@@ -514,8 +526,13 @@ class AsyncTransport(_Base, httpx.AsyncBaseTransport):
                     await released.aclose()
             if not isinstance(exc, Exception):
                 raise  # a cancellation and the like: no verdict, slot given back
-            return failed(exc, watch, start)
-        return _sent(response, slot, watch, start)
+            sent.failed(exc, start)
+            return sent
+        finally:
+            ATTEMPT.reset(token)
+        response.stream = Release(response.stream, slot)
+        sent.answered(response, response.status_code, response.headers, start)
+        return sent
 
     async def aclose(self) -> None:
         for done in self._hosts.retire_all():

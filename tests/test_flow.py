@@ -26,7 +26,7 @@ from dockercerts import DOCKER, DOCKER_LEGACY
 from dockercerts._hosts import HostState
 from dockercerts._options import options
 from dockercerts.errors import Attempt
-from dockercerts.flow import Close, Decision, Exchange, Read, Send, Sent, Wait
+from dockercerts.flow import Close, Decision, Exchange, Read, Send, Sent, Wait, settle, steady
 from dockercerts.rejection import TLS13_REFUSAL, RejectionPolicy
 from dockercerts.testing import CA, CertsD
 
@@ -483,7 +483,7 @@ def test_hand_written_constructors_match_the_fields(record: type) -> None:
         made.note = "changed"  # type: ignore[misc]
 
 
-# --- the direct try (the steady state without the generator) -------------------------------------
+# --- the steady lane (the steady state without an exchange) -------------------------------------
 
 
 def warm(folder: Path, winner: str) -> HostState[Any]:
@@ -495,18 +495,20 @@ def warm(folder: Path, winner: str) -> HostState[Any]:
     return state
 
 
-def test_no_direct_try_without_a_known_winner_or_in_the_probes_mode(folder: Path) -> None:
-    assert exchange(host(folder)).direct() is None  # cold: the search decides
+def test_no_steady_lane_without_a_known_winner_or_with_a_remembered_rejection(
+    folder: Path,
+) -> None:
+    assert steady(host(folder), "GET") is None  # cold: the search decides
     state = warm(folder, "a")
-    assert exchange(state, exhaustive=True).direct() is None
-    direct = exchange(state).direct()
-    assert direct is not None
-    assert direct.name == "a"
+    lane = steady(state, "GET")
+    assert lane is not None
+    slot, target, owner = lane
+    assert (slot.name, target, owner) == ("a", None, state)
     # A certificate rejection remembered: order() decides what is skipped.
     run(state, {"a": alert(), "b": Answer(200)})
     assert state.winner == "b"
     assert [slot.name for slot in state.order(0.0)[1]] == ["a"]  # skipped: order() decides
-    assert exchange(state).direct() is None
+    assert steady(state, "GET") is None
 
 
 @settings(max_examples=300, deadline=None)
@@ -515,26 +517,28 @@ def test_no_direct_try_without_a_known_winner_or_in_the_probes_mode(folder: Path
     method=st.sampled_from(["GET", "POST"]),
     winner=st.sampled_from("abcd"),
 )
-def test_the_direct_try_decides_as_the_flow(
+def test_the_steady_lane_decides_as_the_flow(
     folder: Path, answers: list[Answer], method: str, winner: str
 ) -> None:
-    """Sending the winner's try directly, then handing its answer to the flow when it must be
-    judged, ends as the flow alone would: same answer or error, records, tries and memory."""
+    """Sending the winner's try in the steady lane, then handing its answer to the flow when
+    it must be judged, ends as the flow alone would: same answer or error, records, tries
+    and memory."""
     script: Script = dict(zip("abcd", answers))
-    alone_state, direct_state = warm(folder, winner), warm(folder, winner)
+    alone_state, lane_state = warm(folder, winner), warm(folder, winner)
     alone = run(alone_state, script, method=method)
 
-    ex = exchange(direct_state, method=method)
-    slot = ex.direct()
-    assert slot is not None
+    lane = steady(lane_state, method)
+    assert lane is not None
+    slot = lane[0]
     assert slot.name == winner
     sent = sent_for(winner, script)
-    decided = ex.settle_direct(slot, sent)
-    if decided is None:
-        rest = drive(ex.flow((slot, sent)), script)
+    records = settle(lane, DOCKER, sent)
+    if records is None:
+        rest = drive(exchange(lane_state, method=method).flow((slot, sent)), script)
         decision, tried, closed = rest.decision, [winner, *rest.tried], rest.closed
     else:
-        decision, tried, closed = decided, [winner], []
+        decision = Decision(sent.response, None, False, records, "", 0)
+        tried, closed = [winner], []
         assert script[winner].status < 400
         assert script[winner].error is None
     assert tried == alone.tried
@@ -547,8 +551,8 @@ def test_the_direct_try_decides_as_the_flow(
         alone.decision.note,
     )
     assert decision.attempts == alone.decision.attempts
-    assert direct_state.winner == alone_state.winner
-    assert names(direct_state.order(1.0)) == names(alone_state.order(1.0))
+    assert lane_state.winner == alone_state.winner
+    assert names(lane_state.order(1.0)) == names(alone_state.order(1.0))
 
 
 def names(order: tuple[tuple[Any, ...], tuple[Any, ...]]) -> tuple[list[str], list[str]]:

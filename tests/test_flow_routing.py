@@ -22,8 +22,8 @@ from test_flow import PAGE, TIMEOUT, Answer, sent_of
 from dockercerts import DOCKER, AsyncTransport, Transport
 from dockercerts._hosts import Hosts, HostState
 from dockercerts._options import options
-from dockercerts.flow import Close, Decision, Exchange, Learn, Read, Send, Sent
-from dockercerts.routing import operation
+from dockercerts.flow import Close, Decision, Exchange, Learn, Read, Send, Sent, settle, steady
+from dockercerts.routing import Target, operation
 from dockercerts.testing import CA
 
 M1 = "https://m1:5000/v2"  # pull only
@@ -87,6 +87,7 @@ def exchange(
     method: str = "GET",
     replayable: Callable[[], bool] = lambda: True,
     exhaustive: bool = False,
+    begin: Optional[Target] = None,
 ) -> Exchange[Any]:
     return Exchange(
         state,
@@ -95,6 +96,7 @@ def exchange(
         replayable=replayable,
         exhaustive=exhaustive,
         path=path,
+        begin=begin,
     )
 
 
@@ -338,26 +340,40 @@ def test_the_probes_walk_changes_nothing(root: Path) -> None:
     assert walk(state, BLOB, script).endpoints == [M1, M2, SERVER]
 
 
-def test_the_direct_try_goes_to_the_sticky_endpoints_winner(root: Path) -> None:
+def test_the_steady_lane_goes_to_the_sticky_endpoints_winner(root: Path) -> None:
     state = routed(root)
     walk(state, BLOB, {M1: TIMEOUT, M2: Answer(404), SERVER: Answer(200)})
-    ex = exchange(state, BLOB)
-    slot = ex.direct()
-    assert slot is not None
-    assert ex.target is not None
-    assert (ex.target.name, slot.name) == (SERVER, "server.pem")
-    decided = ex.settle_direct(slot, sent(SERVER, {SERVER: Answer(200)}))
-    assert decided is not None
-    assert decided.response == f"{SERVER}|200"
-    assert [a.endpoint for a in decided.attempts] == [SERVER]
-    # A failure of the direct try is judged by the walk, which goes on from there.
-    ex = exchange(state, BLOB)
-    slot = ex.direct()
-    assert slot is not None
+    lane = steady(state, "GET", BLOB)
+    assert lane is not None
+    slot, target, owner = lane
+    assert target is not None
+    assert (target.name, slot.name, owner is state) == (SERVER, "server.pem", True)
+    records = settle(lane, DOCKER, sent(SERVER, {SERVER: Answer(200)}))
+    assert records is not None
+    assert [a.endpoint for a in records] == [SERVER]
+    # A failure of the lane's try is judged by the walk, which goes on from there.
+    lane = steady(state, "GET", BLOB)
+    assert lane is not None
     failing = sent(SERVER, {SERVER: Answer(404)})
-    assert ex.settle_direct(slot, failing) is None
-    rest = drive(ex.flow((slot, failing)), {M1: Answer(200), M2: Answer(200)})
+    assert settle(lane, DOCKER, failing) is None
+    ex = exchange(state, BLOB, begin=lane[1])
+    rest = drive(ex.flow((lane[0], failing)), {M1: Answer(200), M2: Answer(200)})
     assert rest.endpoints == [M1]
+    assert [a.endpoint for a in rest.decision.attempts] == [SERVER, M1]
+
+
+def test_the_walk_goes_on_from_the_lanes_endpoint_even_if_the_memory_changed(root: Path) -> None:
+    """Another request may change which endpoint a walk starts from between the lane's try
+    and its exchange: the exchange judges the try as the lane's endpoint's all the same."""
+    state = routed(root)
+    walk(state, BLOB, {M1: TIMEOUT, M2: Answer(404), SERVER: Answer(200)})
+    lane = steady(state, "GET", BLOB)
+    assert lane is not None
+    assert state.routes is not None
+    state.routes.sticky.clear()  # meanwhile: walks start at the first mirror again
+    failing = sent(SERVER, {SERVER: Answer(404)})
+    ex = exchange(state, BLOB, begin=lane[1])
+    rest = drive(ex.flow((lane[0], failing)), {M1: Answer(200), M2: Answer(200)})
     assert [a.endpoint for a in rest.decision.attempts] == [SERVER, M1]
 
 
@@ -369,8 +385,8 @@ def test_no_endpoint_for_the_operation(tmp_path: Path) -> None:
         '[host."https://m1:5000"]\ncapabilities = ["pull"]\n'
     )
     state = routed(tmp_path)
+    assert steady(state, "POST", "/v2/team/app/blobs/uploads/") is None
     ex = exchange(state, "/v2/team/app/blobs/uploads/", method="POST")
-    assert ex.direct() is None
     w = drive(ex.flow(), {})
     assert w.endpoints == []
     assert type(w.decision.error).__name__ == "NoEndpointError"
