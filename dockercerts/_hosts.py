@@ -347,6 +347,8 @@ class HostState(Generic[Inner]):
 
     def _install(self, certs: HostCerts) -> None:
         """Swap in new candidates, keeping the slots of those whose files did not change."""
+        if not self._options.client_certificates:
+            certs = certs.trust_only()
         old = {slot.key: slot for slot in self.slots}
         before = {slot.name: slot.key for slot in self.slots}
         slots = []

@@ -54,6 +54,8 @@ class Options:
     recheck: float
     order: str = "docker"
     system: str = "openssl"
+    # False: every folder's trust only, no client certificate (HostCerts.trust_only).
+    client_certificates: bool = True
 
 
 _TRUSTS = (None, "merge", "replace")
@@ -75,6 +77,7 @@ def options(
     runtime: str = "docker",
     cert_dir: Optional[StrPath] = None,
     system: str = "openssl",
+    client_certificates: bool = True,
 ) -> Options:
     """:class:`Options` from a transport's keyword arguments, each one checked now: a mistake
     found at the first request would surface far from where it was made."""
@@ -96,6 +99,8 @@ def options(
         raise ValueError(f"order must be 'docker' or 'ca-names', not {order!r}")
     if order == "ca-names":
         canames.require("order='ca-names'")
+    if not isinstance(client_certificates, bool):
+        raise TypeError(f"client_certificates must be True or False, not {client_certificates!r}")
     return Options(
         root=folders.roots[0],
         platform=plat,
@@ -107,4 +112,5 @@ def options(
         recheck=float(recheck),
         order=order,
         system=system,
+        client_certificates=client_certificates,
     )

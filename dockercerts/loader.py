@@ -339,6 +339,16 @@ class HostCerts:
             self._candidates.append(tuple(Candidate(pair, maker) for pair in pairs))
         return self._candidates[0]
 
+    def trust_only(self) -> HostCerts:
+        """The same folder without its client pairs: its trust alone, and one candidate that
+        sends no client certificate. What a server answers it is what Docker gets when Go
+        finds no pair to send (see :mod:`dockercerts.gochoice`).
+
+            >>> [c.name for c in load_dir("/nonexistent/reg:5000").trust_only().candidates()]
+            [None]
+        """
+        return replace(self, pairs=()) if self.pairs else self
+
 
 def load_dir(
     path: StrPath,

@@ -12,10 +12,11 @@ built on httpx::
     session.mount("https://", dockercerts.requests.Adapter())
     session.get("https://registry.example.com:5000/v2/")
 
-Each candidate has its own urllib3 pools (:class:`_Candidate`, an ``HTTPAdapter`` whose pools
-carry the candidate's ``ssl`` context, watched by :mod:`dockercerts._watch`), so the host's
-winner keeps its connections alive between requests. What this module adds to the flow is
-requests' side of it: sending, reading, closing, and where the outcome goes.
+Each candidate has its own urllib3 pools (:class:`CandidateAdapter`, an ``HTTPAdapter`` whose
+pools carry the candidate's ``ssl`` context, watched by :mod:`dockercerts._watch`; ``inner=``
+makes them), so the host's winner keeps its connections alive between requests. What this
+module adds to the flow is requests' side of it: sending, reading, closing, and where the
+outcome goes.
 
 * **The records** of an exchange are ``response.dockercerts_attempts`` (:func:`attempts`),
   requests' equivalent of httpx's ``response.extensions["dockercerts.attempts"]``.
@@ -44,6 +45,7 @@ imports it.
 
 from __future__ import annotations
 
+import inspect
 import os
 import ssl
 import time
@@ -87,6 +89,7 @@ from .trust import Trust
 __all__ = [
     "ATTEMPTS",
     "Adapter",
+    "CandidateAdapter",
     "CertsDirSSLError",
     "ClientCertificateRejected",
     "attempts",
@@ -130,8 +133,9 @@ def attempts(response: Response) -> tuple[Attempt, ...]:
     return found
 
 
-class _Candidate(HTTPAdapter):
-    """One candidate's pools: urllib3 connections made with its (watched) context only.
+class CandidateAdapter(HTTPAdapter):
+    """One candidate's pools: urllib3 connections made with ``ssl_context`` only; what
+    :class:`Adapter`'s ``inner=`` makes by default. ``pool_options`` are ``HTTPAdapter``'s.
 
     requests would put its own trust into the pools (``cert_verify`` sets certifi's bundle or
     ``verify=``'s path, which urllib3 loads into the context it is given) and key them by
@@ -139,11 +143,9 @@ class _Candidate(HTTPAdapter):
     nothing else about TLS is.
     """
 
-    def __init__(
-        self, context: ssl.SSLContext, connections: int, maxsize: int, retries: Any, block: bool
-    ) -> None:
-        self._context = context
-        super().__init__(connections, maxsize, retries, block)
+    def __init__(self, ssl_context: ssl.SSLContext, **pool_options: Any) -> None:
+        self._context = ssl_context
+        super().__init__(**pool_options)
 
     def init_poolmanager(
         self, connections: int, maxsize: int, block: bool = DEFAULT_POOLBLOCK, **kwargs: Any
@@ -161,6 +163,31 @@ class _Candidate(HTTPAdapter):
 
     def cert_verify(self, conn: Any, url: str, verify: Any, cert: Any) -> None:
         return None
+
+
+_Candidate = CandidateAdapter  # the name the sending code's annotations use
+
+
+def _checked_inner(inner: Callable[..., HTTPAdapter]) -> Callable[..., HTTPAdapter]:
+    """``inner``, refused now if it cannot be called as :meth:`Adapter._make` calls it (a
+    plain ``HTTPAdapter`` class, which would leave the context out, is refused here)."""
+    if not callable(inner):
+        raise TypeError(f"inner= must be a callable that makes an HTTPAdapter, not {inner!r}")
+    try:
+        signature = inspect.signature(inner)
+    except (TypeError, ValueError):  # no signature to read (a C callable): its own call checks
+        return inner
+    try:
+        signature.bind(
+            ssl_context=None, pool_connections=1, pool_maxsize=1, max_retries=0, pool_block=False
+        )
+    except TypeError as exc:
+        name = getattr(inner, "__name__", type(inner).__name__)
+        raise TypeError(
+            f"inner={name} cannot be called with ssl_context= and the pool options "
+            f"({exc}): subclass or wrap dockercerts.requests.CandidateAdapter"
+        ) from None
+    return inner
 
 
 class _Started:
@@ -301,6 +328,18 @@ class Adapter(HTTPAdapter):
     ``pool_maxsize``, ``max_retries`` and ``pool_block`` are ``HTTPAdapter``'s, for each
     candidate's pools. A request waiting for another one's search of a cold host waits at most
     its connect timeout.
+
+    ``inner`` makes each candidate's ``HTTPAdapter`` (default :class:`CandidateAdapter`),
+    called with keyword arguments only: ``ssl_context``, the candidate's context already
+    watched for TLS 1.3 refusals (so that a rejection after the handshake is seen), and the
+    four pool options above. A subclass of :class:`CandidateAdapter`, a ``functools.partial``
+    of one or a function that wraps one all fit; other callables are refused at once::
+
+        >>> class Logged(dockercerts.requests.CandidateAdapter):
+        ...     def send(self, request, *args, **kwargs):
+        ...         print("sending", request.url)
+        ...         return super().send(request, *args, **kwargs)
+        >>> adapter = dockercerts.requests.Adapter(inner=Logged)
 """
     )
 
@@ -323,7 +362,9 @@ class Adapter(HTTPAdapter):
         pool_maxsize: int = DEFAULT_POOLSIZE,
         max_retries: Any = DEFAULT_RETRIES,
         pool_block: bool = DEFAULT_POOLBLOCK,
+        inner: Optional[Callable[..., HTTPAdapter]] = None,
     ) -> None:
+        self._inner = CandidateAdapter if inner is None else _checked_inner(inner)
         self._options = options(
             root,
             platform,
@@ -337,7 +378,7 @@ class Adapter(HTTPAdapter):
             cert_dir=cert_dir,
             system=system,
         )
-        self._hosts: Hosts[_Candidate] = Hosts(self._options, self._make_for, max_hosts)
+        self._hosts: Hosts[HTTPAdapter] = Hosts(self._options, self._make_for, max_hosts)
         # requests' URL's "scheme://netloc" -> the origin the host state is looked up by.
         self._origins: dict[str, httpx.URL] = {}
         self._max_origins = 4 * max_hosts
@@ -350,11 +391,18 @@ class Adapter(HTTPAdapter):
             "make a new one where it is needed"
         )
 
-    def _make(self, candidate: Candidate) -> _Candidate:
+    def _make(self, candidate: Candidate) -> HTTPAdapter:
+        """One candidate's adapter, made by ``inner`` with its context watched (:mod:`._watch`)."""
         connections, maxsize, block = self._pools
-        return _Candidate(watched(candidate.context), connections, maxsize, self.max_retries, block)
+        return self._inner(
+            ssl_context=watched(candidate.context),
+            pool_connections=connections,
+            pool_maxsize=maxsize,
+            max_retries=self.max_retries,
+            pool_block=block,
+        )
 
-    def _make_for(self, url: httpx.URL) -> Callable[[Candidate], _Candidate]:
+    def _make_for(self, url: httpx.URL) -> Callable[[Candidate], HTTPAdapter]:
         # requests picks the proxy per request (proxies=): every candidate has all of them.
         return self._make
 
@@ -449,7 +497,7 @@ class Adapter(HTTPAdapter):
             self._origins[netloc] = origin
         return origin
 
-    def _host(self, url: str, request: PreparedRequest) -> HostState[_Candidate]:
+    def _host(self, url: str, request: PreparedRequest) -> HostState[HTTPAdapter]:
         try:
             return self._hosts.get(self._origin(url))
         except httpx.InvalidURL as exc:
@@ -560,7 +608,7 @@ def _refuse_overrides(verify: Any, cert: Any, directory: Path) -> None:
 
 def session(**adapter_options: Any) -> requests.Session:
     """A ``requests.Session`` whose ``https://`` requests go through
-    ``Adapter(**adapter_options)``.
+    ``Adapter(**adapter_options)`` (``inner=`` too: see :class:`Adapter`).
 
         >>> import dockercerts.requests
         >>> with dockercerts.requests.session(root="./certs.d") as s:  # doctest: +SKIP

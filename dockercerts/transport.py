@@ -168,6 +168,7 @@ class _Base:
         runtime: str = "docker",
         cert_dir: Optional[StrPath] = None,
         system: str = "openssl",
+        client_certificates: bool = True,
         **transport_options: Any,
     ) -> None:
         self._options: Options = options(
@@ -182,6 +183,7 @@ class _Base:
             runtime=runtime,
             cert_dir=cert_dir,
             system=system,
+            client_certificates=client_certificates,
         )
         self._proxies = ProxyRules.make(proxy, trust_env=trust_env)
         self._inner: Callable[..., Any] = self._inner_type if inner is None else inner
@@ -249,6 +251,11 @@ _ARGS_DOC = (
     default, ``"docker"``, is Docker's order. The remaining keyword arguments (``http2``,
     ``limits``, ``retries``, ...) are passed to each inner transport; ``verify`` and ``cert``
     are refused with a :class:`TypeError`, since the folder decides them.
+
+    ``client_certificates=False`` sends no client certificate: each host's one candidate is
+    its folder's trust alone (:meth:`HostCerts.trust_only <dockercerts.HostCerts.trust_only>`),
+    judged by the same flow. It asks what a registry answers Docker when Go finds no pair to
+    send; ``dockercerts probe`` uses it for that.
 
     ``inner`` makes those inner transports (default: ``httpx.HTTPTransport``, or
     ``httpx.AsyncHTTPTransport`` for the async twin). It is called with keyword arguments

@@ -9,12 +9,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from peers import free_port
+from peers import free_port, require_pyopenssl
 from test_cli_hostile import run_unprivileged, shared_root  # noqa: F401 (a fixture)
 
 from dockercerts._layouts import Layout
 from dockercerts._nearmisses import runtime_near_misses
 from dockercerts.cli import main
+from dockercerts.rejection import TLS13_REFUSAL
 from dockercerts.testing import CA, CertsD, Leaf
 
 
@@ -227,6 +228,32 @@ def test_probe_with_runtime_containerd(
     assert data["directory"] == str(folder)
     assert data["winner"] == 1
     assert data["attempts"][0]["candidate"] == "a.pem"
+
+
+def test_probe_go_column_asks_with_the_endpoints_own_trust(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], mtls_server: Any, alice: Leaf
+) -> None:
+    """The server lists only a decoy CA, so Go sends no certificate; the probe's request
+    without one is made with the endpoint's own trust, as the flow reads the folder (here a
+    ``ca`` that is no ``.crt``, which Docker's rules would skip: the server would then be
+    untrusted and the answer an error, not the server's refusal)."""
+    require_pyopenssl()
+    srv = mtls_server(reject="tls", tls_version="1.3", send_ca_names=[CA(name="decoy CA")])
+    folder = tmp_path / f"localhost_{srv.port}_"
+    write(folder / "a.pem", alice.cert_pem + alice.key_pem())
+    write(folder / "registry-ca.pem", srv.server_ca.cert_pem)
+    toml = f'server = "{srv.url}"\nca = "registry-ca.pem"\nclient = ["a.pem"]\n'
+    write(folder / "hosts.toml", toml.encode())
+    code, data = report(
+        capsys, "probe", srv.url, "--runtime", "containerd", "--root", str(tmp_path)
+    )
+    assert code == 0
+    assert data["winner"] == 1  # dockercerts sends the pair, which the server accepts
+    go = data["go"]
+    assert (go["sends"], go["accepted"]) == (None, False), go
+    # The server's refusal of "none", which only a request that trusts it can see.
+    assert go["detail"] in (TLS13_REFUSAL, "TLS alert certificate_required"), go
+    assert [r.client_subject for r in srv.requests] == ["CN=alice"]  # the probe's one GET
 
 
 def test_podman_denied_home_folder_is_skipped_for_real(

@@ -351,6 +351,23 @@ def test_end_to_end_without_pairs_sends_no_certificate(
     assert srv.requests[-1].client_fingerprint is None
 
 
+def test_trust_only_keeps_the_trust_and_sends_no_certificate(
+    mtls_server, certs_d: CertsD, mtls_ca: CA, server_ca: CA, right: Leaf
+) -> None:
+    srv = mtls_server(server_cert=server_ca.issue_server(), client_ca=mtls_ca, reject="http")
+    certs_d.host(srv.host).ca(server_ca).pair("right", right)
+    certs = load(srv.host, root=certs_d.path, platform="linux")
+    bare = certs.trust_only()
+    assert (bare.ca_files, bare.pairs, bare.directory) == (certs.ca_files, (), certs.directory)
+    assert [c.pair for c in bare.candidates()] == [None]
+    assert [c.name for c in certs.candidates()] == ["right"]  # the original is untouched
+    assert bare.trust_only() is bare
+    # A real handshake: the server is verified with the folder's CA, and no pair is sent.
+    response = _get(bare.candidates()[0], srv.url)
+    assert "No required SSL certificate was sent" in response.text
+    assert srv.requests[-1].client_fingerprint is None
+
+
 def test_end_to_end_server_not_trusted_without_its_ca(
     mtls_server, certs_d: CertsD, mtls_ca: CA, server_ca: CA, right: Leaf
 ) -> None:

@@ -342,6 +342,62 @@ def test_an_adapter_is_checked_when_made_and_cannot_be_pickled(tmp_path: Path) -
         pickle.dumps(Adapter(root=tmp_path))
 
 
+# --- inner=: who makes each candidate's HTTPAdapter ----------------------------------------------
+
+
+MADE: list[dict[str, Any]] = []  # the pool options of each candidate adapter made below
+
+
+class Recording(dockercerts.requests.CandidateAdapter):
+    """``inner=`` as a subclass of the default."""
+
+    def __init__(self, ssl_context: Any, **pool_options: Any) -> None:
+        MADE.append(pool_options)
+        super().__init__(ssl_context, **pool_options)
+
+
+def wrapping(**options: Any) -> dockercerts.requests.CandidateAdapter:
+    """``inner=`` as a function that wraps the default."""
+    MADE.append({k: v for k, v in options.items() if k != "ssl_context"})
+    return dockercerts.requests.CandidateAdapter(**options)
+
+
+@pytest.mark.parametrize("inner", [Recording, wrapping], ids=["subclass", "function"])
+def test_inner_makes_the_candidates_and_a_tls13_refusal_is_still_seen(
+    inner: Any, mtls_ca: CA, certs_d: CertsD, leaves: Leaves
+) -> None:
+    """Whatever ``inner`` is, the library watches the context it hands over: a fresh TLS 1.3
+    connection closed before any answer byte still reads as a refusal (it would be a
+    ``ConnectionError`` otherwise), and the pool options reach each candidate."""
+    MADE.clear()
+    with StubServer(mtls_ca.issue_server(), reset_first_connection, "1.3") as stub:
+        host_dir(certs_d, stub, [("a", leaves.get("right", "a")), ("b", leaves.get("right", "b"))])
+        with session(certs_d, inner=inner, pool_maxsize=3, pool_block=True) as s:
+            response = s.get(stub.url + "/v2/")
+            again = s.get(stub.url + "/v2/")
+        assert stub.connections == 2
+    assert summary(response) == [
+        ("a", "rejected", "certificate", True),
+        ("b", "accepted", None, True),
+    ]
+    assert summary(again) == [("b", "accepted", None, False)]
+    assert len(MADE) == 2  # one per candidate
+    for made in MADE:
+        assert (made["pool_maxsize"], made["pool_block"]) == (3, True)
+        assert set(made) == {"pool_connections", "pool_maxsize", "max_retries", "pool_block"}
+
+
+def test_an_inner_that_cannot_carry_the_context_is_refused_at_once(tmp_path: Path) -> None:
+    """requests' own ``HTTPAdapter`` would drop the candidate's context (and with it the
+    folder's trust and pair): refused when the adapter is made, not at the first request."""
+    with pytest.raises(TypeError, match=r"inner=HTTPAdapter cannot be called with ssl_context="):
+        Adapter(root=tmp_path, inner=requests.adapters.HTTPAdapter)
+    with pytest.raises(TypeError, match="CandidateAdapter"):
+        dockercerts.requests.session(root=tmp_path, inner=lambda ssl_context: None)
+    with pytest.raises(TypeError, match="must be a callable"):
+        Adapter(root=tmp_path, inner="CandidateAdapter")  # type: ignore[arg-type]
+
+
 # --- the TLS 1.3 silent close, as urllib3 shows it --------------------------------------------
 
 

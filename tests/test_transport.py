@@ -910,6 +910,38 @@ def test_nginx_400_without_certificate_is_returned(
 
 
 @pytest.mark.parametrize("tls", TLS_VERSIONS)
+@pytest.mark.parametrize("reject", ["http", "tls"])
+def test_client_certificates_false_sends_the_folders_trust_alone(
+    tls: str, reject: str, mtls_server: Any, certs_d: CertsD, leaves: Leaves
+) -> None:
+    """``client_certificates=False``: the folder's CA trust, no client certificate although
+    the folder holds the right pair, and the server's refusal judged by the flow (what the
+    probe asks when Go finds no pair to send). The same folder with its pairs gets in."""
+    srv = mtls_server(reject=reject, tls_version=tls)
+    host_dir(certs_d, srv, leaves.layout("right"))
+    with client(certs_d) as http:
+        assert http.get(srv.url + "/v2/").status_code == 200
+    with Transport(root=certs_d.root, client_certificates=False) as transport:
+        request = httpx.Request("GET", srv.url + "/v2/")
+        decision = transport.decide(request, every_candidate=True)
+        if decision.response is not None:
+            decision.response.close()
+    [only] = decision.attempts
+    assert (only.candidate, only.layer, decision.rejected) == (None, "certificate", reject == "tls")
+    if reject == "http":  # nginx's page for "none sent", given back as the answer
+        assert only.outcome == "HTTP 400 No required SSL certificate was sent"
+        assert [(r.client_subject, r.status) for r in srv.requests] == [
+            ("CN=a-right", 200),
+            (None, 400),
+        ]
+    else:  # refused in TLS, after this client verified the server with the folder's CA
+        assert only.alert == ("certificate_required" if tls == "1.3" else "handshake_failure")
+        assert [r.client_subject for r in srv.requests] == ["CN=a-right"]
+    with pytest.raises(TypeError, match="client_certificates must be True or False"):
+        Transport(root=certs_d.root, client_certificates="no")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("tls", TLS_VERSIONS)
 @pytest.mark.parametrize("status", [401, 403, 495, 496])
 def test_auth_status_moves_on(
     tls: str,

@@ -88,7 +88,6 @@ def _mocked(root: Path) -> tuple[Any, Any]:
     import urllib3
 
     import dockercerts.requests
-    from dockercerts._watch import watched
 
     class Pool:
         """What ``HTTPAdapter.send`` asks of a urllib3 pool, answered from memory."""
@@ -100,16 +99,18 @@ def _mocked(root: Path) -> tuple[Any, Any]:
 
     pool = Pool()
 
-    class Candidate(dockercerts.requests._Candidate):
+    class Candidate(dockercerts.requests.CandidateAdapter):
         def get_connection_with_tls_context(self, *args: Any, **kwargs: Any) -> Any:
             return pool
 
-    class MockedAdapter(dockercerts.requests.Adapter):
-        def _make(self, candidate: dockercerts.Candidate) -> Any:
-            return Candidate(watched(candidate.context), 1, 1, 0, False)
-
-    alone = Candidate(ssl.create_default_context(), 1, 1, 0, False)
-    return MockedAdapter(root=root), alone
+    # The same pools (one connection, no retries) for both: only the adapter's work differs.
+    alone = Candidate(
+        ssl.create_default_context(), pool_connections=1, pool_maxsize=1, max_retries=0
+    )
+    adapter = dockercerts.requests.Adapter(
+        root=root, inner=Candidate, pool_connections=1, pool_maxsize=1, max_retries=0
+    )
+    return adapter, alone
 
 
 def _steady(knobs: Knobs) -> dict[str, AdapterMode]:

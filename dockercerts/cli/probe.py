@@ -5,12 +5,10 @@ And beside it, which pair Docker (Go) would send, from the CA names the server a
 
 from __future__ import annotations
 
+import functools
 import re
-import shutil
-import tempfile
 from collections.abc import Iterator
 from http import HTTPStatus
-from pathlib import Path
 from typing import Callable, Optional
 from urllib.parse import urlsplit, urlunsplit
 
@@ -41,7 +39,6 @@ from ..locate import (
 from ..proxies import ProxyRules
 from ..rejection import TLS13_REFUSAL
 from ..transport import Transport
-from ..trust import Trust
 from .args import SCHEMA, CLIError, Report, redact, resolve_root, shorten, trust_rule
 from .render import Cell, Style, ordinal, plural, refusal, table
 from .reports import error_report
@@ -243,6 +240,17 @@ def probe_report(
     error: Optional[Report] = None
     certs: Optional[HostCerts] = None
     decision: Optional[Decision[httpx.Response]] = None
+    # refresh=0: read the folder now, as Docker does for each pull.
+    make_transport = functools.partial(
+        Transport,
+        root=where,
+        platform=plat,
+        trust=rule,
+        policy=policy,
+        refresh=0,
+        runtime=runtime,
+        cert_dir=cert_dir,
+    )
     try:
         certs = unwrap(folders.read(directory, host_names, rule, None))
     except CertsDirError as exc:
@@ -250,27 +258,13 @@ def probe_report(
     if certs is not None:
         subjects = {p.name: p.subject for p in certs.pairs}
         chains = {p.name: p.chain_issuers for p in certs.pairs}
-        # refresh=0: read the folder now, as Docker does for each pull. No redirect is
-        # followed: a probe reaches only this host (through the environment's proxy, if any,
-        # as the transport does).
-        with Transport(
-            root=where,
-            platform=plat,
-            trust=rule,
-            policy=policy,
-            refresh=0,
-            runtime=runtime,
-            cert_dir=cert_dir,
-        ) as t:
-            request = httpx.Request(
-                "GET", url, extensions={"timeout": httpx.Timeout(timeout).as_dict()}
-            )
+        # No redirect is followed: a probe reaches only this host (through the environment's
+        # proxy, if any, as the transport does).
+        with make_transport() as t:
             try:
-                decision = t.decide(request, every_candidate=True)
+                decision = _decide(t, url, timeout)
             except CertsDirTransportError as exc:  # changed on disk since load_dir
                 error = error_report(exc.error)
-            if decision is not None and decision.response is not None:
-                decision.response.close()
         for index, attempt in enumerate(decision.attempts if decision else (), 1):
             # Routed (containerd), the walk may try other endpoints' pairs: the folder's
             # facts (subject, chain) are those of the endpoint at the URL's host only.
@@ -294,10 +288,9 @@ def probe_report(
     if certs is not None and attempts:
         names, found = _server_ca_names(url, timeout)
         if found is not None:
-            loaded = certs
 
             def no_certificate() -> Optional[Report]:
-                return _without_certificate(loaded, url, base, plat, rule, policy, timeout)
+                return _without_certificate(make_transport(client_certificates=False), url, timeout)
 
             here = [a for a in attempts if _at_url(a["endpoint"], url)]
             go = _what_go_does(found, certs, here, no_certificate) if here else None
@@ -412,42 +405,28 @@ def _what_go_does(
     }
 
 
-def _without_certificate(
-    certs: HostCerts,
-    url: httpx.URL,
-    root: Path,
-    platform: str,
-    trust: Trust,
-    policy: str,
-    timeout: float,
-) -> Optional[Report]:
-    """One request with the folder's trust and no client certificate, judged by the flow:
-    what the server answers Docker when Go finds no pair to send. The ``.crt`` files are
-    copied to a folder of their own, so the transport reads them exactly as from the real
-    one."""
-    with tempfile.TemporaryDirectory(prefix="dockercerts-probe-") as tmp:
-        folder = Path(tmp) / certs.directory.name
-        folder.mkdir()
-        for ca_file in certs.ca_files:
-            try:
-                shutil.copyfile(ca_file, folder / ca_file.name)
-            except OSError:
-                return None  # changed since it was loaded: no answer rather than a wrong one
-        with Transport(
-            root=tmp, platform=platform, trust=trust, policy=policy, refresh=0
-        ) as transport:
-            request = httpx.Request(
-                "GET", url, extensions={"timeout": httpx.Timeout(timeout).as_dict()}
-            )
-            try:
-                decision = transport.decide(request, every_candidate=True)
-            except CertsDirTransportError:
-                return None
-            if decision.response is not None:
-                decision.response.close()
-    if not decision.attempts:
-        return None
-    return _probe_attempt(1, decision.attempts[0], None)
+def _decide(transport: Transport, url: httpx.URL, timeout: float) -> Decision[httpx.Response]:
+    """One GET of ``url`` with every candidate tried and nothing remembered, the flow's
+    :class:`~dockercerts.flow.Decision` (its answer closed); raises only
+    :class:`~dockercerts.CertsDirTransportError`."""
+    request = httpx.Request("GET", url, extensions={"timeout": httpx.Timeout(timeout).as_dict()})
+    decision = transport.decide(request, every_candidate=True)
+    if decision.response is not None:
+        decision.response.close()
+    return decision
+
+
+def _without_certificate(transport: Transport, url: httpx.URL, timeout: float) -> Optional[Report]:
+    """One request with the folder's trust and no client certificate (``transport`` is made
+    with ``client_certificates=False``), judged by the flow: what the server answers Docker
+    when Go finds no pair to send. Routed (containerd), the attempt at the URL's own host."""
+    with transport:
+        try:
+            decision = _decide(transport, url, timeout)
+        except CertsDirTransportError:  # changed since it was loaded: no answer, not a wrong one
+            return None
+    own = next((a for a in decision.attempts if _at_url(a.endpoint, url)), None)
+    return None if own is None else _probe_attempt(1, own, None)
 
 
 def render_probe(report: Report, style: Style) -> list[str]:
