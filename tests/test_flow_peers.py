@@ -54,7 +54,6 @@ from tokenserver import TokenServer
 import dockercerts.requests
 from dockercerts import AsyncTransport, Transport
 from dockercerts.errors import Attempt, EveryCertificateRejected
-from dockercerts.loader import Candidate
 from dockercerts.rejection import TLS13_REFUSAL
 from dockercerts.testing import CA, CertsD, Leaf
 
@@ -133,28 +132,27 @@ def _pin(context: ssl.SSLContext, tls: Optional[str]) -> None:
         context.minimum_version = ssl.TLSVersion.TLSv1_3
 
 
-class Pinned:
-    """Offers exactly one TLS version (docker-registry only has a minimum)."""
+def pinned(make: Callable[..., Any], tls: Optional[str]) -> Callable[..., Any]:
+    """An ``inner=`` factory: ``make``, each candidate's context first made to offer exactly
+    ``tls`` (docker-registry only has a minimum). The context comes as ``verify`` (the
+    transports; absent for plain ``http://``) or ``ssl_context`` (the requests adapter)."""
 
-    def __init__(self, *, tls: Optional[str] = None, **options: Any) -> None:
-        self._tls = tls
-        super().__init__(**options)
+    @functools.wraps(make)  # its signature: the front end checks the options against it
+    def inner(**options: Any) -> Any:
+        context = options.get("verify", options.get("ssl_context"))
+        if context is not None:
+            _pin(context, tls)
+        return make(**options)
 
-    def _make(self, candidate: Candidate, *proxy: Any) -> Any:
-        _pin(candidate.context, self._tls)
-        return super()._make(candidate, *proxy)  # type: ignore[misc]
-
-
-class PinnedTransport(Pinned, Transport):
-    pass
-
-
-class PinnedAsyncTransport(Pinned, AsyncTransport):
-    pass
+    return inner
 
 
-class PinnedAdapter(Pinned, dockercerts.requests.Adapter):
-    pass
+# Each front end, and the inner factory it uses by default.
+FRONT_ENDS: dict[str, tuple[Callable[..., Any], Callable[..., Any]]] = {
+    "sync": (Transport, httpx.HTTPTransport),
+    "async": (AsyncTransport, httpx.AsyncHTTPTransport),
+    "requests": (dockercerts.requests.Adapter, dockercerts.requests.CandidateAdapter),
+}
 
 
 Response = Union[httpx.Response, requests.Response]
@@ -180,8 +178,9 @@ class Driver:
             self._session["trust_env"] = options.pop("trust_env", True)
             proxy = options.pop("proxy", None)
             self._session["proxies"] = {} if proxy is None else {"https": proxy}
-        cls = {"sync": PinnedTransport, "async": PinnedAsyncTransport, "requests": PinnedAdapter}
-        self.transport: Any = cls[mode](tls=tls, **options)
+        front, default = FRONT_ENDS[mode]
+        inner = pinned(options.pop("inner", default), tls)
+        self.transport: Any = front(inner=inner, **options)
         self._portal_cm: Any = None
         self._portal: Optional[anyio.from_thread.BlockingPortal] = None
         self._client: Any = None

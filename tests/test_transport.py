@@ -23,6 +23,7 @@ import subprocess
 import sys
 import threading
 import time
+import weakref
 from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
@@ -30,6 +31,8 @@ from typing import Any, Callable, Optional
 
 import httpx
 import pytest
+from cryptography import x509
+from cryptography.x509.oid import NameOID
 
 from dockercerts import (
     DOCKER,
@@ -579,16 +582,61 @@ class LazyMock(httpx.MockTransport):
         return response
 
 
+class ClientNames:
+    """The pair each ``ssl`` context sends: the CN of the client certificate
+    :meth:`ssl.SSLContext.load_cert_chain` loaded into it (this suite's leaves are named after
+    their pair). An ``inner=`` factory is given a candidate's context, not the candidate; this
+    tells it which pair that context presents."""
+
+    def __init__(self) -> None:
+        self._names: weakref.WeakKeyDictionary[ssl.SSLContext, str] = weakref.WeakKeyDictionary()
+        self._lock = threading.Lock()
+
+    def __getitem__(self, context: ssl.SSLContext) -> str:
+        with self._lock:
+            return self._names[context]
+
+    def record(self, context: ssl.SSLContext, certfile: str) -> None:
+        with open(certfile, "rb") as fh:  # /dev/fd/N too: the pair's file, still open
+            leaf = x509.load_pem_x509_certificate(fh.read())
+        [cn] = leaf.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+        with self._lock:
+            self._names[context] = str(cn.value)
+
+
+@pytest.fixture
+def client_names(monkeypatch: pytest.MonkeyPatch) -> ClientNames:
+    """Records, from now on, the pair of every context given a client certificate."""
+    names = ClientNames()
+    load = ssl.SSLContext.load_cert_chain
+
+    def recorded(
+        self: ssl.SSLContext, certfile: Any, keyfile: Any = None, password: Any = None
+    ) -> None:
+        load(self, certfile, keyfile, password)
+        names.record(self, certfile)
+
+    monkeypatch.setattr(ssl.SSLContext, "load_cert_chain", recorded)
+    return names
+
+
 class Scripted(Transport):
-    """A Transport whose candidates answer through ``httpx.MockTransport`` handlers."""
+    """A Transport whose candidates answer through ``httpx.MockTransport`` handlers, by pair
+    name: its ``inner=`` tells the candidates apart by the certificate in their context."""
 
-    def __init__(self, handlers: dict[str, Callable[[httpx.Request], httpx.Response]], **kw: Any):
+    def __init__(
+        self,
+        handlers: dict[str, Callable[[httpx.Request], httpx.Response]],
+        names: ClientNames,
+        **kw: Any,
+    ):
         self.handlers = handlers
+        self.names = names
         self.calls: list[tuple[str, bytes]] = []
-        super().__init__(**kw)
+        super().__init__(inner=self.make, **kw)
 
-    def _make(self, candidate: Candidate) -> Any:
-        name = str(candidate.name)
+    def make(self, *, verify: ssl.SSLContext, **options: Any) -> LazyMock:
+        name = self.names[verify]
 
         def handle(request: httpx.Request) -> httpx.Response:
             return self.handlers[name](request)
@@ -617,7 +665,9 @@ def scripted_dir(certs_d: CertsD, leaves: Leaves) -> HostDir:
     return directory
 
 
-def test_mock_bytes_body_is_replayed(certs_d: CertsD, scripted_dir: HostDir) -> None:
+def test_mock_bytes_body_is_replayed(
+    certs_d: CertsD, scripted_dir: HostDir, client_names: ClientNames
+) -> None:
     seen: list[tuple[str, bytes]] = []
 
     def refuse(name: str) -> Callable[[httpx.Request], httpx.Response]:
@@ -633,6 +683,7 @@ def test_mock_bytes_body_is_replayed(certs_d: CertsD, scripted_dir: HostDir) -> 
 
     transport = Scripted(
         {"a-wrong": refuse("a-wrong"), "b-wrong": refuse("b-wrong"), "c-right": accept},
+        client_names,
         root=certs_d.root,
     )
     with httpx.Client(transport=transport) as http:
@@ -641,7 +692,9 @@ def test_mock_bytes_body_is_replayed(certs_d: CertsD, scripted_dir: HostDir) -> 
     assert seen == [("a-wrong", BODY), ("b-wrong", BODY), ("c-right", BODY)]
 
 
-def test_mock_stream_not_started_is_replayed(certs_d: CertsD, scripted_dir: HostDir) -> None:
+def test_mock_stream_not_started_is_replayed(
+    certs_d: CertsD, scripted_dir: HostDir, client_names: ClientNames
+) -> None:
     """A handshake failure (TLS 1.2) happens before the body is read: replay it."""
     seen: list[bytes] = []
 
@@ -653,14 +706,16 @@ def test_mock_stream_not_started_is_replayed(certs_d: CertsD, scripted_dir: Host
         return httpx.Response(200)
 
     transport = Scripted(
-        {"a-wrong": refuse, "b-wrong": refuse, "c-right": accept}, root=certs_d.root
+        {"a-wrong": refuse, "b-wrong": refuse, "c-right": accept}, client_names, root=certs_d.root
     )
     with httpx.Client(transport=transport) as http:
         assert http.post("https://reg.test:5000/x", content=chunks()).status_code == 200
     assert seen == [BODY]
 
 
-def test_mock_stream_already_sent_is_not_replayed(certs_d: CertsD, scripted_dir: HostDir) -> None:
+def test_mock_stream_already_sent_is_not_replayed(
+    certs_d: CertsD, scripted_dir: HostDir, client_names: ClientNames
+) -> None:
     """The body went out with the first candidate (TLS 1.3): raise, naming the reason."""
     calls: list[bytes] = []
 
@@ -673,7 +728,7 @@ def test_mock_stream_already_sent_is_not_replayed(certs_d: CertsD, scripted_dir:
         "b-wrong": read_then_refuse,
         "c-right": read_then_refuse,
     }
-    transport = Scripted(handlers, root=certs_d.root)
+    transport = Scripted(handlers, client_names, root=certs_d.root)
     with httpx.Client(transport=transport) as http, pytest.raises(ClientCertificateRejected) as err:
         http.post("https://reg.test:5000/x", content=chunks())
     assert calls == [BODY]
@@ -682,7 +737,7 @@ def test_mock_stream_already_sent_is_not_replayed(certs_d: CertsD, scripted_dir:
 
 
 def test_mock_stream_http_rejection_returns_response(
-    certs_d: CertsD, scripted_dir: HostDir
+    certs_d: CertsD, scripted_dir: HostDir, client_names: ClientNames
 ) -> None:
     calls: list[bytes] = []
 
@@ -691,7 +746,7 @@ def test_mock_stream_http_rejection_returns_response(
         return httpx.Response(403, content=b"no")
 
     transport = Scripted(
-        {"a-wrong": forbid, "b-wrong": forbid, "c-right": forbid}, root=certs_d.root
+        {"a-wrong": forbid, "b-wrong": forbid, "c-right": forbid}, client_names, root=certs_d.root
     )
     with httpx.Client(transport=transport) as http:
         response = http.post("https://reg.test:5000/x", content=chunks())
@@ -700,7 +755,9 @@ def test_mock_stream_http_rejection_returns_response(
     assert calls == [BODY]
 
 
-def test_mock_rejected_responses_are_closed(certs_d: CertsD, scripted_dir: HostDir) -> None:
+def test_mock_rejected_responses_are_closed(
+    certs_d: CertsD, scripted_dir: HostDir, client_names: ClientNames
+) -> None:
     closed: list[str] = []
 
     class Body(httpx.SyncByteStream):
@@ -721,6 +778,7 @@ def test_mock_rejected_responses_are_closed(certs_d: CertsD, scripted_dir: HostD
 
     transport = Scripted(
         {"a-wrong": forbid("a-wrong"), "b-wrong": forbid("b-wrong"), "c-right": accept},
+        client_names,
         root=certs_d.root,
     )
     with httpx.Client(transport=transport) as http:
@@ -730,7 +788,9 @@ def test_mock_rejected_responses_are_closed(certs_d: CertsD, scripted_dir: HostD
     assert closed == ["b-wrong", "a-wrong"]
 
 
-def test_mock_silent_close_needs_a_fresh_connection(certs_d: CertsD, scripted_dir: HostDir) -> None:
+def test_mock_silent_close_needs_a_fresh_connection(
+    certs_d: CertsD, scripted_dir: HostDir, client_names: ClientNames
+) -> None:
     """An empty ReadError counts only when the attempt opened its connection."""
 
     def fresh_close(request: httpx.Request) -> httpx.Response:
@@ -744,23 +804,32 @@ def test_mock_silent_close_needs_a_fresh_connection(certs_d: CertsD, scripted_di
         return httpx.Response(200)
 
     transport = Scripted(
-        {"a-wrong": fresh_close, "b-wrong": fresh_close, "c-right": accept}, root=certs_d.root
+        {"a-wrong": fresh_close, "b-wrong": fresh_close, "c-right": accept},
+        client_names,
+        root=certs_d.root,
     )
     with httpx.Client(transport=transport) as http:
         assert http.get("https://reg.test:5000/v2/").status_code == 200
     transport = Scripted(
-        {"a-wrong": reused_close, "b-wrong": fresh_close, "c-right": accept}, root=certs_d.root
+        {"a-wrong": reused_close, "b-wrong": fresh_close, "c-right": accept},
+        client_names,
+        root=certs_d.root,
     )
     with httpx.Client(transport=transport) as http, pytest.raises(httpx.ReadError):
         http.get("https://reg.test:5000/v2/")
 
 
-def test_an_invalid_host_evicts_no_cached_host(certs_d: CertsD, scripted_dir: HostDir) -> None:
+def test_an_invalid_host_evicts_no_cached_host(
+    certs_d: CertsD, scripted_dir: HostDir, client_names: ClientNames
+) -> None:
     def accept(request: httpx.Request) -> httpx.Response:
         return httpx.Response(200)
 
     transport = Scripted(
-        {"a-wrong": accept, "b-wrong": accept, "c-right": accept}, root=certs_d.root, max_hosts=1
+        {"a-wrong": accept, "b-wrong": accept, "c-right": accept},
+        client_names,
+        root=certs_d.root,
+        max_hosts=1,
     )
     with httpx.Client(transport=transport) as http:
         http.get("https://reg.test:5000/v2/")
@@ -771,28 +840,36 @@ def test_an_invalid_host_evicts_no_cached_host(certs_d: CertsD, scripted_dir: Ho
         assert transport.winner("https://reg.test:5000/") == "a-wrong"  # still cached
 
 
-def test_mock_user_trace_still_called(certs_d: CertsD, scripted_dir: HostDir) -> None:
+def test_mock_user_trace_still_called(
+    certs_d: CertsD, scripted_dir: HostDir, client_names: ClientNames
+) -> None:
     def accept(request: httpx.Request) -> httpx.Response:
         request.extensions["trace"]("connection.start_tls.complete", {})
         return httpx.Response(200)
 
     tracer = Tracer()
     transport = Scripted(
-        {"a-wrong": accept, "b-wrong": accept, "c-right": accept}, root=certs_d.root
+        {"a-wrong": accept, "b-wrong": accept, "c-right": accept}, client_names, root=certs_d.root
     )
     with httpx.Client(transport=transport) as http:
         http.get("https://reg.test:5000/v2/", extensions={"trace": tracer})
     assert tracer.events == ["connection.start_tls.complete"]
 
 
-def test_threads_over_more_hosts_than_max_hosts(certs_d: CertsD, leaves: Leaves) -> None:
+def test_threads_over_more_hosts_than_max_hosts(
+    certs_d: CertsD, leaves: Leaves, client_names: ClientNames
+) -> None:
     """Hosts evicted by one thread while another is sending to them: every request still
     goes out (no "unreachable" AssertionError, no request without a candidate)."""
     hosts = ["a.test:5000", "b.test:5000", "c.test:5000"]
     for host in hosts:
         certs_d.host(host).pair("only", leaves.get("right", "only"))
     ok = Scripted(
-        {"only": lambda request: httpx.Response(200)}, root=certs_d.root, max_hosts=1, refresh=0
+        {"only": lambda request: httpx.Response(200)},
+        client_names,
+        root=certs_d.root,
+        max_hosts=1,
+        refresh=0,
     )
     failures: list[BaseException] = []
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import socket
+import ssl
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable
@@ -25,6 +26,7 @@ from test_transport import (
     POLICY_CASES,
     TLS_VERSIONS,
     ChallengeServer,
+    ClientNames,
     LazyMock,
     Leaves,
     StubServer,
@@ -58,12 +60,12 @@ from dockercerts import (
 )
 from dockercerts import loader as loader_module
 from dockercerts._layouts import Layout
-from dockercerts.loader import Candidate
 from dockercerts.testing import CA, CertsD, HostDir
 
 # The fixtures of test_transport, registered here too.
 _transport_env = shared._transport_env
 leaves = shared.leaves
+client_names = shared.client_names
 wrong_ca = shared.wrong_ca
 
 pytestmark = pytest.mark.anyio
@@ -93,16 +95,21 @@ async def read_body(request: httpx.Request) -> bytes:
 
 
 class Scripted(AsyncTransport):
-    """An AsyncTransport whose candidates answer through async handlers."""
+    """An AsyncTransport whose candidates answer through async handlers, by pair name: its
+    ``inner=`` tells the candidates apart by the certificate in their context."""
 
     def __init__(
-        self, handlers: dict[str, Callable[[httpx.Request], Awaitable[httpx.Response]]], **kw: Any
+        self,
+        handlers: dict[str, Callable[[httpx.Request], Awaitable[httpx.Response]]],
+        names: ClientNames,
+        **kw: Any,
     ) -> None:
         self.handlers = handlers
-        super().__init__(**kw)
+        self.names = names
+        super().__init__(inner=self.make, **kw)
 
-    def _make(self, candidate: Candidate) -> Any:
-        handler = self.handlers[str(candidate.name)]
+    def make(self, *, verify: ssl.SSLContext, **options: Any) -> LazyMock:
+        handler = self.handlers[self.names[verify]]
         return LazyMock(handler)  # type: ignore[arg-type]
 
 
@@ -114,7 +121,9 @@ def scripted_dir(certs_d: CertsD, leaves: Leaves) -> HostDir:
     return directory
 
 
-async def test_mock_stream_not_started_is_replayed(certs_d: CertsD, scripted_dir: HostDir) -> None:
+async def test_mock_stream_not_started_is_replayed(
+    certs_d: CertsD, scripted_dir: HostDir, client_names: ClientNames
+) -> None:
     seen: list[bytes] = []
 
     async def refuse(request: httpx.Request) -> httpx.Response:
@@ -125,7 +134,7 @@ async def test_mock_stream_not_started_is_replayed(certs_d: CertsD, scripted_dir
         return httpx.Response(200)
 
     transport = Scripted(
-        {"a-wrong": refuse, "b-wrong": refuse, "c-right": accept}, root=certs_d.root
+        {"a-wrong": refuse, "b-wrong": refuse, "c-right": accept}, client_names, root=certs_d.root
     )
     async with httpx.AsyncClient(transport=transport) as http:
         assert (await http.post("https://reg.test:5000/x", content=chunks())).status_code == 200
@@ -134,7 +143,7 @@ async def test_mock_stream_not_started_is_replayed(certs_d: CertsD, scripted_dir
 
 
 async def test_mock_stream_already_sent_is_not_replayed(
-    certs_d: CertsD, scripted_dir: HostDir
+    certs_d: CertsD, scripted_dir: HostDir, client_names: ClientNames
 ) -> None:
     calls: list[bytes] = []
 
@@ -147,7 +156,7 @@ async def test_mock_stream_already_sent_is_not_replayed(
         "b-wrong": read_then_refuse,
         "c-right": read_then_refuse,
     }
-    transport = Scripted(handlers, root=certs_d.root)
+    transport = Scripted(handlers, client_names, root=certs_d.root)
     async with httpx.AsyncClient(transport=transport) as http:
         with pytest.raises(ClientCertificateRejected, match="could not be replayed"):
             await http.post("https://reg.test:5000/x", content=chunks())
@@ -155,7 +164,7 @@ async def test_mock_stream_already_sent_is_not_replayed(
 
 
 async def test_mock_silent_close_needs_a_fresh_connection(
-    certs_d: CertsD, scripted_dir: HostDir
+    certs_d: CertsD, scripted_dir: HostDir, client_names: ClientNames
 ) -> None:
     async def fresh_close(request: httpx.Request) -> httpx.Response:
         open_a_connection()
@@ -168,19 +177,25 @@ async def test_mock_silent_close_needs_a_fresh_connection(
         return httpx.Response(200)
 
     transport = Scripted(
-        {"a-wrong": fresh_close, "b-wrong": fresh_close, "c-right": accept}, root=certs_d.root
+        {"a-wrong": fresh_close, "b-wrong": fresh_close, "c-right": accept},
+        client_names,
+        root=certs_d.root,
     )
     async with httpx.AsyncClient(transport=transport) as http:
         assert (await http.get("https://reg.test:5000/v2/")).status_code == 200
     transport = Scripted(
-        {"a-wrong": reused_close, "b-wrong": fresh_close, "c-right": accept}, root=certs_d.root
+        {"a-wrong": reused_close, "b-wrong": fresh_close, "c-right": accept},
+        client_names,
+        root=certs_d.root,
     )
     async with httpx.AsyncClient(transport=transport) as http:
         with pytest.raises(httpx.ReadError):
             await http.get("https://reg.test:5000/v2/")
 
 
-async def test_tasks_over_more_hosts_than_max_hosts(certs_d: CertsD, leaves: Leaves) -> None:
+async def test_tasks_over_more_hosts_than_max_hosts(
+    certs_d: CertsD, leaves: Leaves, client_names: ClientNames
+) -> None:
     """Hosts evicted by one task while another awaits: every request still goes out."""
     hosts = ["a.test:5000", "b.test:5000", "c.test:5000"]
     for host in hosts:
@@ -193,8 +208,8 @@ async def test_tasks_over_more_hosts_than_max_hosts(certs_d: CertsD, leaves: Lea
     class Closing(Scripted):
         """Its inner transports yield while closing, as real ones with connections do."""
 
-        def _make(self, candidate: Candidate) -> Any:
-            inner = super()._make(candidate)
+        def make(self, **options: Any) -> LazyMock:
+            inner = super().make(**options)
 
             async def aclose() -> None:
                 await anyio.sleep(0)
@@ -202,7 +217,7 @@ async def test_tasks_over_more_hosts_than_max_hosts(certs_d: CertsD, leaves: Lea
             inner.aclose = aclose
             return inner
 
-    transport = Closing({"only": ok}, root=certs_d.root, max_hosts=1, refresh=0)
+    transport = Closing({"only": ok}, client_names, root=certs_d.root, max_hosts=1, refresh=0)
     failures: list[BaseException] = []
 
     async def work(http: httpx.AsyncClient, host: str) -> None:
