@@ -51,7 +51,6 @@ import ssl
 import time
 from pathlib import Path
 from typing import Any, Callable, Optional, Union
-from urllib.parse import urlsplit
 
 from .errors import (
     Attempt,
@@ -76,13 +75,13 @@ from . import canames
 from ._drive import run
 from ._hosts import Hosts, HostState
 from ._options import OPTIONS_DOC, options
+from ._prepared import Body, Home
 from ._slots import Slot
 from ._watch import ATTEMPT, watched
 from .flow import Close, Decision, Exchange, Learn, Read, Send, Sent, Step, settle, steady
 from .loader import Candidate
 from .locate import StrPath
 from .rejection import DOCKER, RejectionPolicy
-from .routing import Target, rewrite
 from .scan import Password
 from .trust import Trust
 
@@ -165,9 +164,6 @@ class CandidateAdapter(HTTPAdapter):
         return None
 
 
-_Candidate = CandidateAdapter  # the name the sending code's annotations use
-
-
 def _checked_inner(inner: Callable[..., HTTPAdapter]) -> Callable[..., HTTPAdapter]:
     """``inner``, refused now if it cannot be called as :meth:`Adapter._make` calls it (a
     plain ``HTTPAdapter`` class, which would leave the context out, is refused here)."""
@@ -188,108 +184,6 @@ def _checked_inner(inner: Callable[..., HTTPAdapter]) -> Callable[..., HTTPAdapt
             f"({exc}): subclass or wrap dockercerts.requests.CandidateAdapter"
         ) from None
     return inner
-
-
-class _Started:
-    """A streamed body (an iterator, or a file that cannot seek), which can be sent again only
-    while nothing of it was read; records the first read and passes the data through."""
-
-    def __init__(self, body: Any) -> None:
-        self.body = body
-        self.started = False
-
-
-class _StartedIterator(_Started):
-    def __iter__(self) -> Any:
-        for chunk in self.body:
-            self.started = True
-            yield chunk
-
-
-class _StartedFile(_Started):
-    def read(self, *args: Any) -> Any:
-        data = self.body.read(*args)
-        if data:
-            self.started = True
-        return data
-
-
-class _Body:
-    """How a request's body goes out again after a rejection: bytes and text as they are, a
-    file that can seek rewound to where requests found it, a stream only if nothing of it was
-    read (the flow asks :meth:`replayable`). :meth:`of` gives the shared :data:`_AS_IS` for a
-    body sent as it is (none, bytes, text: most requests), which costs nothing."""
-
-    __slots__ = ("original", "position", "request", "stream")
-
-    def __init__(self, request: Optional[PreparedRequest] = None) -> None:
-        self.request = request
-        self.original: Any = None if request is None else request.body
-        self.position: Optional[int] = None
-        self.stream: Optional[_Started] = None
-
-    @classmethod
-    def of(cls, request: PreparedRequest) -> _Body:
-        body = request.body
-        if body is None or isinstance(body, (bytes, bytearray, str)):
-            return _AS_IS
-        made = cls(request)
-        position = getattr(request, "_body_position", None)  # requests' own, for redirects
-        if hasattr(body, "read") and isinstance(position, int):
-            made.position = position
-        else:
-            made.stream = _StartedFile(body) if hasattr(body, "read") else _StartedIterator(body)
-            request.body = made.stream
-        return made
-
-    def replayable(self) -> bool:
-        return self.stream is None or not self.stream.started
-
-    def rewind(self) -> None:
-        if self.position is not None:
-            self.original.seek(self.position)
-
-    def restore(self) -> None:
-        if self.request is not None:
-            self.request.body = self.original
-
-
-_AS_IS = _Body()
-
-
-class _Home:
-    """A request's own URL and headers, while routing points it at an endpoint: requests'
-    side of the transports' ``_aim``; where it goes is :func:`~dockercerts.routing.rewrite`'s.
-
-    The response keeps the endpoint's URL (``response.url``): a relative redirect from a
-    mirror is resolved against the mirror, as containerd resolves it.
-    """
-
-    __slots__ = ("headers", "path", "query", "url")
-
-    def __init__(self, request: PreparedRequest) -> None:
-        self.url = request.url
-        self.headers = request.headers
-        # requests' URL is already percent-encoded: the raw path and query, as rewrite takes.
-        parts = urlsplit(request.url or "")
-        self.path, self.query = parts.path or "/", parts.query
-
-    def aim(self, request: PreparedRequest, target: Optional[Target]) -> None:
-        if target is None or target.identity:
-            request.url, request.headers = self.url, self.headers
-            return
-        path, query = rewrite(target, self.path, self.query)
-        request.url = f"{target.scheme}://{target.netloc}{path}{'?' + query if query else ''}"
-        headers = self.headers.copy()
-        if "Host" in headers:  # set by the caller for the registry; urllib3 sets it otherwise
-            headers["Host"] = target.netloc
-        for key, value in target.headers:
-            # Added to the request's own, as Go's Header.Add: one field, values joined.
-            headers[key] = f"{headers[key]}, {value}" if key in headers else value
-        request.headers = headers
-
-    def restore(self, request: PreparedRequest) -> None:
-        request.url, request.headers = self.url, self.headers
 
 
 def _wait_timeout(timeout: Any) -> Optional[float]:
@@ -431,10 +325,10 @@ class Adapter(HTTPAdapter):
             _refuse_overrides(verify, cert, state.directory)
         for done in self._hosts.drain(state):
             done.close()
-        body = _Body.of(request)
+        body = Body.of(request)
         # Routing (containerd) only when the host's folder routes: the flow then aims each
         # try (Send.target), from the request's own URL and headers, put back at the end.
-        home = None if state.routes is None else _Home(request)
+        home = None if state.routes is None else Home(request)
 
         def handle(step: Step) -> Any:
             if isinstance(step, Send):
@@ -516,9 +410,9 @@ class Adapter(HTTPAdapter):
 
     def _send(
         self,
-        slot: Slot[_Candidate],
+        slot: Slot[HTTPAdapter],
         request: PreparedRequest,
-        body: _Body,
+        body: Body,
         timeout: Any,
         proxies: Any,
     ) -> Any:
