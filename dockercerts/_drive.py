@@ -25,8 +25,8 @@ def run(
     first: Optional[tuple[Slot[Any], Sent[R]]] = None,
 ) -> Decision[R]:
     """Drive ``exchange`` to its decision: ``handle(step)`` does a step and returns what the
-    flow is sent back; ``first``: the direct try already made (see
-    :meth:`~dockercerts.flow.Exchange.settle_direct`). An interrupt (an exception out of
+    flow is sent back; ``first``: the steady lane's try, already made (see
+    :func:`~dockercerts.flow.settle`). An interrupt (an exception out of
     ``handle``, ``KeyboardInterrupt``) ends the flow; an answer it was keeping as the best so
     far is given to ``discard``."""
     flow = exchange.flow(first)

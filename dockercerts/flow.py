@@ -23,6 +23,13 @@ The steps, and what the driver sends back:
 It returns a :class:`Decision`: the response to give back, the error to raise, or that every
 candidate was refused in TLS; and the :class:`~dockercerts.errors.Attempt` records.
 
+**The steady lane.** Most requests go to a host whose winner is known, and are answered 2xx
+or 3xx. For them a front end asks :func:`steady` where to send, sends, and hands the answer to
+:func:`settle`, which accepts it and gives the records: no :class:`Exchange` and no generator,
+which cost more than the rest of such a request. Any other answer goes on in
+``Exchange(..., begin=<the lane's endpoint>).flow(first=(slot, sent))``, judged as if the flow
+had sent it itself; ``tests/test_flow.py`` checks that both roads end alike for every answer.
+
 What it decides:
 
 * **Order.** The host's winner first, then Docker's order, less the candidates refused at the
@@ -233,7 +240,7 @@ class Exchange(Generic[R]):
         self._kept: Optional[R] = None
         self._challenged = False
         #: The endpoint the current try goes to (containerd routing), ``None``: the request's
-        #: own URL. A driver reads it for the direct try.
+        #: own URL.
         self.target: Optional[Target] = None
         # Routing is on when the front end gives the request's ``path`` (it applies
         # ``Send.target``) and ``host``'s folder routes (``host.routes``).
@@ -261,8 +268,8 @@ class Exchange(Generic[R]):
     def flow(
         self, first: Optional[tuple[Slot[Any], Sent[R]]] = None
     ) -> Generator[Step, Any, Decision[R]]:
-        """The exchange, step by step (see the module docstring). ``first``: the direct try
-        already made, the first of the tries to judge."""
+        """The exchange, step by step (see the module docstring). ``first``: the steady lane's
+        try, already made: the first of the tries to judge."""
         if self._routes is not None:
             return (yield from self._walk(first))
         return (yield from self._host_flow(first))
