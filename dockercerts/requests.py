@@ -36,8 +36,16 @@ outcome goes.
   candidates' TLS runs through the CONNECT tunnel as without a proxy.
 * ``http://`` requests (when the adapter is mounted for them) are plain requests.
 * **containerd routing** (``runtime="containerd"``) is the transports': each try goes to the
-  endpoint the flow aims it at (:func:`~dockercerts.routing.rewrite`); requests' proxies are
-  those it chose for the request's own URL. ``response.url`` is the endpoint's URL.
+  endpoint the flow aims it at (:func:`~dockercerts.routing.rewrite`), through the proxies
+  of the endpoint's own URL, as requests re-chooses them for a redirect's new URL
+  (:func:`dockercerts._prepared.endpoint_proxies`): the environment's proxy unless
+  ``NO_PROXY`` (or ``proxies={"no_proxy": ...}``) names the endpoint, and only when the
+  environment is trusted; explicit ``proxies=`` entries win everywhere. requests does not
+  tell an adapter whether its session trusts the environment: the adapter's ``trust_env``
+  (default ``True``, as requests') says it, and :func:`session` keeps the two equal; on a
+  session of your own with ``trust_env = False``, give the adapter ``trust_env=False``.
+  Requests to the registry itself (and every request unrouted) keep requests' choice as it
+  is. ``response.url`` is the endpoint's URL.
 
 Needs requests: ``pip install 'dockercerts[requests]'``. The rest of dockercerts never
 imports it.
@@ -75,7 +83,7 @@ from . import canames
 from ._drive import run
 from ._hosts import Hosts, HostState
 from ._options import OPTIONS_DOC, options
-from ._prepared import Body, Home
+from ._prepared import Body, EndpointProxies, Home
 from ._slots import Slot
 from ._watch import ATTEMPT, watched
 from .flow import Close, Decision, Exchange, Learn, Read, Send, Sent, Step, settle, steady
@@ -218,10 +226,12 @@ class Adapter(HTTPAdapter):
         + OPTIONS_DOC
         + """ ``order="ca-names"`` (needs ``dockercerts[probe]``) tries the pairs the
     server's CA names list first, as the transports do (:mod:`dockercerts.canames`: the names
-    are read through the proxy requests uses for the URL). ``pool_connections``,
-    ``pool_maxsize``, ``max_retries`` and ``pool_block`` are ``HTTPAdapter``'s, for each
-    candidate's pools. A request waiting for another one's search of a cold host waits at most
-    its connect timeout.
+    are read through the proxy requests uses for the URL, routed the endpoint's).
+    ``pool_connections``, ``pool_maxsize``, ``max_retries`` and ``pool_block`` are
+    ``HTTPAdapter``'s, for each candidate's pools. A request waiting for another one's search
+    of a cold host waits at most its connect timeout. ``trust_env`` is the session's
+    (:func:`session` sets it): whether a routed request's endpoints take the environment's
+    proxies (see the module).
 
     ``inner`` makes each candidate's ``HTTPAdapter`` (default :class:`CandidateAdapter`),
     called with keyword arguments only: ``ssl_context``, the candidate's context already
@@ -257,8 +267,14 @@ class Adapter(HTTPAdapter):
         max_retries: Any = DEFAULT_RETRIES,
         pool_block: bool = DEFAULT_POOLBLOCK,
         inner: Optional[Callable[..., HTTPAdapter]] = None,
+        trust_env: bool = True,
     ) -> None:
+        if not isinstance(trust_env, bool):
+            raise TypeError(f"trust_env must be True or False, not {trust_env!r}")
         self._inner = CandidateAdapter if inner is None else _checked_inner(inner)
+        #: Whether the session trusts the environment (its ``trust_env``): routed, the
+        #: environment's proxies for an endpoint other than the request's own URL.
+        self.trust_env = trust_env
         self._options = options(
             root,
             platform,
@@ -276,6 +292,7 @@ class Adapter(HTTPAdapter):
         # requests' URL's "scheme://netloc" -> the origin the host state is looked up by.
         self._origins: dict[str, httpx.URL] = {}
         self._max_origins = 4 * max_hosts
+        self._ends = EndpointProxies(4 * max_hosts)  # routed: each endpoint's proxies
         self._pools = (pool_connections, pool_maxsize, pool_block)
         super().__init__(pool_connections, pool_maxsize, max_retries, pool_block)
 
@@ -328,13 +345,13 @@ class Adapter(HTTPAdapter):
         body = Body.of(request)
         # Routing (containerd) only when the host's folder routes: the flow then aims each
         # try (Send.target), from the request's own URL and headers, put back at the end.
-        home = None if state.routes is None else Home(request)
+        # Each endpoint's proxies are chosen where the request is aimed at it (Home.aim).
+        home = None if state.routes is None else Home(request, proxies, self.trust_env, self._ends)
 
         def handle(step: Step) -> Any:
             if isinstance(step, Send):
-                if home is not None:
-                    home.aim(request, step.target)
-                return self._send(step.slot, request, body, timeout, proxies)
+                via = proxies if home is None else home.aim(request, step.target)
+                return self._send(step.slot, request, body, timeout, via)
             if isinstance(step, Read):
                 response: Response = step.response
                 try:
@@ -346,9 +363,8 @@ class Adapter(HTTPAdapter):
                 step.response.close()
                 return None
             if isinstance(step, Learn):  # the server the next try goes to
-                if home is not None:
-                    home.aim(request, step.target)
-                return self._learn(request.url or url, timeout, proxies)
+                via = proxies if home is None else home.aim(request, step.target)
+                return self._learn(request.url or url, timeout, via)
             return step.turn.wait(step.timeout)
 
         try:
@@ -401,7 +417,8 @@ class Adapter(HTTPAdapter):
 
     def _learn(self, url: str, timeout: Any, proxies: Any) -> tuple[bytes, ...]:
         """The CA names ``url``'s server lists (blocking), for ``order="ca-names"``: through
-        the proxy requests would use for ``url``, within its connect timeout."""
+        the proxy ``proxies`` (the endpoint's, routed) give ``url``, within its connect
+        timeout."""
         proxy = select_proxy(url, proxies)
         if proxy is not None and "://" not in proxy:
             proxy = "http://" + proxy  # as requests reads a proxy without a scheme
@@ -473,6 +490,7 @@ class Adapter(HTTPAdapter):
         for done in self._hosts.retire_all():
             done.close()
         self._origins.clear()
+        self._ends.known.clear()
         super().close()
 
 
@@ -502,12 +520,15 @@ def _refuse_overrides(verify: Any, cert: Any, directory: Path) -> None:
 
 def session(**adapter_options: Any) -> requests.Session:
     """A ``requests.Session`` whose ``https://`` requests go through
-    ``Adapter(**adapter_options)`` (``inner=`` too: see :class:`Adapter`).
+    ``Adapter(**adapter_options)`` (``inner=`` too: see :class:`Adapter`). Its ``trust_env``
+    is the adapter's (``trust_env=False`` turns the environment off for both).
 
         >>> import dockercerts.requests
         >>> with dockercerts.requests.session(root="./certs.d") as s:  # doctest: +SKIP
         ...     s.get("https://registry.example.com:5000/v2/").raise_for_status()
     """
     made = requests.Session()
-    made.mount("https://", Adapter(**adapter_options))
+    adapter = Adapter(**{"trust_env": made.trust_env, **adapter_options})
+    made.trust_env = adapter.trust_env
+    made.mount("https://", adapter)
     return made

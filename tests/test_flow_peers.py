@@ -175,7 +175,7 @@ class Driver:
         if mode == "requests":
             if options.pop("http2", False):
                 pytest.skip("requests speaks HTTP/1.1 only")
-            self._session["trust_env"] = options.pop("trust_env", True)
+            self._session["trust_env"] = options.get("trust_env", True)  # the adapter's too
             proxy = options.pop("proxy", None)
             self._session["proxies"] = {} if proxy is None else {"https": proxy}
         front, default = FRONT_ENDS[mode]

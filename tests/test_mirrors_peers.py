@@ -327,8 +327,9 @@ def test_requests_adapter_walks_the_same_way(world: World) -> None:
     rewrite (override_path, ?ns=, [header]), each endpoint's own client pair."""
     adapter_module = pytest.importorskip("dockercerts.requests")
     ns = f"ns=localhost%3A{world.up.port}"
-    with adapter_module.session(runtime="containerd", root=world.root, recheck=0) as session:
-        session.trust_env = False
+    with adapter_module.session(
+        runtime="containerd", root=world.root, recheck=0, trust_env=False
+    ) as session:
         resolved = session.get(
             world.url("team/app/manifests/v1"), headers={"Accept": MANIFEST_V2}, timeout=10
         )
