@@ -433,7 +433,8 @@ class HostState(Generic[Inner]):
     def settle(self, slot: Slot[Inner]) -> None:
         """Remember ``slot`` as the one to try first from now on; end the search for it."""
         name = slot.name
-        if self.winner == name and self._turn is None and slot.key not in self._rejected:
+        rejected = self._rejected  # empty in the steady state: no key to hash
+        if self.winner == name and self._turn is None and not (rejected and slot.key in rejected):
             return  # the steady state: nothing to change, no lock
         with self._lock:
             self._rejected.pop(slot.key, None)
@@ -570,10 +571,10 @@ class Hosts(Generic[Inner]):
             self._states[key] = state
             return state
 
-    def drain(self, state: HostState[Inner]) -> list[Inner]:
+    def drain(self, state: HostState[Inner]) -> Sequence[Inner]:
         """Retired, unused transports of ``state`` and of evicted hosts, for the caller to close."""
         if not (state.closable or self.closable):
-            return []
+            return ()  # every request asks: nothing made
         done = state.drain()
         if self.closable:
             with self._lock:

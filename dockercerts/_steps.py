@@ -68,25 +68,26 @@ class Sent(Generic[R]):
     ``headers`` is the answer's header mapping (case-insensitive, as httpx's and requests'
     are); the flow reads it only for the statuses it judges, so a steady 200 costs no lookup.
 
-    A driver makes one before the try and lets :mod:`dockercerts._watch` fill in the
-    connection's facts while it runs (``_watch.ATTEMPT``), then calls :meth:`answered` or
-    :meth:`failed`: one object a try, where a watch and a result would be two.
+    A driver makes an empty one (``Sent()``) before the try and lets
+    :mod:`dockercerts._watch` fill in the connection's facts while it runs, then calls
+    :meth:`answered` or :meth:`failed`: one object a try, where a watch and a result would be
+    two. :meth:`of` makes a complete one at once.
     """
 
-    # A plain class with slots, not a dataclass: one is made for every request (0.2 µs, not 0.6).
-    __slots__ = (
-        "elapsed",
-        "error",
-        "fresh",
-        "headers",
-        "responded",
-        "response",
-        "status",
-        "tls_version",
-    )
+    # Defaults on the class and no ``__init__``: ``Sent()`` is made for every request and costs
+    # an object, not a Python call that stores eight defaults.
+    response: Optional[R] = None
+    status: int = 0
+    headers: Mapping[str, str] = _NO_HEADERS
+    error: Optional[Exception] = None
+    fresh: bool = False
+    responded: bool = False
+    tls_version: Optional[str] = None
+    elapsed: float = 0.0
 
-    def __init__(
-        self,
+    @classmethod
+    def of(
+        cls,
         response: Optional[R] = None,
         status: int = 0,
         headers: Mapping[str, str] = _NO_HEADERS,
@@ -96,15 +97,13 @@ class Sent(Generic[R]):
         responded: bool = False,
         tls_version: Optional[str] = None,
         elapsed: float = 0.0,
-    ) -> None:
-        self.response = response
-        self.status = status
-        self.headers = headers
-        self.error = error
-        self.fresh = fresh
-        self.responded = responded
-        self.tls_version = tls_version
-        self.elapsed = elapsed
+    ) -> Sent[R]:
+        """What a try produced, all given at once (as a test's script does)."""
+        made: Sent[R] = cls()
+        made.response, made.status, made.headers, made.error = response, status, headers, error
+        made.fresh, made.responded, made.tls_version = fresh, responded, tls_version
+        made.elapsed = elapsed
+        return made
 
     def answered(self, response: R, status: int, headers: Mapping[str, str], start: float) -> None:
         """The try got an answer; it started at ``start`` (``time.perf_counter()``)."""

@@ -59,7 +59,7 @@ from ._hosts import HostState, Routes
 from ._slots import Slot
 from ._steps import Close, Decision, Learn, Read, Send, Sent, Step, Wait
 from .errors import Attempt, NoEndpointError, Outcome
-from .rejection import RejectionPolicy, Verdict, alert_name
+from .rejection import JUDGED_FROM, RejectionPolicy, Verdict, alert_name
 from .routing import Target, operation, walk_order
 from .routing import rank as endpoint_rank
 
@@ -129,13 +129,13 @@ def steady(host: HostState[Any], method: str, path: Optional[str] = None) -> Opt
     return None if slot is None else (slot, target, state)
 
 
-def settle(lane: Lane, policy: RejectionPolicy, sent: Sent[Any]) -> Optional[tuple[Attempt, ...]]:
+def settle(lane: Lane, sent: Sent[Any]) -> Optional[tuple[Attempt, ...]]:
     """The records of the exchange when the lane's answer ends it: an answer no verdict
     looks at (:func:`unjudged`), accepted and given back as it is. ``None``: make the
     Exchange (``begin=`` the lane's endpoint) and drive ``flow(first=(slot, sent))``, which
     judges that answer as if it had sent it itself. Routed, the walk goes on after a status
     > 399, so only a 2xx or 3xx ends it here: the same set of answers."""
-    if not unjudged(policy, sent):
+    if not unjudged(sent):
         return None
     slot, target, state = lane
     records = (record(slot, sent, None, False, target),)
@@ -150,9 +150,10 @@ def _route(routes: Routes[Any], op: str, now: float) -> tuple[tuple[Target, Host
     return route if start is None else tuple(route[i] for i in walk_order(route, start))
 
 
-def unjudged(policy: RejectionPolicy, sent: Sent[Any]) -> bool:
+def unjudged(sent: Sent[Any]) -> bool:
     """An answer no verdict looks at (a 2xx or 3xx): the steady state's answer."""
-    return sent.error is None and not policy.judges(sent.status)
+    # RejectionPolicy.judges()'s rule (JUDGED_FROM), without a call on every request.
+    return sent.error is None and sent.status < JUDGED_FROM
 
 
 def record(
@@ -394,7 +395,7 @@ class Exchange(Generic[R]):
             else:
                 sent = yield Send(slot, self.target)
             response = sent.response
-            if unjudged(self.policy, sent):
+            if unjudged(sent):
                 verdict = None
             else:
                 body = b""

@@ -76,6 +76,9 @@ IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS", "TRAC
 #: the authorization layer.
 CERTIFICATE_STATUSES = frozenset({400, 495, 496})
 
+#: The lowest status that can carry a verdict: a 2xx or 3xx says nothing about the certificate.
+JUDGED_FROM = 400
+
 #: The reason given for a certificate refused after a TLS 1.3 handshake (see ``judge_error``).
 TLS13_REFUSAL = "refused after the TLS 1.3 handshake"
 
@@ -271,8 +274,9 @@ class RejectionPolicy:
 
     def judges(self, status: int) -> bool:
         """Whether an answer with this status can carry a verdict at all (a 2xx or 3xx never
-        does); the flow asks this first, so a steady 200 is never looked at further."""
-        return status >= 400
+        does: :data:`JUDGED_FROM`); the flow asks this first, so a steady 200 is never looked
+        at further."""
+        return status >= JUDGED_FROM
 
     def needs_body(self, status: Union[int, httpx.Response]) -> bool:
         """Whether judging an answer with this status needs its body (nginx's 400 page)."""

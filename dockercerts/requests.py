@@ -374,7 +374,7 @@ class Adapter(HTTPAdapter):
             if lane is not None:  # the steady state: the winner, without an exchange
                 slot, begin, _ = lane
                 sent: Sent[Response] = handle(Send(slot, begin))
-                records = settle(lane, self._options.policy, sent)
+                records = settle(lane, sent)
                 if records is not None:
                     assert sent.response is not None  # settle accepts answers only
                     return self._answer(sent.response, records)

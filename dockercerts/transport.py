@@ -292,7 +292,10 @@ class Transport(_Base, httpx.BaseTransport):
         if request.url.scheme != "https":
             inner: httpx.HTTPTransport = self._plain_for(request.url)
             return inner.handle_request(request)
-        state = self._host(request)
+        try:
+            state = self._hosts.get(request.url)
+        except CertsDirError as exc:
+            raise _folder_error(exc, request) from exc
         for done in self._hosts.drain(state):
             done.close()
         home, stream = _start(request, state)
@@ -305,7 +308,7 @@ class Transport(_Base, httpx.BaseTransport):
             if home is not None:
                 aim(request, target, home)
             sent = self._send(slot, request)
-            records = settle(lane, self._options.policy, sent)
+            records = settle(lane, sent)
             if records is None:  # to be judged: the exchange goes on from this try
                 exchange = _exchange(request, state, self._options.policy, home, begin=target)
                 return _deliver(self._run(exchange, request, home, (slot, sent)), request)
@@ -423,7 +426,9 @@ class AsyncTransport(_Base, httpx.AsyncBaseTransport):
         if request.url.scheme != "https":
             inner: httpx.AsyncHTTPTransport = self._plain_for(request.url)
             return await inner.handle_async_request(request)
-        state = await self._ahost(request)
+        state = self._hosts.current(request.url)
+        if state is None:  # the folder is due for a look: stat, maybe a load, off the loop
+            state = await anyio.to_thread.run_sync(self._host, request)
         for done in self._hosts.drain(state):
             await done.aclose()
         home, stream = _start(request, state)
@@ -436,7 +441,7 @@ class AsyncTransport(_Base, httpx.AsyncBaseTransport):
             if home is not None:
                 aim(request, target, home)
             sent = await self._send(slot, request)
-            records = settle(lane, self._options.policy, sent)
+            records = settle(lane, sent)
             if records is None:  # to be judged: the exchange goes on from this try
                 exchange = _exchange(request, state, self._options.policy, home, begin=target)
                 return _deliver(await self._run(exchange, request, home, (slot, sent)), request)

@@ -128,8 +128,8 @@ def sent_for(name: str, script: Script) -> Sent[Any]:
 def sent_of(answer: Answer, response: Any) -> Sent[Any]:
     """What a try answered with ``answer`` produces (``response``: the answer's object)."""
     if answer.error is not None:
-        return Sent(error=answer.error, fresh=answer.fresh, tls_version=answer.tls_version)
-    return Sent(
+        return Sent.of(error=answer.error, fresh=answer.fresh, tls_version=answer.tls_version)
+    return Sent.of(
         response=response,
         status=answer.status,
         headers=answer.headers(),
@@ -335,7 +335,7 @@ def test_a_cold_host_is_searched_by_one_exchange_at_a_time(folder: Path) -> None
     assert isinstance(step, Wait)
     assert not step.turn.is_set()
     # The searcher finds c; the turn is handed back and the waiter goes straight to c.
-    searcher_run = drive_from(searcher, script, first=Sent(error=script_error(script, "a")))
+    searcher_run = drive_from(searcher, script, first=Sent.of(error=script_error(script, "a")))
     assert searcher_run.tried == ["b", "c"]
     assert step.turn.is_set()
     assert drive_from(waiter, script, first=True).tried == ["c"]
@@ -383,7 +383,7 @@ def test_waiting_threads_wake_when_the_winner_is_found(folder: Path) -> None:
     threads = [threading.Thread(target=wait_for_it) for _ in range(4)]
     for thread in threads:
         thread.start()
-    drive_from(searcher, {"a": alert(), "b": Answer()}, first=Sent(error=alert().error))
+    drive_from(searcher, {"a": alert(), "b": Answer()}, first=Sent.of(error=alert().error))
     for thread in threads:
         thread.join(5)
     assert results == [["b"]] * 4
@@ -532,7 +532,7 @@ def test_the_steady_lane_decides_as_the_flow(
     slot = lane[0]
     assert slot.name == winner
     sent = sent_for(winner, script)
-    records = settle(lane, DOCKER, sent)
+    records = settle(lane, sent)
     if records is None:
         rest = drive(exchange(lane_state, method=method).flow((slot, sent)), script)
         decision, tried, closed = rest.decision, [winner, *rest.tried], rest.closed

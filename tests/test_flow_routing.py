@@ -348,14 +348,14 @@ def test_the_steady_lane_goes_to_the_sticky_endpoints_winner(root: Path) -> None
     slot, target, owner = lane
     assert target is not None
     assert (target.name, slot.name, owner is state) == (SERVER, "server.pem", True)
-    records = settle(lane, DOCKER, sent(SERVER, {SERVER: Answer(200)}))
+    records = settle(lane, sent(SERVER, {SERVER: Answer(200)}))
     assert records is not None
     assert [a.endpoint for a in records] == [SERVER]
     # A failure of the lane's try is judged by the walk, which goes on from there.
     lane = steady(state, "GET", BLOB)
     assert lane is not None
     failing = sent(SERVER, {SERVER: Answer(404)})
-    assert settle(lane, DOCKER, failing) is None
+    assert settle(lane, failing) is None
     ex = exchange(state, BLOB, begin=lane[1])
     rest = drive(ex.flow((lane[0], failing)), {M1: Answer(200), M2: Answer(200)})
     assert rest.endpoints == [M1]
