@@ -42,8 +42,8 @@ def headed(headers: httpx.Headers, target: Target) -> httpx.Headers:
     same items with the ``Host`` one replaced. Other httpx versions go the public way.
     """
     items = getattr(headers, "_list", None)
-    if isinstance(items, list) and target.netloc.isascii():
-        host = (b"Host", b"host", target.netloc.encode("ascii"))
+    if isinstance(items, list) and target.netloc_ascii is not None:
+        host = (b"Host", b"host", target.netloc_ascii)
         listed = list(items)
         for index, item in enumerate(listed):
             if item[1] == b"host":  # first in the requests httpx builds: found at once
@@ -71,7 +71,7 @@ def moved(url: httpx.URL, target: Target, path: str, query: str) -> httpx.URL:
     the rest of the routing. Other httpx versions, or a non-ASCII host, go the public way.
     """
     parts = getattr(url, "_uri_reference", None)
-    if _ParseResult is not None and parts is not None and target.host.isascii():
+    if _ParseResult is not None and parts is not None and target.netloc_ascii is not None:
         moved = httpx.URL.__new__(httpx.URL)
         # tuple.__new__: a NamedTuple's own __new__ is Python code, this is its C core.
         moved._uri_reference = tuple.__new__(

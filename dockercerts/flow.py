@@ -117,11 +117,11 @@ def steady(host: HostState[Any], method: str, path: Optional[str] = None) -> Opt
     calls :func:`settle` with what came back. This is the flow's first step taken with
     neither an Exchange nor a generator, which together cost more than the rest of a steady
     request's decisions."""
-    routes = host.routes if path is not None else None
-    if routes is None:
+    routes = host.routes
+    if routes is None or path is None:
         slot = host.steady()
         return None if slot is None else (slot, None, host)
-    route = _route(routes, operation(method, path), time.monotonic())  # type: ignore[arg-type]
+    route = _route(routes, operation(method, path))
     if not route:
         return None
     target, state = route[0]
@@ -143,10 +143,10 @@ def settle(lane: Lane, sent: Sent[Any]) -> Optional[tuple[Attempt, ...]]:
     return records
 
 
-def _route(routes: Routes[Any], op: str, now: float) -> tuple[tuple[Target, HostState[Any]], ...]:
+def _route(routes: Routes[Any], op: str) -> tuple[tuple[Target, HostState[Any]], ...]:
     """The endpoints for ``op``, in walk order: from the one that answered last (sticky)."""
     route = routes.by_op[op]
-    start = routes.start(op, now) if route and routes.sticky else None
+    start = routes.start(op, time.monotonic()) if route and routes.sticky else None
     return route if start is None else tuple(route[i] for i in walk_order(route, start))
 
 
@@ -251,7 +251,7 @@ class Exchange(Generic[R]):
             assert path is not None
             self._op = operation(method, path)
             if begin is None:
-                self._route = _route(routes, self._op, time.monotonic())
+                self._route = _route(routes, self._op)
             else:  # from the lane's endpoint, whatever the sticky memory says by now
                 route = routes.by_op[self._op]
                 self._route = tuple(route[i] for i in walk_order(route, begin.name))

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Optional, TypeVar
 from urllib.parse import parse_qsl, quote_plus, urlencode
 
@@ -110,6 +110,13 @@ class Target:
     headers: tuple[tuple[str, str], ...]
     capabilities: frozenset[str]
     identity: bool
+    #: ``netloc`` as ASCII bytes, as a ``Host`` header carries it; ``None`` for an IDNA host
+    #: (then a request is rewritten the slower, public way). Read for every routed request.
+    netloc_ascii: Optional[bytes] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        ascii_ = self.netloc.encode("ascii") if self.netloc.isascii() else None
+        object.__setattr__(self, "netloc_ascii", ascii_)
 
 
 def _is_proxy(endpoint_host: str, registry: str) -> bool:
