@@ -31,6 +31,7 @@ import requests
 from peers import TinyproxyPeer
 from requests.models import PreparedRequest
 from requests.utils import resolve_proxies, select_proxy
+from test_flow_peers import PROXY_VARIABLES
 from test_mirrors_peers import World, world
 
 import dockercerts.requests
@@ -41,17 +42,6 @@ from dockercerts.routing import Target
 peers = pytest.mark.peers
 
 __all__ = ["world"]  # the mirror world, one per module
-
-PROXY_VARIABLES = (
-    "HTTPS_PROXY",
-    "HTTP_PROXY",
-    "ALL_PROXY",
-    "NO_PROXY",
-    "https_proxy",
-    "http_proxy",
-    "all_proxy",
-    "no_proxy",
-)
 
 
 @pytest.fixture(scope="module")
