@@ -292,10 +292,7 @@ class Transport(_Base, httpx.BaseTransport):
         if request.url.scheme != "https":
             inner: httpx.HTTPTransport = self._plain_for(request.url)
             return inner.handle_request(request)
-        try:
-            state = self._hosts.get(request.url)
-        except CertsDirError as exc:
-            raise _folder_error(exc, request) from exc
+        state = self._host(request)
         for done in self._hosts.drain(state):
             done.close()
         home, stream = _start(request, state)
@@ -426,9 +423,7 @@ class AsyncTransport(_Base, httpx.AsyncBaseTransport):
         if request.url.scheme != "https":
             inner: httpx.AsyncHTTPTransport = self._plain_for(request.url)
             return await inner.handle_async_request(request)
-        state = self._hosts.current(request.url)
-        if state is None:  # the folder is due for a look: stat, maybe a load, off the loop
-            state = await anyio.to_thread.run_sync(self._host, request)
+        state = await self._ahost(request)
         for done in self._hosts.drain(state):
             await done.aclose()
         home, stream = _start(request, state)
