@@ -197,6 +197,12 @@ class HostState(Generic[Inner]):
         # server's CA names list before the others).
         self.ranked: tuple[Slot[Inner], ...] = ()
         self.winner: Optional[str] = None
+        #: The steady lane: the winner's slot when :meth:`order` would certainly put it first
+        #: (a winner is known and no rejection is remembered; then :meth:`order` decides),
+        #: else ``None``. Nobody searches while a winner is known, so no turn is needed either.
+        #: Kept up to date by :meth:`_relane` whenever one of those changes: requests read it
+        #: without a call.
+        self.lane: Optional[Slot[Inner]] = None
         # The DER names of the server's CertificateRequest, once learned (order="ca-names").
         self.ca_names: Optional[tuple[bytes, ...]] = None
         #: Whether the next search should learn them first (see :meth:`learned`).
@@ -204,6 +210,8 @@ class HostState(Generic[Inner]):
         # Slot key -> until when it is skipped: a rejection at the certificate layer.
         self._rejected: dict[tuple[object, ...], float] = {}
         self._turn: Optional[threading.Event] = None
+        #: Retired transports nobody uses any more, for the next request to close in its
+        #: own (sync or async) way: ``if state.closable: for done in state.drain(): ...``.
         self.closable: list[Inner] = []
         self.evicted = False
         self.used = 0.0
@@ -387,21 +395,17 @@ class HostState(Generic[Inner]):
         slots = listed_first(self.slots, _chain_issuers, self.ca_names or ())
         first = [slot for slot in slots if slot.name == self.winner]
         self.ranked = tuple(first + [slot for slot in slots if slot not in first])
+        self._relane()
+
+    def _relane(self) -> None:
+        first = self.ranked[0] if self.ranked and not self._rejected else None
+        self.lane = first if first is not None and first.name == self.winner else None
 
     # --- what the flow asks and tells ---------------------------------------------------------
 
     def is_winner(self, slot: Slot[Any]) -> bool:
         """Whether ``slot`` is the candidate this host last accepted (its files unchanged)."""
         return self.winner is not None and slot.name == self.winner and slot in self.slots
-
-    def steady(self) -> Optional[Slot[Inner]]:
-        """The winner's slot when :meth:`order` would certainly put it first: a winner is
-        known and no rejection is remembered (then :meth:`order` decides). Nobody searches
-        while a winner is known, so no turn is needed either."""
-        if self.winner is None or self._rejected:
-            return None
-        slot = self.ranked[0]
-        return slot if slot.name == self.winner else None
 
     def order(self, now: float) -> tuple[tuple[Slot[Inner], ...], tuple[Slot[Inner], ...]]:
         """The slots to try, and those skipped because they were rejected recently.
@@ -442,6 +446,7 @@ class HostState(Generic[Inner]):
                 log.info("%s: using client certificate %s", self.names[0], name or "(none)")
                 self.winner = name
                 self._rank()
+            self._relane()
             turn, self._turn = self._turn, None
         if turn is not None:
             turn.set()
@@ -451,6 +456,7 @@ class HostState(Generic[Inner]):
         if self._options.recheck > 0:
             with self._lock:
                 self._rejected[slot.key] = now + self._options.recheck
+                self._relane()
 
     def take_turn(self) -> tuple[Optional[threading.Event], Optional[threading.Event]]:
         """``(mine, theirs)``: start looking for a winner, or the turn of who already is.
@@ -521,7 +527,6 @@ class Hosts(Generic[Inner]):
         self._max = max_hosts
         self._states: dict[tuple[bytes, Optional[int]], HostState[Inner]] = {}
         self._lock = threading.Lock()
-        self.closable: list[Inner] = []
 
     def current(self, url: httpx.URL) -> Optional[HostState[Inner]]:
         """The host's state when using it needs no look at the disk now, else ``None``
@@ -566,26 +571,17 @@ class Hosts(Generic[Inner]):
             )
             if len(self._states) >= self._max:
                 oldest = min(self._states, key=lambda k: self._states[k].used)
-                self.closable.extend(self._states.pop(oldest).retire_all())
+                # Closed by the request that made room: it drains this new state at once.
+                state.closable.extend(self._states.pop(oldest).retire_all())
             state.used = now
             self._states[key] = state
             return state
-
-    def drain(self, state: HostState[Inner]) -> Sequence[Inner]:
-        """Retired, unused transports of ``state`` and of evicted hosts, for the caller to close."""
-        if not (state.closable or self.closable):
-            return ()  # every request asks: nothing made
-        done = state.drain()
-        if self.closable:
-            with self._lock:
-                done, self.closable = done + self.closable, []
-        return done
 
     def retire_all(self) -> list[Inner]:
         with self._lock:
             states = list(self._states.values())
             self._states.clear()
-            done, self.closable = self.closable, []
+        done: list[Inner] = []
         for state in states:
             done.extend(state.retire_all())
         return done

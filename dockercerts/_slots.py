@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from typing import Callable, Generic, Optional, TypeVar
+from typing import Any, Callable, Generic, Optional, TypeVar
 
 from .loader import Candidate
 
@@ -26,7 +26,17 @@ class Slot(Generic[Inner]):
     user either is seen and keeps the transport, or reads ``None`` and waits for the lock.
     """
 
-    __slots__ = ("_inner", "_lock", "_make", "_retired", "_users", "candidate", "key", "name")
+    __slots__ = (
+        "_inner",
+        "_lock",
+        "_make",
+        "_retired",
+        "_users",
+        "candidate",
+        "kept",
+        "key",
+        "name",
+    )
 
     def __init__(
         self, candidate: Candidate, key: tuple[object, ...], make: Callable[[Candidate], Inner]
@@ -40,6 +50,9 @@ class Slot(Generic[Inner]):
         self._lock = threading.Lock()
         self._users: list[None] = []
         self._retired = False
+        #: The flow's records of this candidate's answers on kept-alive connections, shared
+        #: by every such request (see :func:`dockercerts.flow.settle`), by status and endpoint.
+        self.kept: dict[tuple[int, Optional[str]], tuple[Any, ...]] = {}
 
     @property
     def built(self) -> bool:

@@ -200,7 +200,9 @@ class Attempt:
     * ``layer``: for a rejection, ``"certificate"``, ``"authorization"`` or ``"server"``;
     * ``status``: the HTTP status, when an answer came; ``fresh``: whether a TLS connection
       was opened for this try (``False``: a kept-alive one was reused); ``tls_version``: what
-      that connection negotiated; ``elapsed``: seconds the try took; ``alert``: the TLS
+      that connection negotiated; ``elapsed``: seconds the try took (``None`` for an accepted
+      2xx or 3xx on a kept-alive connection, the steady state: that record is made once and
+      shared by every such request, see :func:`dockercerts.flow.settle`); ``alert``: the TLS
       alert read, if any (after a TLS 1.3 handshake it may be lost to the connection's reset);
       ``endpoint``: with containerd routing, the endpoint the try went to
       (``https://mirror:5000/v2``, as containerd names it), ``None`` otherwise.

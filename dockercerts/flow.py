@@ -119,13 +119,13 @@ def steady(host: HostState[Any], method: str, path: Optional[str] = None) -> Opt
     request's decisions."""
     routes = host.routes
     if routes is None or path is None:
-        slot = host.steady()
+        slot = host.lane
         return None if slot is None else (slot, None, host)
     route = _route(routes, operation(method, path))
     if not route:
         return None
     target, state = route[0]
-    slot = state.steady()
+    slot = state.lane
     return None if slot is None else (slot, target, state)
 
 
@@ -138,9 +138,10 @@ def settle(lane: Lane, sent: Sent[Any]) -> Optional[tuple[Attempt, ...]]:
     if not unjudged(sent):
         return None
     slot, target, state = lane
-    records = (record(slot, sent, None, False, target),)
     state.settle(slot)
-    return records
+    if sent.fresh:
+        return (record(slot, sent, None, False, target),)
+    return _kept(slot, sent.status, target)
 
 
 def _route(routes: Routes[Any], op: str) -> tuple[tuple[Target, HostState[Any]], ...]:
@@ -163,8 +164,13 @@ def record(
     returned: bool,
     target: Optional[Target],
 ) -> Attempt:
-    """The record of one try (``returned``: an answer with a verdict, given back anyway)."""
+    """The record of one try (``returned``: an answer with a verdict, given back anyway).
+
+    An accepted 2xx or 3xx on a kept-alive connection, the steady state's answer, gets the
+    record every such answer of ``slot`` shares (:func:`_kept`): it has no ``elapsed``."""
     error = sent.error
+    if verdict is None and not (returned or sent.fresh) and unjudged(sent):
+        return _kept(slot, sent.status, target)[0]
     kind: Outcome
     if error is not None:
         outcome = verdict.reason if verdict is not None else _describe(error)
@@ -188,6 +194,33 @@ def record(
         None if error is None else alert_name(error),
         None if target is None else target.name,
     )
+
+
+def _kept(slot: Slot[Any], status: int, target: Optional[Target]) -> tuple[Attempt, ...]:
+    """The records of an exchange whose one try was accepted on a kept-alive connection with
+    ``status``: made once per candidate, status and endpoint and shared by every such
+    request. One object a request would cost more than the rest of the steady lane's
+    bookkeeping, and only ``elapsed`` would differ (httpx's ``response.elapsed`` times the
+    request)."""
+    endpoint = None if target is None else target.name
+    records: Optional[tuple[Attempt, ...]] = slot.kept.get((status, endpoint))
+    if records is None:
+        records = (
+            Attempt(
+                slot.name,
+                f"HTTP {status}",
+                "accepted",
+                None,
+                status,
+                False,
+                None,
+                None,
+                None,
+                endpoint,
+            ),
+        )
+        slot.kept[status, endpoint] = records
+    return records
 
 
 class Exchange(Generic[R]):

@@ -340,8 +340,9 @@ class Adapter(HTTPAdapter):
         state = self._host(url, request)
         if verify is not True or cert is not None:
             _refuse_overrides(verify, cert, state.directory)
-        for done in self._hosts.drain(state):
-            done.close()
+        if state.closable:  # retired transports nobody uses any more
+            for done in state.drain():
+                done.close()
         body = Body.of(request)
         # Routing (containerd) only when the host's folder routes: the flow then aims each
         # try (Send.target), from the request's own URL and headers, put back at the end.

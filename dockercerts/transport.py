@@ -50,7 +50,8 @@ def _start(request: httpx.Request, state: HostState[Any]) -> tuple[Optional[Home
     """What an exchange changes in ``request`` and puts back (:func:`_end`): its own URL and
     headers while routing aims it elsewhere (``home``, when ``state`` routes), and its body
     stream, which a streamed body's :class:`~dockercerts._streams.Body` replaces (to tell
-    whether it was read)."""
+    whether it was read). ``handle_request`` skips the pair when neither applies, as for most
+    requests: two calls of a steady request's dozen."""
     home = None if state.routes is None else Home(request)
     stream = request.stream
     if not isinstance(stream, httpx.ByteStream):
@@ -293,9 +294,12 @@ class Transport(_Base, httpx.BaseTransport):
             inner: httpx.HTTPTransport = self._plain_for(request.url)
             return inner.handle_request(request)
         state = self._host(request)
-        for done in self._hosts.drain(state):
-            done.close()
-        home, stream = _start(request, state)
+        if state.closable:  # retired transports nobody uses any more
+            for done in state.drain():
+                done.close()
+        # Most requests have nothing for _start to change (no routing, a body in memory).
+        plain = state.routes is None and isinstance(request.stream, httpx.ByteStream)
+        home, stream = (None, None) if plain else _start(request, state)
         try:
             lane = steady(state, request.method, None if home is None else home.path)
             if lane is None:
@@ -314,7 +318,8 @@ class Transport(_Base, httpx.BaseTransport):
             response.extensions[ATTEMPTS] = records
             return response
         finally:
-            _end(request, stream, home)
+            if not plain:
+                _end(request, stream, home)
 
     def decide(
         self, request: httpx.Request, *, every_candidate: bool = False
@@ -325,8 +330,9 @@ class Transport(_Base, httpx.BaseTransport):
         tries them all, as ``dockercerts probe`` does, and changes nothing the transport
         remembers. Raises only :class:`~dockercerts.CertsDirTransportError`."""
         state = self._host(request)
-        for done in self._hosts.drain(state):
-            done.close()
+        if state.closable:  # retired transports nobody uses any more
+            for done in state.drain():
+                done.close()
         home, stream = _start(request, state)
         try:
             policy = self._options.policy
@@ -424,9 +430,12 @@ class AsyncTransport(_Base, httpx.AsyncBaseTransport):
             inner: httpx.AsyncHTTPTransport = self._plain_for(request.url)
             return await inner.handle_async_request(request)
         state = await self._ahost(request)
-        for done in self._hosts.drain(state):
-            await done.aclose()
-        home, stream = _start(request, state)
+        if state.closable:  # retired transports nobody uses any more
+            for done in state.drain():
+                await done.aclose()
+        # Most requests have nothing for _start to change (no routing, a body in memory).
+        plain = state.routes is None and isinstance(request.stream, httpx.ByteStream)
+        home, stream = (None, None) if plain else _start(request, state)
         try:
             lane = steady(state, request.method, None if home is None else home.path)
             if lane is None:
@@ -445,15 +454,17 @@ class AsyncTransport(_Base, httpx.AsyncBaseTransport):
             response.extensions[ATTEMPTS] = records
             return response
         finally:
-            _end(request, stream, home)
+            if not plain:
+                _end(request, stream, home)
 
     async def decide(
         self, request: httpx.Request, *, every_candidate: bool = False
     ) -> Decision[httpx.Response]:
         """The async twin of :meth:`Transport.decide`."""
         state = await self._ahost(request)
-        for done in self._hosts.drain(state):
-            await done.aclose()
+        if state.closable:  # retired transports nobody uses any more
+            for done in state.drain():
+                await done.aclose()
         home, stream = _start(request, state)
         try:
             policy = self._options.policy

@@ -511,6 +511,48 @@ def test_no_steady_lane_without_a_known_winner_or_with_a_remembered_rejection(
     assert steady(state, "GET") is None
 
 
+def test_kept_alive_answers_share_one_record_and_a_fresh_connection_gets_its_own(
+    folder: Path,
+) -> None:
+    """The steady state's records: one shared tuple per candidate and status for answers on a
+    kept-alive connection (no ``elapsed``: nothing else differs between them), and the same
+    record when an exchange accepts such an answer; a new connection's record is its own."""
+    state = warm(folder, "a")
+    lane = steady(state, "GET")
+    assert lane is not None
+    first = settle(lane, Sent.of("a:200", 200, fresh=False, elapsed=0.25))
+    again = settle(lane, Sent.of("a:200", 200, fresh=False, elapsed=0.5))
+    assert first is not None
+    assert again is first
+    assert first == (Attempt("a", "HTTP 200", "accepted", None, 200, False, None, None),)
+    moved = settle(lane, Sent.of("a:301", 301, fresh=False))
+    assert moved is not None
+    assert (moved[0].status, moved[0].outcome) == (301, "HTTP 301")
+    fresh = settle(lane, Sent.of("a:200", 200, fresh=True, tls_version="TLSv1.3", elapsed=0.25))
+    assert fresh is not None
+    assert fresh[0] == Attempt("a", "HTTP 200", "accepted", None, 200, True, "TLSv1.3", 0.25)
+    # An exchange that accepts a kept-alive 200 from the same candidate records the same.
+    alone = run(state, {"a": Answer(200, fresh=False)}).decision.attempts
+    assert alone[0] is first[0]
+
+
+def test_the_lane_is_kept_with_the_winner_and_the_remembered_rejections(folder: Path) -> None:
+    """``HostState.lane`` (read by every request, never computed there) changes with what it
+    depends on: a winner found, a certificate rejection remembered or forgotten."""
+    state = host(folder)
+    assert state.lane is None  # cold
+    run(state, {"a": alert(), "b": Answer(200)})
+    assert state.winner == "b"
+    assert state.lane is None  # a's rejection is remembered: order() decides
+    (a,) = [slot for slot in state.slots if slot.name == "a"]
+    state.settle(a)  # accepted after all: its rejection is forgotten
+    assert (state.winner, state.lane) == ("a", a)
+    state.remember(a, 0.0)
+    assert state.lane is None
+    state.settle(a)
+    assert state.lane is a
+
+
 @settings(max_examples=300, deadline=None)
 @given(
     answers=st.lists(ANSWERS, min_size=4, max_size=4),

@@ -701,29 +701,32 @@ def test_retired_transport_is_not_closed_under_a_request(
 ) -> None:
     """The interleaving behind the rare failures of the soak's atomic run, made deterministic.
 
-    1. the victim thread takes the host's attempts (the pool of pair A) and is held just after;
+    1. the victim thread takes the host's steady lane (pair A's slot) and is held just after;
     2. the pair changes on disk; the closer thread's request reloads, retires A's pool, finds
        it idle and is held between that check and ``close()``;
     3. the victim sends its request on A's idle connection and starts reading the answer;
     4. the closer closes A's pool: the victim's socket is closed under it.
     """
-    from dockercerts import _hosts as transport_module
+    from dockercerts import _hosts as hosts_module
+    from dockercerts import transport as transport_module
 
     first, second = rotation_leaves
     server = mtls_server(reject="tls")
     host = certs_d.host(server.host).ca(server.server_ca).pair("client", first)
     url = server.url + "/v2/"
     holding, go, active = threading.Event(), threading.Event(), threading.Event()
-    original = transport_module.Hosts.drain
+    original_steady, original_drain = transport_module.steady, hosts_module.HostState.drain
 
-    def drain(self: Any, state: Any) -> Any:
-        name = threading.current_thread().name
-        if name == "victim":
+    def steady(*args: Any) -> Any:
+        lane = original_steady(*args)
+        if threading.current_thread().name == "victim":
             holding.set()
             go.wait(5)
-            return original(self, state)
-        found = original(self, state)
-        if found and name == "closer":
+        return lane
+
+    def drain(self: Any) -> Any:
+        found = original_drain(self)
+        if found and threading.current_thread().name == "closer":
             go.set()
             active.wait(5)
         return found
@@ -744,7 +747,8 @@ def test_retired_transport_is_not_closed_under_a_request(
     client = httpx.Client(transport=dockercerts.Transport(root=certs_d.root, refresh=0), timeout=3)
     with client:
         assert client.get(url).status_code == 200  # pair A's pool, with an idle connection
-        monkeypatch.setattr(transport_module.Hosts, "drain", drain)
+        monkeypatch.setattr(transport_module, "steady", steady)
+        monkeypatch.setattr(hosts_module.HostState, "drain", drain)
         victim = threading.Thread(
             target=request, args=("victim",), kwargs={"extensions": {"trace": trace}}, name="victim"
         )

@@ -37,6 +37,7 @@ from cryptography.x509.oid import NameOID
 from dockercerts import (
     DOCKER,
     AsyncTransport,
+    Attempt,
     CertsDirError,
     CertsDirReadError,
     CertsDirTransportError,
@@ -912,6 +913,31 @@ def test_watch_tells_a_fresh_connection_from_a_reused_one(
     assert (first.fresh, first.tls_version, first.responded) == (True, f"TLSv{tls}", True)
     assert (second.fresh, second.tls_version) == (False, None)
     assert srv.handshakes == 1
+
+
+@pytest.mark.parametrize("tls", TLS_VERSIONS)
+def test_kept_alive_requests_share_the_record_of_their_accepted_try(
+    tls: str, mtls_server: Any, certs_d: CertsD, leaves: Leaves
+) -> None:
+    """The first request's records tell its new connection (TLS version, time taken); the
+    next ones, on that connection kept alive, carry one shared record without ``elapsed``."""
+    srv = mtls_server(reject="tls", tls_version=tls)
+    host_dir(certs_d, srv, leaves.layout("right"))
+    with client(certs_d) as http:
+        responses = [http.get(srv.url + "/v2/") for _ in range(3)]
+    check_kept_alive_records(responses, tls)
+    assert srv.handshakes == 1
+
+
+def check_kept_alive_records(responses: list[httpx.Response], tls: str) -> None:
+    """One request on a new connection, then two on it kept alive (the records' shapes)."""
+    (opened,), (kept,), (again,) = (r.extensions["dockercerts.attempts"] for r in responses)
+    assert (opened.candidate, opened.verdict, opened.fresh) == ("a-right", "accepted", True)
+    assert opened.tls_version == f"TLSv{tls}"
+    assert opened.elapsed is not None
+    assert opened.elapsed > 0
+    assert kept == Attempt("a-right", "HTTP 200", "accepted", None, 200, False, None, None)
+    assert again is kept
 
 
 def test_watch_leaves_a_failed_handshake_unreported(mtls_server: Any, leaves: Leaves) -> None:

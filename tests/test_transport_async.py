@@ -32,6 +32,7 @@ from test_transport import (
     StubServer,
     Tracer,
     chain_text,
+    check_kept_alive_records,
     client_sockets,
     closed_port,
     count_folder_reads,
@@ -242,6 +243,19 @@ def test_max_hosts_must_be_positive(tmp_path: Path) -> None:
 
 
 @BOTH_BACKENDS
+@pytest.mark.parametrize("tls", TLS_VERSIONS)
+async def test_kept_alive_requests_share_the_record_of_their_accepted_try(
+    tls: str, mtls_server: Any, certs_d: CertsD, leaves: Leaves
+) -> None:
+    """The async twin of ``test_transport``'s test of the same name."""
+    srv = mtls_server(reject="tls", tls_version=tls)
+    host_dir(certs_d, srv, leaves.layout("right"))
+    async with client(certs_d) as http:
+        responses = [await http.get(srv.url + "/v2/") for _ in range(3)]
+    check_kept_alive_records(responses, tls)
+    assert srv.handshakes == 1
+
+
 @pytest.mark.parametrize("tls", TLS_VERSIONS)
 async def test_tls_alert_moves_on(
     tls: str, mtls_server: Any, certs_d: CertsD, leaves: Leaves, caplog: pytest.LogCaptureFixture
