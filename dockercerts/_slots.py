@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from typing import Any, Callable, Generic, Optional, TypeVar
+from typing import Any, Callable, Generic, Optional, TypeVar, overload
 
 from .loader import Candidate
 
@@ -54,22 +54,28 @@ class Slot(Generic[Inner]):
         #: by every such request (see :func:`dockercerts.flow.settle`), by status and endpoint.
         self.kept: dict[tuple[int, Optional[str]], tuple[Any, ...]] = {}
 
-    @property
-    def built(self) -> bool:
-        """Whether the inner transport exists (an async front end builds it off the loop)."""
-        return self._inner is not None
-
     def build(self) -> None:
         """Build the inner transport now (its ``ssl`` context with it), without using it."""
         with self._lock:
             if self._inner is None and not self._retired:
                 self._inner = self._make(self.candidate)
 
-    def acquire(self) -> Inner:
+    @overload
+    def acquire(self) -> Inner: ...
+    @overload
+    def acquire(self, make: bool) -> Optional[Inner]: ...
+
+    def acquire(self, make: bool = True) -> Optional[Inner]:
+        """Count a user and give it the inner transport, built now if need be. ``make=False``:
+        ``None`` (and no user counted) when it is not built yet, for an async front end to
+        build it off the event loop (:meth:`build`) and ask again."""
         self._users.append(None)
         inner = self._inner
         if inner is not None:
             return inner
+        if not make:
+            self._users.pop()
+            return None
         with self._lock:
             if self._inner is None:
                 try:

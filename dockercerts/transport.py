@@ -429,7 +429,7 @@ class AsyncTransport(_Base, httpx.AsyncBaseTransport):
         if request.url.scheme != "https":
             inner: httpx.AsyncHTTPTransport = self._plain_for(request.url)
             return await inner.handle_async_request(request)
-        state = await self._ahost(request)
+        state = self._hosts.current(request.url) or await self._load(request)
         if state.closable:  # retired transports nobody uses any more
             for done in state.drain():
                 await done.aclose()
@@ -461,7 +461,7 @@ class AsyncTransport(_Base, httpx.AsyncBaseTransport):
         self, request: httpx.Request, *, every_candidate: bool = False
     ) -> Decision[httpx.Response]:
         """The async twin of :meth:`Transport.decide`."""
-        state = await self._ahost(request)
+        state = self._hosts.current(request.url) or await self._load(request)
         if state.closable:  # retired transports nobody uses any more
             for done in state.drain():
                 await done.aclose()
@@ -494,11 +494,10 @@ class AsyncTransport(_Base, httpx.AsyncBaseTransport):
                 with anyio.CancelScope(shield=True):
                     await held.aclose()
 
-    async def _ahost(self, request: httpx.Request) -> HostState[Any]:
-        state = self._hosts.current(request.url)
-        if state is None:  # the folder is due for a look: stat, maybe a load, off the loop
-            state = await anyio.to_thread.run_sync(self._host, request)
-        return state
+    async def _load(self, request: httpx.Request) -> HostState[Any]:
+        """The host's state when :meth:`Hosts.current <dockercerts._hosts.Hosts.current>` has
+        none ready: the folder is due for a look (a stat, maybe a load), off the loop."""
+        return await anyio.to_thread.run_sync(self._host, request)
 
     async def _step(self, step: Any, request: httpx.Request, home: Optional[Home]) -> Any:
         if isinstance(step, Send):
@@ -528,9 +527,10 @@ class AsyncTransport(_Base, httpx.AsyncBaseTransport):
         sent: Sent[httpx.Response] = Sent()
         start = time.perf_counter()
         try:
-            if not slot.built:  # the context (system roots, CA files, key) off the event loop
+            inner = slot.acquire(make=False)
+            if inner is None:  # the context (system roots, CA files, key) off the event loop
                 await anyio.to_thread.run_sync(slot.build)
-            inner = slot.acquire()
+                inner = slot.acquire()
         except CertsDirError as exc:  # a pair broken since the load: the flow raises it
             sent.failed(exc, start)
             return sent

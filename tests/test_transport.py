@@ -857,6 +857,40 @@ def test_mock_user_trace_still_called(
     assert tracer.events == ["connection.start_tls.complete"]
 
 
+def test_an_evicted_hosts_transports_are_closed_by_the_request_that_made_room(
+    certs_d: CertsD, leaves: Leaves
+) -> None:
+    """``max_hosts=1``: the request to a second host evicts the first and closes its idle
+    inner transport itself; one still answering is closed when its response is."""
+    for host in ("a.test:5000", "b.test:5000", "c.test:5000"):
+        certs_d.host(host).pair("only", leaves.get("right", "only"))
+    made: list[Closing] = []
+
+    class Closing(httpx.MockTransport):
+        closed = 0
+
+        def close(self) -> None:
+            self.closed += 1
+
+    def inner(**options: Any) -> Closing:
+        # A streamed body, as a network's: httpx closes it once read (content= it would not).
+        made.append(Closing(lambda request: httpx.Response(200, stream=httpx.ByteStream(b"{}"))))
+        return made[-1]
+
+    with httpx.Client(transport=Transport(root=certs_d.root, inner=inner, max_hosts=1)) as http:
+        http.get("https://a.test:5000/v2/")
+        (a,) = made
+        http.get("https://b.test:5000/v2/")
+        assert a.closed == 1  # idle: closed by the request to b
+        b = made[1]
+        with http.stream("GET", "https://b.test:5000/v2/") as response:
+            http.get("https://c.test:5000/v2/")  # evicts b while its answer is open
+            assert b.closed == 0
+            response.read()
+        assert b.closed == 1  # closed with the answer
+    assert [t.closed for t in made] == [1, 1, 1]
+
+
 def test_threads_over_more_hosts_than_max_hosts(
     certs_d: CertsD, leaves: Leaves, client_names: ClientNames
 ) -> None:
