@@ -33,9 +33,9 @@ class Slot(Generic[Inner]):
         "_retired",
         "_users",
         "candidate",
-        "kept",
         "key",
         "name",
+        "shared_records",
     )
 
     def __init__(
@@ -52,7 +52,7 @@ class Slot(Generic[Inner]):
         self._retired = False
         #: The flow's records of this candidate's answers on kept-alive connections, shared
         #: by every such request (see :func:`dockercerts.flow.settle`), by status and endpoint.
-        self.kept: dict[tuple[int, Optional[str]], tuple[Any, ...]] = {}
+        self.shared_records: dict[tuple[int, Optional[str]], tuple[Any, ...]] = {}
 
     def build(self) -> None:
         """Build the inner transport now (its ``ssl`` context with it), without using it."""

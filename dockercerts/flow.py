@@ -141,7 +141,7 @@ def settle(lane: Lane, sent: Sent[Any]) -> Optional[tuple[Attempt, ...]]:
     state.settle(slot)
     if sent.fresh:
         return (record(slot, sent, None, False, target),)
-    return _kept(slot, sent.status, target)
+    return _shared_records(slot, sent.status, target)
 
 
 def _route(routes: Routes[Any], op: str) -> tuple[tuple[Target, HostState[Any]], ...]:
@@ -167,10 +167,10 @@ def record(
     """The record of one try (``returned``: an answer with a verdict, given back anyway).
 
     An accepted 2xx or 3xx on a kept-alive connection, the steady state's answer, gets the
-    record every such answer of ``slot`` shares (:func:`_kept`): it has no ``elapsed``."""
+    record every such answer of ``slot`` shares (:func:`_shared_records`): it has no ``elapsed``."""
     error = sent.error
     if verdict is None and not (returned or sent.fresh) and unjudged(sent):
-        return _kept(slot, sent.status, target)[0]
+        return _shared_records(slot, sent.status, target)[0]
     kind: Outcome
     if error is not None:
         outcome = verdict.reason if verdict is not None else _describe(error)
@@ -196,14 +196,14 @@ def record(
     )
 
 
-def _kept(slot: Slot[Any], status: int, target: Optional[Target]) -> tuple[Attempt, ...]:
+def _shared_records(slot: Slot[Any], status: int, target: Optional[Target]) -> tuple[Attempt, ...]:
     """The records of an exchange whose one try was accepted on a kept-alive connection with
     ``status``: made once per candidate, status and endpoint and shared by every such
     request. One object a request would cost more than the rest of the steady lane's
     bookkeeping, and only ``elapsed`` would differ (httpx's ``response.elapsed`` times the
     request)."""
     endpoint = None if target is None else target.name
-    records: Optional[tuple[Attempt, ...]] = slot.kept.get((status, endpoint))
+    records: Optional[tuple[Attempt, ...]] = slot.shared_records.get((status, endpoint))
     if records is None:
         records = (
             Attempt(
@@ -219,7 +219,7 @@ def _kept(slot: Slot[Any], status: int, target: Optional[Target]) -> tuple[Attem
                 endpoint,
             ),
         )
-        slot.kept[status, endpoint] = records
+        slot.shared_records[status, endpoint] = records
     return records
 
 
