@@ -158,6 +158,12 @@ class Routes(Generic[Inner]):
             self.sticky[op] = (name, now + self.recheck)
 
 
+#: The steady lane (:func:`dockercerts.flow.steady`): the winner's slot, the endpoint it
+#: belongs to (containerd routing; ``None``: the request's own host) and that endpoint's host
+#: state.
+Lane = tuple[Slot[Any], Optional[Target], "HostState[Any]"]
+
+
 class HostState(Generic[Inner]):
     """One registry host: its candidates' slots, the winner, what was rejected. One lock.
 
@@ -185,11 +191,15 @@ class HostState(Generic[Inner]):
         self._make: Callable[[Candidate], Inner] = make
         self._make_for = make_for
         self._lock = threading.Lock()
-        self.due = float("-inf")  # when to look at the directory again
+        #: Until when requests use this state without a look at the directory: ``-inf`` while
+        #: the folder cannot be loaded or the state is evicted, so that one comparison on
+        #: every request covers all three (:meth:`Hosts.get`).
+        self.due = float("-inf")
         self._broken_since: Optional[str] = None
         # Why the folder could not be loaded, if it never was: raised again (a copy) until
-        # ``due``, instead of reading the folder for every request.
+        # ``_retry``, instead of reading the folder for every request.
         self._failure: Optional[CertsDirError] = None
+        self._retry = float("-inf")
         self._said: set[tuple[str, str]] = set()
         self.certs: Optional[HostCerts] = None
         self.slots: tuple[Slot[Inner], ...] = ()
@@ -197,12 +207,13 @@ class HostState(Generic[Inner]):
         # server's CA names list before the others).
         self.ranked: tuple[Slot[Inner], ...] = ()
         self.winner: Optional[str] = None
-        #: The steady lane: the winner's slot when :meth:`order` would certainly put it first
-        #: (a winner is known and no rejection is remembered; then :meth:`order` decides),
-        #: else ``None``. Nobody searches while a winner is known, so no turn is needed either.
-        #: Kept up to date by :meth:`_relane` whenever one of those changes: requests read it
-        #: without a call.
-        self.lane: Optional[Slot[Inner]] = None
+        #: The steady lane, ``(winner's slot, None, self)``, when :meth:`order` would certainly
+        #: put the winner first (a winner is known and no rejection is remembered; else
+        #: ``None``, and :meth:`order` decides). Nobody searches while a winner is known, so
+        #: no turn is taken either: settling the lane's slot changes nothing while it is the
+        #: lane. Kept up to date by :meth:`_relane` whenever one of those changes, so requests
+        #: read it without a call or a new tuple.
+        self.lane: Optional[Lane] = None
         # The DER names of the server's CertificateRequest, once learned (order="ca-names").
         self.ca_names: Optional[tuple[bytes, ...]] = None
         #: Whether the next search should learn them first (see :meth:`learned`).
@@ -231,13 +242,11 @@ class HostState(Generic[Inner]):
     def refresh(self, now: float) -> None:
         """Reload when ``due`` has come and the directory changed on disk.
 
-        A folder that was never loaded raises the error of its last read until ``due``.
+        A folder that was never loaded raises the error of its last read for ``refresh`` seconds.
         """
         with self._lock:
-            if now < self.due:
-                failure = self._failure
-            else:
-                failure = None
+            failure = self._failure if now < self._retry else None
+            if failure is None and now >= self.due:  # not refreshed meanwhile by another thread
                 self._look(now)
         if failure is not None:
             raise _copy(failure)
@@ -256,10 +265,11 @@ class HostState(Generic[Inner]):
                 self._reload(directory, current)
             except CertsDirError as exc:  # only when there is no last good load to keep
                 self._failure = _copy(exc)  # without the traceback, which holds this request
-                self.due = now + self._options.refresh
+                self._retry, self.due = now + self._options.refresh, float("-inf")
                 raise
-            self._failure = None
-        self.due = now + self._options.refresh
+            self._failure, self._retry = None, float("-inf")
+        if not self.evicted:
+            self.due = now + self._options.refresh
 
     def _reload(self, directory: Path, current: Optional[HostCerts]) -> None:
         try:
@@ -399,7 +409,7 @@ class HostState(Generic[Inner]):
 
     def _relane(self) -> None:
         first = self.ranked[0] if self.ranked and not self._rejected else None
-        self.lane = first if first is not None and first.name == self.winner else None
+        self.lane = (first, None, self) if first is not None and first.name == self.winner else None
 
     # --- what the flow asks and tells ---------------------------------------------------------
 
@@ -532,10 +542,8 @@ class Hosts(Generic[Inner]):
         """The host's state when using it needs no look at the disk now, else ``None``
         (then :meth:`get` reads; an async front end calls it in a worker thread)."""
         state = self._states.get((url.raw_host, url.port))
-        if state is None or state.evicted:
-            return None
         now = time.monotonic()
-        if now >= state.due or state._failure is not None:
+        if state is None or now >= state.due:  # due: -inf while failing or evicted
             return None
         state.used = now
         return state
@@ -543,13 +551,17 @@ class Hosts(Generic[Inner]):
     def get(self, url: httpx.URL) -> HostState[Inner]:
         """The host's state, refreshed when due (file system calls: they may block)."""
         key = (url.raw_host, url.port)
+        state = self._states.get(key)
         now = time.monotonic()
+        if state is not None and now < state.due:  # due: -inf while failing or evicted
+            state.used = now
+            return state
         while True:
             state = self._states.get(key)
             if state is None or state.evicted:
                 state = self._insert(key, url, now)
             state.used = now
-            if now >= state.due or state._failure is not None:
+            if now >= state.due:
                 state.refresh(now)
             # Evicted meanwhile by another thread: its slots are retired; look up again.
             if not state.evicted:

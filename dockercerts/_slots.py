@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from typing import Any, Callable, Generic, Optional, TypeVar, overload
+from typing import Any, Callable, Generic, Optional, TypeVar, Union, overload
 
 from .loader import Candidate
 
@@ -51,8 +51,9 @@ class Slot(Generic[Inner]):
         self._users: list[None] = []
         self._retired = False
         #: The flow's records of this candidate's answers on kept-alive connections, shared
-        #: by every such request (see :func:`dockercerts.flow.settle`), by status and endpoint.
-        self.shared_records: dict[tuple[int, Optional[str]], tuple[Any, ...]] = {}
+        #: by every such request (see :func:`dockercerts.flow.settle`): by status, or by
+        #: ``(status, endpoint)`` when routed.
+        self.shared_records: dict[Union[int, tuple[int, str]], tuple[Any, ...]] = {}
 
     def build(self) -> None:
         """Build the inner transport now (its ``ssl`` context with it), without using it."""

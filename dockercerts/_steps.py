@@ -68,8 +68,9 @@ class Sent(Generic[R]):
     ``headers`` is the answer's header mapping (case-insensitive, as httpx's and requests'
     are); the flow reads it only for the statuses it judges, so a steady 200 costs no lookup.
 
-    A driver makes an empty one (``Sent()``) before the try and lets
-    :mod:`dockercerts._watch` fill in the connection's facts while it runs, then calls
+    A driver makes an empty one (``Sent()``), named ``sent``, in its send function (marked
+    with ``_watch.sends``) before the try and lets :mod:`dockercerts._watch` fill in the
+    connection's facts while it runs, then calls
     :meth:`answered` or :meth:`failed`: one object a try, where a watch and a result would be
     two. :meth:`of` makes a complete one at once.
     """

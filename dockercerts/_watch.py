@@ -4,20 +4,28 @@ The silent-close rule (see :mod:`dockercerts.rejection`) needs both facts for th
 that failed. They are gathered at the ``ssl`` layer, not through httpx's ``trace``
 extension: a trace callback runs on every event of every request (~5-10 µs a request),
 while this costs nothing on a reused connection. The transport gives each candidate's
-context the two classes below; an attempt registers its :class:`Watch` in a context
-variable, which is the caller's thread (sync) or task (async): where httpcore (or urllib3,
-under the requests adapter) opens the connection for that request.
+context the two classes below; when one of them completes a handshake it looks for the
+attempt it belongs to, in the thread (sync) or task (async) that is opening it: that is
+where httpcore (or urllib3, under the requests adapter) opens the connection for a request.
 
-A front end's try registers its :class:`~dockercerts.flow.Sent` directly
-(``token = ATTEMPT.set(sent)`` ... ``ATTEMPT.reset(token)``): no object or call more per
-request. :class:`Watch` is the same as a context manager, for code that has no ``Sent``.
+A front end's send function is marked with :func:`sends`: while it runs, its local ``sent``
+(a :class:`~dockercerts.flow.Sent`) is the attempt, found by walking up the stack from the
+handshake. Nothing is registered per request: a handshake is rare and costs milliseconds,
+while a context variable set and reset by every try cost a keep-alive request about 5 µs
+(1% of the sync steady state, ``nox -s bench``). :class:`Watch`, a context manager, is the
+same for code that has no such function; the nearest marked function comes first, as the
+innermost attempt does.
 """
 
 from __future__ import annotations
 
 import contextvars
 import ssl
-from typing import Any, Optional, Protocol, Union
+import sys
+from types import CodeType, FrameType
+from typing import Any, Callable, Optional, Protocol, TypeVar, Union
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 class Watched(Protocol):
@@ -28,10 +36,37 @@ class Watched(Protocol):
     tls_version: Optional[str]  # what that connection negotiated
 
 
-#: The attempt under way in this thread (sync) or task (async), told what its connection does.
+#: A :class:`Watch` in effect in this thread (sync) or task (async).
 ATTEMPT: contextvars.ContextVar[Optional[Watched]] = contextvars.ContextVar(
     "dockercerts_attempt", default=None
 )
+
+# The code of the functions marked by sends(): their frames hold the attempt in ``sent``.
+_SENDS: set[CodeType] = set()
+
+
+def sends(function: F) -> F:
+    """Mark a send function: a connection opened while it runs (in its thread or task)
+    reports to its local (or argument) ``sent``, which must be set before anything is sent.
+
+    Raises :class:`TypeError` for a function without a ``sent`` variable, so that a rename
+    fails at import rather than silently watching nothing."""
+    code = function.__code__
+    if "sent" not in code.co_varnames:
+        raise TypeError(f"{function.__qualname__} has no variable 'sent' to report to")
+    _SENDS.add(code)
+    return function
+
+
+def _attempt(frame: Optional[FrameType]) -> Optional[Watched]:
+    """The attempt a handshake under ``frame`` belongs to: the nearest marked function's
+    ``sent``, else the :class:`Watch` in effect, else ``None``."""
+    while frame is not None:
+        if frame.f_code in _SENDS:
+            sent: Optional[Watched] = frame.f_locals.get("sent")
+            return sent
+        frame = frame.f_back
+    return ATTEMPT.get()
 
 
 class Watch:
@@ -61,7 +96,7 @@ _READS = {ssl.SSLSocket: ("recv", "recv_into"), ssl.SSLObject: ("read",)}
 def opened(conn: Union[ssl.SSLSocket, ssl.SSLObject]) -> None:
     """A handshake completed on ``conn``: tell the current attempt, if any, and spy on the
     first read (instance attributes shadow the class methods until data arrives)."""
-    watch = ATTEMPT.get()
+    watch = _attempt(sys._getframe(1))
     if watch is None:
         return
     watch.fresh = True
@@ -102,8 +137,8 @@ class _Object(ssl.SSLObject):
 def watched(context: ssl.SSLContext) -> ssl.SSLContext:
     """``context``, its connections now reporting to the attempt that opens them.
 
-    Outside an attempt the classes behave as the standard ones (one context-variable
-    lookup per handshake), so a context shared with other code is not disturbed.
+    Outside an attempt the classes behave as the standard ones (one look up the stack per
+    handshake), so a context shared with other code is not disturbed.
 
     A truststore context wraps a standard one (``_ctx``) whose classes verify the peer
     after the handshake: subclasses of those report once that verification passed.

@@ -53,9 +53,9 @@ import logging
 import time
 from collections.abc import Generator
 from dataclasses import dataclass, field
-from typing import Any, Callable, Generic, Optional, TypeVar
+from typing import Any, Callable, Generic, Optional, TypeVar, Union
 
-from ._hosts import HostState, Routes
+from ._hosts import HostState, Lane, Routes
 from ._slots import Slot
 from ._steps import Close, Decision, Learn, Read, Send, Sent, Step, Wait
 from .errors import Attempt, NoEndpointError, Outcome
@@ -101,15 +101,10 @@ class _Best(Generic[R]):
     error: Optional[Exception] = field(default=None)
 
 
-#: The steady lane (:func:`steady`): the winner's slot, the endpoint it belongs to (containerd
-#: routing; ``None``: the request's own host) and that endpoint's host state.
-Lane = tuple[Slot[Any], Optional[Target], HostState[Any]]
-
-
 def steady(host: HostState[Any], method: str, path: Optional[str] = None) -> Optional[Lane]:
     """The steady lane: where to send a request at once, before any :class:`Exchange` is
     made. That is the known winner of the host (routed, of the endpoint the operation's walk
-    starts from) when nothing else could come first (:meth:`HostState.steady`); ``None``:
+    starts from) when nothing else could come first (:attr:`HostState.lane`); ``None``:
     make the Exchange and drive its :meth:`~Exchange.flow` from the start.
 
     ``path`` is the request's path when the front end routes (it aims the request at the
@@ -119,14 +114,13 @@ def steady(host: HostState[Any], method: str, path: Optional[str] = None) -> Opt
     request's decisions."""
     routes = host.routes
     if routes is None or path is None:
-        slot = host.lane
-        return None if slot is None else (slot, None, host)
+        return host.lane
     route = _route(routes, operation(method, path))
     if not route:
         return None
     target, state = route[0]
-    slot = state.lane
-    return None if slot is None else (slot, target, state)
+    lane = state.lane
+    return None if lane is None else (lane[0], target, state)
 
 
 def settle(lane: Lane, sent: Sent[Any]) -> Optional[tuple[Attempt, ...]]:
@@ -134,11 +128,16 @@ def settle(lane: Lane, sent: Sent[Any]) -> Optional[tuple[Attempt, ...]]:
     looks at (:func:`unjudged`), accepted and given back as it is. ``None``: make the
     Exchange (``begin=`` the lane's endpoint) and drive ``flow(first=(slot, sent))``, which
     judges that answer as if it had sent it itself. Routed, the walk goes on after a status
-    > 399, so only a 2xx or 3xx ends it here: the same set of answers."""
+    > 399, so only a 2xx or 3xx ends it here: the same set of answers.
+
+    A lane that is still its host's lane (unrouted, the same tuple) is the host's settled
+    winner with nothing remembered against it (see :attr:`HostState.lane`): settling it again
+    would change nothing, so every steady request is spared that call."""
     if not unjudged(sent):
         return None
     slot, target, state = lane
-    state.settle(slot)
+    if lane is not state.lane:
+        state.settle(slot)
     if sent.fresh:
         return (record(slot, sent, None, False, target),)
     return _shared_records(slot, sent.status, target)
@@ -203,7 +202,8 @@ def _shared_records(slot: Slot[Any], status: int, target: Optional[Target]) -> t
     bookkeeping, and only ``elapsed`` would differ (httpx's ``response.elapsed`` times the
     request)."""
     endpoint = None if target is None else target.name
-    records: Optional[tuple[Attempt, ...]] = slot.shared_records.get((status, endpoint))
+    key: Union[int, tuple[int, str]] = status if target is None else (status, target.name)
+    records: Optional[tuple[Attempt, ...]] = slot.shared_records.get(key)
     if records is None:
         records = (
             Attempt(
@@ -219,7 +219,7 @@ def _shared_records(slot: Slot[Any], status: int, target: Optional[Target]) -> t
                 endpoint,
             ),
         )
-        slot.shared_records[status, endpoint] = records
+        slot.shared_records[key] = records
     return records
 
 

@@ -85,7 +85,7 @@ from ._hosts import Hosts, HostState
 from ._options import OPTIONS_DOC, options
 from ._prepared import Body, EndpointProxies, Home
 from ._slots import Slot
-from ._watch import ATTEMPT, watched
+from ._watch import sends, watched
 from .flow import Close, Decision, Exchange, Learn, Read, Send, Sent, Step, settle, steady
 from .loader import Candidate
 from .locate import StrPath
@@ -426,6 +426,7 @@ class Adapter(HTTPAdapter):
         via = None if proxy is None else httpx.Proxy(proxy)
         return canames.learn(self._origin(url), via, _wait_timeout(timeout))
 
+    @sends
     def _send(
         self,
         slot: Slot[HTTPAdapter],
@@ -443,12 +444,8 @@ class Adapter(HTTPAdapter):
             return sent
         try:
             body.rewind()
-            token = ATTEMPT.set(sent)
-            try:
-                # Streamed: the flow reads what it judges; Session.send reads the rest.
-                response = inner.send(request, True, timeout, True, None, proxies)
-            finally:
-                ATTEMPT.reset(token)
+            # Streamed: the flow reads what it judges; Session.send reads the rest.
+            response = inner.send(request, True, timeout, True, None, proxies)
         except BaseException as exc:
             if not isinstance(exc, Exception):
                 raise  # KeyboardInterrupt and the like: no verdict, slot given back (below)

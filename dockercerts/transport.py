@@ -27,7 +27,7 @@ from ._hosts import Hosts, HostState, docker_host_names, host_dir_for_url
 from ._options import OPTIONS_DOC, Options, options
 from ._slots import Slot
 from ._streams import Body, Release, in_memory
-from ._watch import ATTEMPT, watched
+from ._watch import sends, watched
 from .errors import CertsDirError, CertsDirTransportError, ClientCertificateRejected
 from .flow import Close, Decision, Exchange, Learn, Read, Send, Sent, Wait, settle, steady
 from .loader import Candidate
@@ -290,10 +290,14 @@ class Transport(_Base, httpx.BaseTransport):
     _inner_type = httpx.HTTPTransport
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
-        if request.url.scheme != "https":
-            inner: httpx.HTTPTransport = self._plain_for(request.url)
+        url = request.url
+        if url.scheme != "https":
+            inner: httpx.HTTPTransport = self._plain_for(url)
             return inner.handle_request(request)
-        state = self._host(request)
+        try:  # self._host(request), without its call on every request
+            state = self._hosts.get(url)
+        except CertsDirError as exc:
+            raise _folder_error(exc, request) from exc
         if state.closable:  # retired transports nobody uses any more
             for done in state.drain():
                 done.close()
@@ -372,6 +376,7 @@ class Transport(_Base, httpx.BaseTransport):
         assert isinstance(step, Wait)
         return step.turn.wait(step.timeout)
 
+    @sends
     def _send(
         self, slot: Slot[httpx.HTTPTransport], request: httpx.Request
     ) -> Sent[httpx.Response]:
@@ -382,7 +387,6 @@ class Transport(_Base, httpx.BaseTransport):
         except CertsDirError as exc:  # a pair broken since the load: the flow raises it
             sent.failed(exc, start)
             return sent
-        token = ATTEMPT.set(sent)
         try:
             response = inner.handle_request(request)
         except BaseException as exc:
@@ -393,8 +397,6 @@ class Transport(_Base, httpx.BaseTransport):
                 raise  # KeyboardInterrupt and the like: no verdict, slot given back
             sent.failed(exc, start)
             return sent
-        finally:
-            ATTEMPT.reset(token)
         response.stream = Release(response.stream, slot)
         sent.answered(response, response.status_code, response.headers, start)
         return sent
@@ -426,10 +428,11 @@ class AsyncTransport(_Base, httpx.AsyncBaseTransport):
     _inner_type = httpx.AsyncHTTPTransport
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        if request.url.scheme != "https":
-            inner: httpx.AsyncHTTPTransport = self._plain_for(request.url)
+        url = request.url
+        if url.scheme != "https":
+            inner: httpx.AsyncHTTPTransport = self._plain_for(url)
             return await inner.handle_async_request(request)
-        state = self._hosts.current(request.url) or await self._load(request)
+        state = self._hosts.current(url) or await self._load(request)
         if state.closable:  # retired transports nobody uses any more
             for done in state.drain():
                 await done.aclose()
@@ -521,6 +524,7 @@ class AsyncTransport(_Base, httpx.AsyncBaseTransport):
         assert isinstance(step, Wait)
         return await _wait(step.turn, step.timeout)
 
+    @sends
     async def _send(
         self, slot: Slot[httpx.AsyncHTTPTransport], request: httpx.Request
     ) -> Sent[httpx.Response]:
@@ -534,7 +538,6 @@ class AsyncTransport(_Base, httpx.AsyncBaseTransport):
         except CertsDirError as exc:  # a pair broken since the load: the flow raises it
             sent.failed(exc, start)
             return sent
-        token = ATTEMPT.set(sent)
         try:
             response = await inner.handle_async_request(request)
         except BaseException as exc:
@@ -546,8 +549,6 @@ class AsyncTransport(_Base, httpx.AsyncBaseTransport):
                 raise  # a cancellation and the like: no verdict, slot given back
             sent.failed(exc, start)
             return sent
-        finally:
-            ATTEMPT.reset(token)
         response.stream = Release(response.stream, slot)
         sent.answered(response, response.status_code, response.headers, start)
         return sent

@@ -546,11 +546,28 @@ def test_the_lane_is_kept_with_the_winner_and_the_remembered_rejections(folder: 
     assert state.lane is None  # a's rejection is remembered: order() decides
     (a,) = [slot for slot in state.slots if slot.name == "a"]
     state.settle(a)  # accepted after all: its rejection is forgotten
-    assert (state.winner, state.lane) == ("a", a)
+    assert (state.winner, state.lane) == ("a", (a, None, state))
+    lane = state.lane
+    assert steady(state, "GET") is lane  # no tuple made per request
     state.remember(a, 0.0)
     assert state.lane is None
     state.settle(a)
-    assert state.lane is a
+    assert state.lane == (a, None, state)
+
+
+def test_a_lane_taken_before_a_rejection_settles_its_slot_again(folder: Path) -> None:
+    """``settle`` skips the host's bookkeeping only while the lane a request took is still
+    the host's lane; taken before a rejection was remembered, its 200 forgets it."""
+    state = host(folder)
+    run(state, {"a": Answer(200)})
+    lane = steady(state, "GET")
+    assert lane is not None
+    state.remember(lane[0], 0.0)  # another request saw a's rejection meanwhile
+    assert steady(state, "GET") is None
+    records = settle(lane, Sent.of("a:200", 200))
+    assert records is not None
+    assert records[0].verdict == "accepted"
+    assert steady(state, "GET") == lane  # a is the settled winner again, nothing remembered
 
 
 @settings(max_examples=300, deadline=None)

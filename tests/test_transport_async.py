@@ -1065,12 +1065,19 @@ async def test_retries_reach_the_inner_transports(certs_d: CertsD, leaves: Leave
     assert tracer.count("connection.connect_tcp.started") == 3
 
 
+@_watch.sends
+async def _marked_get(sent: _watch.Watch, http: httpx.AsyncClient, url: str) -> httpx.Response:
+    return await http.get(url)
+
+
 @BOTH_BACKENDS
 @pytest.mark.parametrize("tls", TLS_VERSIONS)
+@pytest.mark.parametrize("registration", ["sends", "Watch"])
 async def test_watch_follows_the_task_that_opens_the_connection(
-    tls: str, mtls_server: Any, leaves: Leaves
+    tls: str, registration: str, mtls_server: Any, leaves: Leaves
 ) -> None:
-    """Two tasks, two connections: each attempt sees its own handshake, not the other's."""
+    """Two tasks, two connections: each attempt sees its own handshake, not the other's,
+    found up the task's own awaits (a marked coroutine) or in its context (a ``Watch``)."""
     srv = mtls_server(reject="tls", tls_version=tls)
     context = _watch.watched(srv.client_context(leaves.get("right", "b-right")))
     watches: list[_watch.Watch] = []
@@ -1078,8 +1085,13 @@ async def test_watch_follows_the_task_that_opens_the_connection(
     async with httpx.AsyncClient(verify=context) as http:
 
         async def attempt() -> None:
-            with _watch.Watch() as watch:
-                assert (await http.get(srv.url + "/v2/")).status_code == 200
+            if registration == "sends":
+                watch = _watch.Watch()
+                response = await _marked_get(watch, http, srv.url + "/v2/")
+            else:
+                with _watch.Watch() as watch:
+                    response = await http.get(srv.url + "/v2/")
+            assert response.status_code == 200
             watches.append(watch)
 
         async with anyio.create_task_group() as group:
