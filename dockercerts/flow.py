@@ -130,13 +130,14 @@ def settle(lane: Lane, sent: Sent[Any]) -> Optional[tuple[Attempt, ...]]:
     judges that answer as if it had sent it itself. Routed, the walk goes on after a status
     > 399, so only a 2xx or 3xx ends it here: the same set of answers.
 
-    A lane that is still its host's lane (unrouted, the same tuple) is the host's settled
-    winner with nothing remembered against it (see :attr:`HostState.lane`): settling it again
-    would change nothing, so every steady request is spared that call."""
+    A slot that is still its host's lane is the host's settled winner with nothing
+    remembered against it (see :attr:`HostState.lane`): settling it again would change
+    nothing, so every steady request is spared that call."""
     if not unjudged(sent):
         return None
     slot, target, state = lane
-    if lane is not state.lane:
+    current = state.lane
+    if current is None or current[0] is not slot:
         state.settle(slot)
     if sent.fresh:
         return (record(slot, sent, None, False, target),)
