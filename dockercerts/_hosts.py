@@ -200,6 +200,7 @@ class HostState(Generic[Inner]):
         # ``_retry``, instead of reading the folder for every request.
         self._failure: Optional[CertsDirError] = None
         self._retry = float("-inf")
+        self._look_claimed = False  # a request took the look that is due (claim_look)
         self._said: set[tuple[str, str]] = set()
         self.certs: Optional[HostCerts] = None
         self.slots: tuple[Slot[Inner], ...] = ()
@@ -239,14 +240,26 @@ class HostState(Generic[Inner]):
     def _directory(self) -> Path:
         return self._options.layout.pick(self.names, self._dirs)
 
+    def claim_look(self, now: float) -> None:
+        """The caller will look at the folder (:meth:`refresh`), which is due: until it is done,
+        and for at most ``refresh`` seconds, other requests keep using the last good load
+        instead of each waiting for the lock (or, async, for a worker thread of its own).
+        A folder never loaded, failing or evicted is not claimed: each request looks."""
+        if self.due != float("-inf"):
+            self.due = now + self._options.refresh
+            self._look_claimed = True
+
     def refresh(self, now: float) -> None:
-        """Reload when ``due`` has come and the directory changed on disk.
+        """Reload when a look was claimed or ``due`` has come, and the directory changed on
+        disk.
 
         A folder that was never loaded raises the error of its last read for ``refresh`` seconds.
         """
         with self._lock:
             failure = self._failure if now < self._retry else None
-            if failure is None and now >= self.due:  # not refreshed meanwhile by another thread
+            # Neither claimed nor due: another thread looked meanwhile.
+            if failure is None and (self._look_claimed or now >= self.due):
+                self._look_claimed = False
                 self._look(now)
         if failure is not None:
             raise _copy(failure)
@@ -539,30 +552,34 @@ class Hosts(Generic[Inner]):
         self._lock = threading.Lock()
 
     def current(self, url: httpx.URL) -> Optional[HostState[Inner]]:
-        """The host's state when using it needs no look at the disk now, else ``None``
-        (then :meth:`get` reads; an async front end calls it in a worker thread)."""
+        """The host's state when using it needs no look at the disk now, else ``None``: then
+        the caller looks, with :meth:`look` (an async front end, in a worker thread). A look
+        that is due is claimed by that one caller (:meth:`HostState.claim_look`)."""
         state = self._states.get((url.raw_host, url.port))
-        now = time.monotonic()
-        if state is None or now >= state.due:  # due: -inf while failing or evicted
+        if state is None:
             return None
-        state.used = now
-        return state
+        now = time.monotonic()
+        if now < state.due:  # due: -inf while failing or evicted
+            state.used = now
+            return state
+        state.claim_look(now)
+        return None
 
     def get(self, url: httpx.URL) -> HostState[Inner]:
         """The host's state, refreshed when due (file system calls: they may block)."""
+        return self.current(url) or self.look(url)
+
+    def look(self, url: httpx.URL) -> HostState[Inner]:
+        """The host's state after the look at its folder that :meth:`current` left to the
+        caller, or after its first load (file system calls: they may block)."""
         key = (url.raw_host, url.port)
-        state = self._states.get(key)
         now = time.monotonic()
-        if state is not None and now < state.due:  # due: -inf while failing or evicted
-            state.used = now
-            return state
         while True:
             state = self._states.get(key)
             if state is None or state.evicted:
                 state = self._insert(key, url, now)
             state.used = now
-            if now >= state.due:
-                state.refresh(now)
+            state.refresh(now)
             # Evicted meanwhile by another thread: its slots are retired; look up again.
             if not state.evicted:
                 return state

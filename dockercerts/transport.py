@@ -420,8 +420,9 @@ class AsyncTransport(_Base, httpx.AsyncBaseTransport):
 
     Whatever touches the file system runs in a worker thread, so that a large CA bundle does
     not stall the event loop: reading a host directory, checking it for changes (at most every
-    ``refresh`` seconds; read again only when something changed), and building a candidate's
-    ``ssl`` context the first time it is used.
+    ``refresh`` seconds, by one request while the others use the last good load; read again
+    only when something changed), and building a candidate's ``ssl`` context the first time
+    it is used.
     """
 
     __doc__ = (__doc__ or "") + _ARGS_DOC
@@ -500,7 +501,13 @@ class AsyncTransport(_Base, httpx.AsyncBaseTransport):
     async def _load(self, request: httpx.Request) -> HostState[Any]:
         """The host's state when :meth:`Hosts.current <dockercerts._hosts.Hosts.current>` has
         none ready: the folder is due for a look (a stat, maybe a load), off the loop."""
-        return await anyio.to_thread.run_sync(self._host, request)
+        return await anyio.to_thread.run_sync(self._look, request)
+
+    def _look(self, request: httpx.Request) -> HostState[Any]:
+        try:
+            return self._hosts.look(request.url)
+        except CertsDirError as exc:
+            raise _folder_error(exc, request) from exc
 
     async def _step(self, step: Any, request: httpx.Request, home: Optional[Home]) -> Any:
         if isinstance(step, Send):

@@ -12,6 +12,7 @@ import dataclasses
 import inspect
 import ssl
 import threading
+import time
 from collections.abc import Generator
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +24,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dockercerts import DOCKER, DOCKER_LEGACY
-from dockercerts._hosts import HostState
+from dockercerts._hosts import Hosts, HostState
+from dockercerts._layouts import Layout
 from dockercerts._options import options
 from dockercerts.errors import Attempt
 from dockercerts.flow import Close, Decision, Exchange, Read, Send, Sent, Wait, settle, steady
@@ -617,3 +619,36 @@ def test_the_steady_lane_decides_as_the_flow(
 def names(order: tuple[tuple[Any, ...], tuple[Any, ...]]) -> tuple[list[str], list[str]]:
     tried, skipped = order
     return [slot.name for slot in tried], [slot.name for slot in skipped]
+
+
+def test_a_due_look_at_the_folder_is_claimed_by_one_caller(
+    folder: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first request to find its folder due for a look takes it; the next ones use the
+    last good load meanwhile (for at most ``refresh`` seconds) instead of waiting for it;
+    the taker's look reads the folder and makes the state current again."""
+    looks: list[Path] = []
+    unchanged = Layout.unchanged
+
+    def counted(layout: Layout, directory: Path, current: Any) -> bool:
+        looks.append(directory)
+        return unchanged(layout, directory, current)
+
+    monkeypatch.setattr(Layout, "unchanged", counted)
+    refresh = 0.05
+    hosts: Hosts[Any] = Hosts(
+        options(folder, "linux", None, None, DOCKER, refresh, 60.0), lambda url: lambda c: None, 4
+    )
+    url = httpx.URL("https://reg:5000/v2/")
+    assert hosts.current(url) is None  # never loaded: the caller loads it
+    state = hosts.get(url)
+    assert hosts.current(url) is state
+    time.sleep(refresh + 0.01)
+    assert hosts.current(url) is None  # due: this caller takes the look
+    assert hosts.current(url) is state  # the next one uses the last good load
+    assert looks == []
+    assert hosts.look(url) is state
+    assert len(looks) == 1
+    assert hosts.current(url) is state
+    assert hosts.get(url) is state
+    assert len(looks) == 1
