@@ -369,7 +369,7 @@ class HostState(Generic[Inner]):
     def _retire_from(self, owner: HostState[Inner]) -> None:
         """Retire an endpoint's slots (its owner holds its own lock): closable by the owner."""
         with self._lock:
-            self.evicted = True
+            self.evicted, self.lane = True, None
             for slot in self.slots:
                 inner = slot.retire()
                 if inner is not None:
@@ -421,7 +421,9 @@ class HostState(Generic[Inner]):
         self._relane()
 
     def _relane(self) -> None:
-        first = self.ranked[0] if self.ranked and not self._rejected else None
+        # The lane refers to this state: an evicted one keeps none, so that dropping it frees
+        # it (and its candidates' contexts) at once rather than at the next full collection.
+        first = self.ranked[0] if self.ranked and not self._rejected and not self.evicted else None
         self.lane = (first, None, self) if first is not None and first.name == self.winner else None
 
     # --- what the flow asks and tells ---------------------------------------------------------
@@ -516,7 +518,7 @@ class HostState(Generic[Inner]):
     def retire_all(self) -> list[Inner]:
         """Retire every slot (eviction, close); returns what can be closed at once."""
         with self._lock:
-            self.evicted = True
+            self.evicted, self.lane = True, None
             for slot in self.slots:
                 self._retire(slot)
             for state in self._endpoints.values():

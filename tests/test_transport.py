@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import importlib.util
 import logging
 import os
@@ -889,6 +890,34 @@ def test_an_evicted_hosts_transports_are_closed_by_the_request_that_made_room(
             response.read()
         assert b.closed == 1  # closed with the answer
     assert [t.closed for t in made] == [1, 1, 1]
+
+
+def test_an_evicted_host_is_freed_at_once(certs_d: CertsD, leaves: Leaves) -> None:
+    """An evicted host's state, with its candidates' contexts (a system bundle each: ~0.9 MB),
+    is freed when it is dropped, not at the next full collection: a host that made its
+    steady lane must not keep itself alive through it."""
+    for host in ("a.test:5000", "b.test:5000"):
+        certs_d.host(host).pair("only", leaves.get("right", "only"))
+    transport = Transport(
+        root=certs_d.root,
+        inner=lambda **options: httpx.MockTransport(lambda request: httpx.Response(200)),
+        max_hosts=1,
+    )
+    with httpx.Client(transport=transport) as http:
+        http.get("https://a.test:5000/v2/")
+        http.get("https://a.test:5000/v2/")  # the steady lane
+        (a,) = transport._hosts._states.values()
+        assert a.lane is not None
+        gone = weakref.ref(a)
+        del a
+        enabled = gc.isenabled()
+        gc.disable()
+        try:
+            http.get("https://b.test:5000/v2/")  # evicts a
+            assert gone() is None
+        finally:
+            if enabled:
+                gc.enable()
 
 
 def test_threads_over_more_hosts_than_max_hosts(
