@@ -232,6 +232,14 @@ class _Base:
         except CertsDirError as exc:
             raise _folder_error(exc, request) from exc
 
+    def _look(self, request: httpx.Request) -> HostState[Any]:
+        """The host's state when :meth:`Hosts.current <dockercerts._hosts.Hosts.current>`
+        left the look at its folder to this request (file system calls: they may block)."""
+        try:
+            return self._hosts.look(request.url)
+        except CertsDirError as exc:
+            raise _folder_error(exc, request) from exc
+
     def winner(self, url: Union[str, httpx.URL]) -> Optional[str]:
         """The name of the pair that last worked for ``url``'s host (``None``: none yet).
 
@@ -294,10 +302,7 @@ class Transport(_Base, httpx.BaseTransport):
         if url.scheme != "https":
             inner: httpx.HTTPTransport = self._plain_for(url)
             return inner.handle_request(request)
-        try:  # self._host(request), without its call on every request
-            state = self._hosts.get(url)
-        except CertsDirError as exc:
-            raise _folder_error(exc, request) from exc
+        state = self._hosts.current(url) or self._look(request)
         if state.closable:  # retired transports nobody uses any more
             for done in state.drain():
                 done.close()
@@ -502,12 +507,6 @@ class AsyncTransport(_Base, httpx.AsyncBaseTransport):
         """The host's state when :meth:`Hosts.current <dockercerts._hosts.Hosts.current>` has
         none ready: the folder is due for a look (a stat, maybe a load), off the loop."""
         return await anyio.to_thread.run_sync(self._look, request)
-
-    def _look(self, request: httpx.Request) -> HostState[Any]:
-        try:
-            return self._hosts.look(request.url)
-        except CertsDirError as exc:
-            raise _folder_error(exc, request) from exc
 
     async def _step(self, step: Any, request: httpx.Request, home: Optional[Home]) -> Any:
         if isinstance(step, Send):
