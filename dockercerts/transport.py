@@ -226,12 +226,6 @@ class _Base:
         connect = request.extensions.get("timeout", {}).get("connect")
         return canames.learn(url, self._proxies.for_url(url), connect)
 
-    def _host(self, request: httpx.Request) -> HostState[Any]:
-        try:
-            return self._hosts.get(request.url)
-        except CertsDirError as exc:
-            raise _folder_error(exc, request) from exc
-
     def _look(self, request: httpx.Request) -> HostState[Any]:
         """The host's state when :meth:`Hosts.current <dockercerts._hosts.Hosts.current>`
         left the look at its folder to this request (file system calls: they may block)."""
@@ -338,7 +332,7 @@ class Transport(_Base, httpx.BaseTransport):
         instead of raising; the caller closes ``decision.response``. ``every_candidate``
         tries them all, as ``dockercerts probe`` does, and changes nothing the transport
         remembers. Raises only :class:`~dockercerts.CertsDirTransportError`."""
-        state = self._host(request)
+        state = self._hosts.current(request.url) or self._look(request)
         if state.closable:  # retired transports nobody uses any more
             for done in state.drain():
                 done.close()
