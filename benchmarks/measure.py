@@ -293,15 +293,46 @@ def _rounds(slices: list[float]) -> list[float]:
     return [sum(slices[i : i + STEADY_SLICES]) for i in range(0, len(slices), STEADY_SLICES)]
 
 
-def throughput(
-    wrapped: list[float],
-    bare: list[float],
-    control: list[float],
-    cpu_a: list[float],
-    cpu_b: list[float],
-    n: int,
-) -> Throughput:
-    wrapped, bare, control, cpu_a, cpu_b = map(_rounds, (wrapped, bare, control, cpu_a, cpu_b))
+@dataclasses.dataclass(frozen=True)
+class Rounds:
+    """The per-round totals (seconds) of a keep-alive comparison: wall time of the wrapped
+    client, the bare one and the A/A control, and the process's CPU time during the first two.
+
+    Kept raw, not summarised, so that the rounds of several processes pool into one figure
+    (:meth:`pooled`): each process is one draw of the memory layout (ASLR, the hash seed),
+    which moves a figure of a few percent as much as the machine's load does."""
+
+    wrapped: list[float]
+    bare: list[float]
+    control: list[float]
+    cpu_wrapped: list[float]
+    cpu_bare: list[float]
+
+    @classmethod
+    def of_slices(
+        cls,
+        wrapped: list[float],
+        bare: list[float],
+        control: list[float],
+        cpu_wrapped: list[float],
+        cpu_bare: list[float],
+    ) -> Rounds:
+        """The rounds of :func:`interleaved` slices (``STEADY_SLICES`` a round)."""
+        return cls(*map(_rounds, (wrapped, bare, control, cpu_wrapped, cpu_bare)))
+
+    @classmethod
+    def pooled(cls, many: Sequence[Rounds]) -> Rounds:
+        """Every round of ``many``, in order."""
+        return cls(*([x for r in many for x in getattr(r, f.name)] for f in _ROUND_FIELDS))
+
+
+_ROUND_FIELDS = dataclasses.fields(Rounds)
+
+
+def throughput(rounds: Rounds, n: int) -> Throughput:
+    """The figures of ``rounds`` of ``n`` requests each: medians of per-round ratios."""
+    wrapped, bare, control = rounds.wrapped, rounds.bare, rounds.control
+    cpu_a, cpu_b = rounds.cpu_wrapped, rounds.cpu_bare
     ratios = [b / a for a, b in zip(wrapped, bare)]
     controls = [b / c for c, b in zip(control, bare)]
     return Throughput(

@@ -17,7 +17,7 @@ from ..material import Pki, write_host
 from ..measure import CPU, gc_paused, interleaved, median
 from ..section import Results, Row, Section
 from ..transports import MockedTransport
-from .steady import Steady
+from .steady import pooled
 
 TARGET_PCT = 1.0
 
@@ -79,7 +79,7 @@ def measure(knobs: Knobs) -> Change:
 
 
 def rows(results: Results) -> list[Row]:
-    change, steady = results.one(Change), results.one(Steady)
+    change, steady = results.one(Change), pooled(results)
     # The figures are shares of a keep-alive request: without the steady state, none.
     if change is None or steady is None:
         return []

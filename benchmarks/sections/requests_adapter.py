@@ -17,6 +17,7 @@ from ..material import Pki, write_host
 from ..measure import (
     STEADY_SLICES,
     OwnCost,
+    Rounds,
     Throughput,
     cpu_per_request,
     interleaved,
@@ -160,7 +161,8 @@ def _steady(knobs: Knobs) -> dict[str, AdapterMode]:
                         for name, s in sessions.items()
                     ),
                 )
-                figures = throughput(a, b, control, cpu["dockercerts"], cpu["bare"], n)
+                timed_rounds = Rounds.of_slices(a, b, control, cpu["dockercerts"], cpu["bare"])
+                figures = throughput(timed_rounds, n)
                 modes[mode] = AdapterMode(figures, srv.take().connections, opened)
         for session in sessions.values():
             session.close()
