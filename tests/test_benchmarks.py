@@ -5,9 +5,14 @@ from __future__ import annotations
 
 import json
 import statistics
+from typing import Any
 
-from benchmarks.measure import STEADY_SLICES, Rounds, throughput
+import pytest
+
+from benchmarks.measure import SLICE_REQUESTS, Rounds, slices, throughput
 from benchmarks.section import Results
+from benchmarks.sections import requests_adapter
+from benchmarks.sections import steady as steady_section
 from benchmarks.sections.steady import Knobs, Steady, SteadyMode, plan, pooled
 from benchmarks.typed import from_json, to_json
 
@@ -25,11 +30,17 @@ def _process(rounds: Rounds, connections: int) -> Steady:
 
 
 def test_slices_add_up_to_rounds() -> None:
-    slices = [float(i) for i in range(2 * STEADY_SLICES)]
-    rounds = Rounds.of_slices(slices, slices, slices, slices, slices)
-    first, second = sum(slices[:STEADY_SLICES]), sum(slices[STEADY_SLICES:])
-    assert rounds.wrapped == [first, second]
-    assert rounds.cpu_bare == [first, second]
+    times = [float(i) for i in range(6)]
+    rounds = Rounds.of_slices(times, times, times, times, times, per_round=3)
+    assert rounds.wrapped == [0 + 1 + 2, 3 + 4 + 5]
+    assert rounds.cpu_bare == [3.0, 12.0]
+
+
+def test_a_round_is_whole_slices() -> None:
+    assert slices(2000, "sync") == 2000 // SLICE_REQUESTS["sync"]
+    assert slices(500, "64 tasks") == 1
+    with pytest.raises(ValueError, match="8 threads: 150 requests"):
+        slices(150, "8 threads")
 
 
 def test_the_figure_is_the_median_of_every_process_round() -> None:
@@ -77,3 +88,16 @@ def test_the_section_plans_one_run_per_process() -> None:
     runs = plan(Knobs(requests=N, rounds=3, processes=4))
     assert [run.key for run in runs] == [f"process {i}" for i in range(1, 5)]
     assert all(run.knobs.rounds == 3 for run in runs)
+
+
+@pytest.mark.parametrize(
+    ("section", "modes"),
+    [
+        (steady_section.SECTION, tuple(SLICE_REQUESTS)),
+        (requests_adapter.SECTION, ("sync", "8 threads")),
+    ],
+)
+def test_every_keep_alive_mode_makes_whole_slices(section: Any, modes: tuple[str, ...]) -> None:
+    for knobs in (section.full, section.quick):
+        for mode in modes:
+            assert slices(knobs.requests, mode) >= 1

@@ -15,7 +15,6 @@ from typing import Any, Callable, Optional
 
 from ..material import Pki, write_host
 from ..measure import (
-    STEADY_SLICES,
     OwnCost,
     Rounds,
     Throughput,
@@ -25,6 +24,8 @@ from ..measure import (
     own_cost,
     self_time_profile,
     shares,
+    slices,
+    slicing,
     throughput,
 )
 from ..section import Results, Row, Section
@@ -154,14 +155,14 @@ def _steady(knobs: Knobs) -> dict[str, AdapterMode]:
                     shaped(mode, session, warm)()
                 opened = srv.take().connections
                 cpu: dict[str, list[float]] = {name: [] for name in sessions}
+                k = slices(n, mode)
                 a, b, control = interleaved(
-                    rounds * STEADY_SLICES,
-                    *(
-                        timed(shaped(mode, s, n // STEADY_SLICES), cpu[name])
-                        for name, s in sessions.items()
-                    ),
+                    rounds * k,
+                    *(timed(shaped(mode, s, n // k), cpu[name]) for name, s in sessions.items()),
                 )
-                timed_rounds = Rounds.of_slices(a, b, control, cpu["dockercerts"], cpu["bare"])
+                timed_rounds = Rounds.of_slices(
+                    a, b, control, cpu["dockercerts"], cpu["bare"], per_round=k
+                )
                 figures = throughput(timed_rounds, n)
                 modes[mode] = AdapterMode(figures, srv.take().connections, opened)
         for session in sessions.values():
@@ -250,7 +251,7 @@ def details(results: Results) -> list[str]:
         "### 9. The requests adapter (issue 12)",
         "",
         f"requests {data.requests_version}. Steady state: {data.requests} GETs per "
-        f"round and variant, {data.rounds} rounds of {STEADY_SLICES} interleaved slices, "
+        f"round and variant, {data.rounds} rounds, {slicing(list(data.modes))}, "
         "against the same `MTLSServer` process, 5 pairs in the folder, the winner settled; "
         "baseline a bare `requests.Session` with `verify=` the server's CA and `cert=` the "
         "right pair, control a second such session (A/A). Both sessions ignore the "

@@ -19,13 +19,14 @@ import httpx
 import dockercerts
 
 from ..measure import (
-    STEADY_SLICES,
     Rounds,
     Throughput,
     ainterleaved,
     interleaved,
     log,
     shares,
+    slices,
+    slicing,
     throughput,
 )
 from ..section import Results, Row, Run, Section
@@ -149,14 +150,17 @@ def measure(knobs: Knobs) -> Steady:
                     shape(variant, warm)()
                 srv.take()
                 cpu: dict[str, list[float]] = {name: [] for name in variants}
+                k = slices(n, mode)
                 a, b, control = interleaved(
-                    rounds * STEADY_SLICES,
+                    rounds * k,
                     *(
-                        timed(shape(variant, n // STEADY_SLICES), name, cpu[name])
+                        timed(shape(variant, n // k), name, cpu[name])
                         for name, variant in variants.items()
                     ),
                 )
-                timed_rounds = Rounds.of_slices(a, b, control, cpu["dockercerts"], cpu["bare"])
+                timed_rounds = Rounds.of_slices(
+                    a, b, control, cpu["dockercerts"], cpu["bare"], per_round=k
+                )
                 modes[mode] = SteadyMode(timed_rounds, dict(new_connections))
                 new_connections.update(dockercerts=0, bare=0, control=0)
         for c in variants.values():
@@ -207,15 +211,16 @@ def measure(knobs: Knobs) -> Steady:
                         await shape(avariant, warm)()
                     srv.take()
                     acpu: dict[str, list[float]] = {name: [] for name in avariants}
+                    k = slices(n, mode)
                     a, b, control = await ainterleaved(
-                        rounds * STEADY_SLICES,
+                        rounds * k,
                         *(
-                            atimed(shape(avariant, n // STEADY_SLICES), name, acpu[name])
+                            atimed(shape(avariant, n // k), name, acpu[name])
                             for name, avariant in avariants.items()
                         ),
                     )
                     timed_rounds = Rounds.of_slices(
-                        a, b, control, acpu["dockercerts"], acpu["bare"]
+                        a, b, control, acpu["dockercerts"], acpu["bare"], per_round=k
                     )
                     modes[mode] = SteadyMode(timed_rounds, dict(new_connections))
                     new_connections.update(dockercerts=0, bare=0, control=0)
@@ -289,7 +294,7 @@ def details(results: Results) -> list[str]:
     out = [
         f"### 1. Steady state ({steady.requests} GETs per variant and round, "
         f"{steady.rounds} rounds in {steady.processes} processes, keep-alive; each round "
-        f"sent in {STEADY_SLICES} slices alternating A,B,B,A,...)",
+        f"{slicing(list(steady.modes))})",
         "",
         "| Mode | dockercerts µs/req | bare µs/req | throughput ratio (median) | "
         "per process (median) | per-round ratios | best-of ratio | "
