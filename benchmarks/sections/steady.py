@@ -1,9 +1,10 @@
 """1. Steady state: keep-alive throughput against bare httpx with the right pair, sync, async,
 8 threads and 64 tasks, with an A/A control (a second bare client in the same rounds).
 
-The section runs in several processes and pools their rounds: a figure of a few percent moves
-with each process's memory layout (ASLR, the hash seed) by as much as with the machine's load,
-so one process is one draw of it (pyperf runs 20 worker processes for the same reason)."""
+Rounds are sent in small slices, interleaved with the other variants' (``SLICE_REQUESTS``), so
+that the machine's load falls on all of them alike; the section runs in several processes and
+pools their rounds, so that the figure does not rest on one draw of a process's memory layout
+(ASLR, the hash seed). benchmarks/README.md, *Noise in the steady state*, has the numbers."""
 
 from __future__ import annotations
 
