@@ -193,7 +193,7 @@ class HostState(Generic[Inner]):
         self._lock = threading.Lock()
         #: Until when requests use this state without a look at the directory: ``-inf`` while
         #: the folder cannot be loaded or the state is evicted, so that one comparison on
-        #: every request covers all three (:meth:`Hosts.get`).
+        #: every request covers all three (:meth:`Hosts.current`).
         self.due = float("-inf")
         self._broken_since: Optional[str] = None
         # Why the folder could not be loaded, if it never was: raised again (a copy) until

@@ -203,7 +203,7 @@ def _shared_records(slot: Slot[Any], status: int, target: Optional[Target]) -> t
     bookkeeping, and only ``elapsed`` would differ (httpx's ``response.elapsed`` times the
     request)."""
     endpoint = None if target is None else target.name
-    key: Union[int, tuple[int, str]] = status if target is None else (status, target.name)
+    key: Union[int, tuple[int, str]] = status if endpoint is None else (status, endpoint)
     records: Optional[tuple[Attempt, ...]] = slot.shared_records.get(key)
     if records is None:
         records = (
